@@ -1,0 +1,5 @@
+//! End-to-end tests across the workspace's crates live in `tests/tests/`; this library holds what they share: the
+//! generator of the frozen token test vectors (`verifier/tests/vectors/v1/`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod vectors;

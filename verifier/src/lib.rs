@@ -1,0 +1,63 @@
+//! Offline verification of signed license tokens. No networking; `#![no_std]` + `alloc` without the default `std`
+//! feature.
+//!
+//! An app embeds its vendor's public key(s), computes this machine's fingerprint, and checks the token it stored:
+//!
+//! ```
+//! use verifier::{verify_at, Error, KeySet, Status, Validation};
+//! use time::macros::datetime;
+//!
+//! // The vendor's public key line (from `issuer keys export`), embedded in the app.
+//! const PUBLIC_KEYS: &[&str] = &["lpk1.ndT5vQD0h0r77YnxU2Cbhn5xnQZMc2XQRuOnoEuOtXVYwo-xbq44cg"];
+//! // A token the issuer signed for this machine (a frozen test vector).
+//! const TOKEN: &str = include_str!("../tests/vectors/v1/valid_online.token");
+//!
+//! let keys = KeySet::from_lines(PUBLIC_KEYS)?;
+//! let validation = Validation::new("acme-cad", "cPFviWOfAHrkBhGe49wRxw");
+//! let verified = verify_at(TOKEN, &keys, &validation, datetime!(2026-11-23 12:00 UTC))?;
+//! assert_eq!(verified.status, Status::Valid);
+//! assert!(verified.license.has_entitlement("export"));
+//!
+//! // The same token on another machine is refused.
+//! let elsewhere = Validation::new("acme-cad", "another-machine");
+//! let err = verify_at(TOKEN, &keys, &elsewhere, datetime!(2026-11-23 12:00 UTC)).unwrap_err();
+//! assert!(matches!(err, Error::WrongMachine));
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! # Layout
+//! - `token`: text → [`UntrustedToken`] → (signature) → [`License`]; and [`UnsignedToken`] for signers.
+//! - `claims`: [`Claims`] and their postcard encoding and limits.
+//! - `key`: [`KeyId`], [`PublicKey`] lines and the trusted [`KeySet`] (several keys for rotation).
+//! - `validation`: [`Validation`] (product, machine, time) and [`verify_at`].
+//! - `fingerprint`: [`fingerprint()`] and, with `std`, [`InstallId`] (the random per-install id file).
+//! - `clock` (`std`): [`ClockGuard`], which catches a clock set back.
+//! - `format`: the constants of format v1; docs/token-format.md specifies it byte by byte.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+extern crate alloc;
+
+mod claims;
+#[cfg(feature = "std")]
+mod clock;
+mod error;
+mod fingerprint;
+pub mod format;
+mod key;
+mod token;
+mod validation;
+
+pub use claims::{Claims, LicenseId, TokenKind};
+#[cfg(feature = "std")]
+pub use clock::{ClockGuard, DEFAULT_ROLLBACK_LEEWAY_SECS};
+pub use error::{ClaimsError, Error};
+#[cfg(feature = "std")]
+pub use fingerprint::InstallId;
+pub use fingerprint::{fingerprint, FINGERPRINT_LABEL};
+pub use key::{KeyId, KeySet, PublicKey};
+pub use time::OffsetDateTime;
+pub use token::{License, UnsignedToken, UntrustedToken};
+#[cfg(feature = "std")]
+pub use validation::verify;
+pub use validation::{verify_at, Status, Validation, Verified, DEFAULT_LEEWAY_SECS};

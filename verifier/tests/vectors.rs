@@ -1,0 +1,88 @@
+//! Every frozen v1 vector is judged as `cases.json` says, using nothing but this crate.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use verifier::{verify_at, Claims, KeySet, Status, TokenKind, Validation};
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/v1");
+
+fn time(v: &Value) -> Option<OffsetDateTime> {
+    v.as_str().map(|s| OffsetDateTime::parse(s, &Rfc3339).unwrap())
+}
+
+fn claims_from_json(c: &Value) -> Claims {
+    Claims {
+        kind: match c["kind"].as_str().unwrap() {
+            "online" => TokenKind::Online,
+            _ => TokenKind::Offline,
+        },
+        license_id: c["license_id"].as_str().unwrap().parse().unwrap(),
+        license_key: c["license_key"].as_str().unwrap().into(),
+        email: c["email"].as_str().unwrap().into(),
+        product: c["product"].as_str().unwrap().into(),
+        entitlements: c["entitlements"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().into()).collect(),
+        max_machines: c["max_machines"].as_u64().unwrap() as u32,
+        fingerprint: c["fingerprint"].as_str().unwrap().into(),
+        issued_at: time(&c["issued_at"]).unwrap(),
+        license_expires_at: time(&c["license_expires_at"]),
+        refresh_after: time(&c["refresh_after"]),
+        token_expires_at: time(&c["token_expires_at"]),
+    }
+}
+
+#[test]
+fn every_vector_is_judged_as_specified() {
+    let dir = Path::new(DIR);
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let keys = KeySet::from_text(&std::fs::read_to_string(dir.join("keys.txt")).unwrap()).unwrap();
+    let v = &manifest["validation"];
+    let mut validation = Validation::new(v["product"].as_str().unwrap(), v["fingerprint"].as_str().unwrap());
+    validation.leeway_secs = v["leeway_secs"].as_u64().unwrap();
+
+    let cases = manifest["cases"].as_array().unwrap();
+    assert!(cases.len() >= 25, "expected the full v1 vector set, found {}", cases.len());
+    for case in cases {
+        let file = case["file"].as_str().unwrap();
+        let token = std::fs::read_to_string(dir.join(file)).unwrap();
+        let now = time(&case["now"]).unwrap();
+        let expect = case["expect"].as_str().unwrap();
+        assert_eq!(
+            file.starts_with("fail_"),
+            !matches!(expect, "valid" | "refresh_due"),
+            "{file}: name and expectation"
+        );
+        let got = match verify_at(&token, &keys, &validation, now) {
+            Ok(verified) => {
+                assert_eq!(*verified.license.claims(), claims_from_json(&case["claims"]), "{file}: decoded claims");
+                match verified.status {
+                    Status::Valid => "valid",
+                    Status::RefreshDue => "refresh_due",
+                    _ => "unknown status",
+                }
+            }
+            Err(e) => e.code(),
+        };
+        assert_eq!(got, expect, "{file}: {}", case["about"]);
+        // A trailing newline, as when the token is kept in a text file, changes nothing.
+        let with_newline = verify_at(&format!("{token}\n"), &keys, &validation, now).map(|_| ()).map_err(|e| e.code());
+        assert_eq!(
+            with_newline.err().unwrap_or("ok"),
+            if got.starts_with("valid") || got == "refresh_due" { "ok" } else { got },
+            "{file} + newline"
+        );
+    }
+}
+
+#[test]
+fn untrusted_key_file_is_not_in_the_trusted_set() {
+    let dir = Path::new(DIR);
+    let keys = KeySet::from_text(&std::fs::read_to_string(dir.join("keys.txt")).unwrap()).unwrap();
+    let stranger: verifier::PublicKey =
+        std::fs::read_to_string(dir.join("untrusted-key.pub")).unwrap().parse().unwrap();
+    assert!(keys.get(stranger.key_id()).is_none());
+    assert_eq!(keys.len(), 2);
+}
