@@ -61,3 +61,8 @@ pub use token::{License, UnsignedToken, UntrustedToken};
 #[cfg(feature = "std")]
 pub use validation::verify;
 pub use validation::{verify_at, Status, Validation, Verified, DEFAULT_LEEWAY_SECS};
+
+/// The README's examples compile and run as doc tests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -99,3 +99,107 @@ pub fn verify_at(token: &str, keys: &KeySet, validation: &Validation, now: Offse
 pub fn verify(token: &str, keys: &KeySet, validation: &Validation) -> Result<Verified, Error> {
     verify_at(token, keys, validation, OffsetDateTime::now_utc())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    use ed25519_dalek::{Signer as _, SigningKey};
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::{Claims, LicenseId, PublicKey, TokenKind, UnsignedToken};
+
+    fn claims() -> Claims {
+        Claims {
+            kind: TokenKind::Online,
+            license_id: LicenseId([9; 16]),
+            license_key: "KEY".into(),
+            email: "a@example.com".into(),
+            product: "acme-cad".into(),
+            entitlements: vec!["pro".into()],
+            max_machines: 2,
+            fingerprint: "this-machine".into(),
+            issued_at: datetime!(2026-11-22 10:00 UTC),
+            license_expires_at: Some(datetime!(2027-01-01 0:00 UTC)),
+            refresh_after: Some(datetime!(2026-11-23 10:00 UTC)),
+            token_expires_at: Some(datetime!(2026-11-30 10:00 UTC)),
+        }
+    }
+
+    fn check_with(claims: &Claims, validation: &Validation, now: OffsetDateTime) -> Result<Status, Error> {
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let public = PublicKey::from_bytes(key.verifying_key().as_bytes()).unwrap();
+        let unsigned = UnsignedToken::new(public.key_id(), claims).unwrap();
+        let token = unsigned.clone().finish(&key.sign(unsigned.message()).to_bytes());
+        let keys = KeySet::from_lines(&[public.to_string()]).unwrap();
+        verify_at(&token, &keys, validation, now).map(|v| v.status)
+    }
+
+    fn check(claims: &Claims, now: OffsetDateTime) -> Result<Status, Error> {
+        check_with(claims, &Validation::new("acme-cad", "this-machine"), now)
+    }
+
+    #[test]
+    fn fresh_token_is_valid() {
+        assert_eq!(check(&claims(), datetime!(2026-11-22 12:00 UTC)).unwrap(), Status::Valid);
+    }
+
+    #[test]
+    fn token_past_refresh_after_is_valid_with_refresh_due() {
+        assert_eq!(check(&claims(), datetime!(2026-11-23 10:00 UTC)).unwrap(), Status::RefreshDue);
+    }
+
+    #[test]
+    fn expired_token_is_rejected() {
+        let err = check(&claims(), datetime!(2026-11-30 10:01 UTC)).unwrap_err();
+        assert!(matches!(err, Error::TokenExpired { expired_at } if expired_at == datetime!(2026-11-30 10:00 UTC)));
+    }
+
+    #[test]
+    fn expired_within_leeway_is_accepted() {
+        assert_eq!(check(&claims(), datetime!(2026-11-30 10:00:59 UTC)).unwrap(), Status::RefreshDue);
+    }
+
+    #[test]
+    fn expired_license_is_reported_before_expired_token() {
+        let c = Claims { license_expires_at: Some(datetime!(2026-11-25 0:00 UTC)), ..claims() };
+        assert_eq!(check(&c, datetime!(2026-12-10 0:00 UTC)).unwrap_err().code(), "license_expired");
+    }
+
+    #[test]
+    fn perpetual_offline_token_is_valid_forever() {
+        let c = Claims {
+            kind: TokenKind::Offline,
+            license_expires_at: None,
+            refresh_after: None,
+            token_expires_at: None,
+            ..claims()
+        };
+        assert_eq!(check(&c, datetime!(9999-01-01 0:00 UTC)).unwrap(), Status::Valid);
+    }
+
+    #[test]
+    fn token_from_the_future_is_not_yet_valid() {
+        assert_eq!(check(&claims(), datetime!(2026-11-22 9:58 UTC)).unwrap_err().code(), "not_yet_valid");
+        assert!(check(&claims(), datetime!(2026-11-22 9:59:30 UTC)).is_ok(), "inside the leeway");
+    }
+
+    #[test]
+    fn wrong_product_and_machine_are_rejected() {
+        let other_product = Claims { product: "acme-viewer".into(), ..claims() };
+        let err = check(&other_product, datetime!(2026-11-22 12:00 UTC)).unwrap_err();
+        assert!(matches!(err, Error::WrongProduct { ref found, .. } if found == "acme-viewer"));
+        let other_machine = Claims { fingerprint: "elsewhere".into(), ..claims() };
+        assert_eq!(check(&other_machine, datetime!(2026-11-22 12:00 UTC)).unwrap_err().code(), "wrong_machine");
+    }
+
+    #[test]
+    fn huge_leeway_does_not_overflow() {
+        let mut validation = Validation::new("acme-cad", "this-machine");
+        validation.leeway_secs = u64::MAX;
+        assert!(check_with(&claims(), &validation, datetime!(2026-11-22 12:00 UTC)).is_ok());
+    }
+}
