@@ -337,7 +337,7 @@ pub fn cases(keys: &VectorKeys) -> Vec<Case> {
     out.push(case(
         "fail_token_expired.token",
         online.clone(),
-        "online token 1 s past token_expires_at plus the 60 s leeway",
+        "online token at token_expires_at plus the 60 s leeway: the first rejected second",
         datetime!(2026-12-22 10:01:00 UTC),
         "token_expired",
         None,

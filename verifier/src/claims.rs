@@ -181,10 +181,14 @@ fn check(w: &WireClaims) -> Result<(), ClaimsError> {
     if w.fingerprint.is_empty() || w.fingerprint.len() > MAX_FINGERPRINT_LEN || !is_graphic_ascii(&w.fingerprint) {
         return Err(err("fingerprint", "must be 1-128 printable ASCII characters without spaces"));
     }
-    let times =
-        [w.issued_at, w.license_expires_at.unwrap_or(0), w.refresh_after.unwrap_or(0), w.token_expires_at.unwrap_or(0)];
-    if times.iter().any(|&t| t > MAX_TIME) {
-        return Err(err("issued_at", "times must not be later than 9999-12-31T23:59:59Z"));
+    let times = [
+        ("issued_at", Some(w.issued_at)),
+        ("license_expires_at", w.license_expires_at),
+        ("refresh_after", w.refresh_after),
+        ("token_expires_at", w.token_expires_at),
+    ];
+    if let Some((field, _)) = times.iter().find(|(_, t)| t.is_some_and(|t| t > MAX_TIME)) {
+        return Err(err(field, "must not be later than 9999-12-31T23:59:59Z"));
     }
     match (w.kind, w.refresh_after, w.token_expires_at) {
         (TokenKind::Online, Some(refresh), Some(expiry)) => {

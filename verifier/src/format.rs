@@ -31,7 +31,8 @@ pub const HEADER_LEN: usize = 1 + KEY_ID_LEN;
 /// Ed25519 signature length.
 pub const SIGNATURE_LEN: usize = 64;
 
-/// Longest token text a verifier accepts, prefix included (the largest claims the limits allow need 1,581).
+/// Longest token text a verifier accepts, in bytes after trimming, prefix included. The largest claims the limits
+/// allow make a 1,561-byte token, so the cap leaves room without letting a caller feed megabytes to the decoder.
 pub const MAX_TOKEN_LEN: usize = 2048;
 
 /// Limits on claims; a signer refuses claims that break them and a verifier rejects tokens that carry them.

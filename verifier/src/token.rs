@@ -27,7 +27,7 @@ impl UntrustedToken {
     pub fn parse(text: &str) -> Result<Self, Error> {
         let text = text.trim_ascii();
         if text.len() > MAX_TOKEN_LEN {
-            return Err(Error::malformed("longer than 2048 characters"));
+            return Err(Error::malformed("longer than 2048 bytes"));
         }
         let (version, body) = split_prefix(text)?;
         if version != u32::from(FORMAT_VERSION) {
