@@ -81,6 +81,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// An activation request or deactivation code is not valid (wrong kind, version, length or content).
+    #[error("the code is not valid ({reason}); ask for a new one")]
+    InvalidCode {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An activation request or deactivation code fails its check characters: it was mistyped.
+    #[error("the code was mistyped (its check characters do not match); compare it character by character")]
+    MistypedCode,
     /// Claims given to the encoder break a limit of the format.
     #[error(transparent)]
     InvalidClaims(#[from] ClaimsError),
@@ -111,6 +120,8 @@ impl Error {
             Error::NotYetValid { .. } => "not_yet_valid",
             Error::ClockRolledBack { .. } => "clock_rolled_back",
             Error::InvalidPublicKey { .. } => "invalid_public_key",
+            Error::InvalidCode { .. } => "invalid_code",
+            Error::MistypedCode => "mistyped_code",
             Error::InvalidClaims(_) => "invalid_claims",
             #[cfg(feature = "std")]
             Error::Io { .. } => "io",

