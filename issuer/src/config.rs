@@ -1,0 +1,441 @@
+//! Service configuration in layers: defaults < TOML config file < `ISSUER_*` environment < command-line flags.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default listen address: loopback only, so a fresh install is not exposed by accident.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Longest accepted refresh interval or offline grace: ten years.
+pub const MAX_TOKEN_PERIOD_SECS: u64 = 3650 * 86_400;
+/// Default data directory (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "./issuer-data";
+
+/// A secret string (admin token, database URL with a password): `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; use it, do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// The issuer's settings after every layer was applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Address the HTTP server binds. Default `127.0.0.1:8080`. Env `ISSUER_LISTEN`, flag `--listen`.
+    pub listen: SocketAddr,
+    /// Directory of the SQLite store (`issuer.db`) and the key ring (`keys/`). Default `./issuer-data`.
+    /// Env `ISSUER_DATA_DIR`, flag `--data-dir`.
+    pub data_dir: PathBuf,
+    /// Database URL; `None` means the SQLite file in the data directory. Only `sqlite:` URLs are supported so far.
+    /// Env `ISSUER_DATABASE_URL`, flag `--database-url`.
+    pub database_url: Option<Secret>,
+    /// An extra accepted admin token for automation. Env `ISSUER_ADMIN_TOKEN` only (never a flag: flags show in `ps`).
+    pub admin_token: Option<Secret>,
+    /// Seconds after issue when an online app should refresh its token. Default 86,400 (24 h).
+    /// Config `refresh_interval = "24h"`, env `ISSUER_REFRESH_INTERVAL`.
+    pub refresh_interval_secs: u64,
+    /// Seconds a token stays valid past its refresh time, for apps that are offline for a while. Default 604,800
+    /// (7 days). Config `offline_grace = "7d"`, env `ISSUER_OFFLINE_GRACE`.
+    pub offline_grace_secs: u64,
+    /// Requests per second each client IP may make to the public endpoints; 0 switches the limit off. Default 10.
+    /// Config `rate_limit_per_second`, env `ISSUER_RATE_LIMIT_PER_SECOND`.
+    pub rate_limit_per_second: u32,
+    /// Requests a client IP may make in a burst above the steady rate. Default 30.
+    /// Config `rate_limit_burst`, env `ISSUER_RATE_LIMIT_BURST`.
+    pub rate_limit_burst: u32,
+    /// Largest accepted request body in bytes. Default 65,536. Config `max_body_bytes`, env `ISSUER_MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            database_url: None,
+            admin_token: None,
+            refresh_interval_secs: 24 * 3600,
+            offline_grace_secs: 7 * 24 * 3600,
+            rate_limit_per_second: 10,
+            rate_limit_burst: 30,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The config file: every key optional. Unknown keys are refused so a typo does not silently do nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<Secret>,
+    refresh_interval: Option<String>,
+    offline_grace: Option<String>,
+    rate_limit_per_second: Option<u32>,
+    rate_limit_burst: Option<u32>,
+    max_body_bytes: Option<usize>,
+}
+
+/// Settings given on the command line; `None` leaves the lower layers' value.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Flags {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`.
+    pub database_url: Option<Secret>,
+}
+
+impl Flags {
+    /// Flags with the given values.
+    pub fn new(listen: Option<SocketAddr>, data_dir: Option<PathBuf>, database_url: Option<String>) -> Self {
+        Flags { listen, data_dir, database_url: database_url.map(Secret) }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has unknown keys or wrong types.
+    #[error("invalid config file {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML parser's message.
+        message: String,
+    },
+    /// A setting has a value that cannot be used.
+    #[error("invalid setting {name}: {message}")]
+    Invalid {
+        /// Where the setting came from, e.g. `ISSUER_LISTEN` or `listen` (config file).
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads the layers: defaults, then `file` (when given), then the environment read through `env`, then `flags`.
+    ///
+    /// `env` looks up a variable; pass `|name| std::env::var(name).ok()` for the real environment.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: Flags,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if let Some(path) = file {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            config.apply_file(&text).map_err(|e| match e {
+                ConfigError::Invalid { name, message } => {
+                    ConfigError::Invalid { name: format!("{name} (in {})", path.display()), message }
+                }
+                ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
+                other => other,
+            })?;
+        }
+        config.apply_env(env)?;
+        if let Some(listen) = flags.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = flags.data_dir {
+            config.data_dir = dir;
+        }
+        if let Some(url) = flags.database_url {
+            config.database_url = Some(url);
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Applies the config file text on top of the current values.
+    fn apply_file(&mut self, text: &str) -> Result<(), ConfigError> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        if let Some(listen) = file.listen {
+            self.listen = parse_addr("listen", &listen)?;
+        }
+        if let Some(dir) = file.data_dir {
+            self.data_dir = dir;
+        }
+        if let Some(url) = file.database_url {
+            self.database_url = Some(url);
+        }
+        if let Some(d) = file.refresh_interval {
+            self.refresh_interval_secs = parse_setting_duration("refresh_interval", &d)?;
+        }
+        if let Some(d) = file.offline_grace {
+            self.offline_grace_secs = parse_setting_duration("offline_grace", &d)?;
+        }
+        if let Some(n) = file.rate_limit_per_second {
+            self.rate_limit_per_second = n;
+        }
+        if let Some(n) = file.rate_limit_burst {
+            self.rate_limit_burst = n;
+        }
+        if let Some(n) = file.max_body_bytes {
+            self.max_body_bytes = n;
+        }
+        Ok(())
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let get = |name: &str| env(name).filter(|v| !v.is_empty());
+        if let Some(v) = get("ISSUER_LISTEN") {
+            self.listen = parse_addr("ISSUER_LISTEN", &v)?;
+        }
+        if let Some(v) = get("ISSUER_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("ISSUER_DATABASE_URL") {
+            self.database_url = Some(Secret(v));
+        }
+        if let Some(v) = get("ISSUER_ADMIN_TOKEN") {
+            self.admin_token = Some(Secret(v));
+        }
+        if let Some(v) = get("ISSUER_REFRESH_INTERVAL") {
+            self.refresh_interval_secs = parse_setting_duration("ISSUER_REFRESH_INTERVAL", &v)?;
+        }
+        if let Some(v) = get("ISSUER_OFFLINE_GRACE") {
+            self.offline_grace_secs = parse_setting_duration("ISSUER_OFFLINE_GRACE", &v)?;
+        }
+        if let Some(v) = get("ISSUER_RATE_LIMIT_PER_SECOND") {
+            self.rate_limit_per_second = parse_number("ISSUER_RATE_LIMIT_PER_SECOND", &v)?;
+        }
+        if let Some(v) = get("ISSUER_RATE_LIMIT_BURST") {
+            self.rate_limit_burst = parse_number("ISSUER_RATE_LIMIT_BURST", &v)?;
+        }
+        if let Some(v) = get("ISSUER_MAX_BODY_BYTES") {
+            self.max_body_bytes = parse_number("ISSUER_MAX_BODY_BYTES", &v)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses values the service cannot work with.
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |name: &str, message: &str| Err(ConfigError::Invalid { name: name.into(), message: message.into() });
+        if self.refresh_interval_secs == 0 || self.refresh_interval_secs > MAX_TOKEN_PERIOD_SECS {
+            return bad("refresh_interval", "must be between 1s and 3650d");
+        }
+        if self.offline_grace_secs > MAX_TOKEN_PERIOD_SECS {
+            return bad("offline_grace", "must be at most 3650d");
+        }
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes", "must be at least 1024");
+        }
+        Ok(())
+    }
+
+    /// An example config file with every key and its default, printed by `issuer config example`.
+    pub fn example() -> &'static str {
+        EXAMPLE
+    }
+}
+
+const EXAMPLE: &str = r#"# issuer configuration. Every key is optional; the values shown are the defaults.
+# Precedence: defaults < this file (--config FILE) < ISSUER_* environment variables < command-line flags.
+
+# Address to listen on (ISSUER_LISTEN, --listen). Keep it on loopback behind a TLS-terminating proxy.
+listen = "127.0.0.1:8080"
+
+# Directory of the SQLite store issuer.db and the signing key ring keys/ (ISSUER_DATA_DIR, --data-dir).
+data_dir = "./issuer-data"
+
+# Database URL (ISSUER_DATABASE_URL, --database-url). Unset: the SQLite file in data_dir.
+# database_url = "sqlite:///var/lib/issuer/issuer.db"
+
+# Online tokens: refresh after this long, and stay valid this much longer for apps that are offline for a while
+# (ISSUER_REFRESH_INTERVAL, ISSUER_OFFLINE_GRACE). Units: s, m, h, d, w.
+refresh_interval = "24h"
+offline_grace = "7d"
+
+# Per-client-IP limit on the public endpoints (activate, validate, refresh, deactivate, keys): a steady rate in
+# requests per second and a burst above it (ISSUER_RATE_LIMIT_PER_SECOND, ISSUER_RATE_LIMIT_BURST). 0 switches it off.
+rate_limit_per_second = 10
+rate_limit_burst = 30
+
+# Largest accepted request body in bytes (ISSUER_MAX_BODY_BYTES).
+max_body_bytes = 65536
+
+# The admin API token is not configured here: one is created and printed at first start, and ISSUER_ADMIN_TOKEN
+# (environment only) adds one for automation.
+"#;
+
+fn parse_addr(name: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| ConfigError::Invalid {
+        name: name.into(),
+        message: format!("`{value}` is not an address such as 127.0.0.1:8080"),
+    })
+}
+
+fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::Invalid { name: name.into(), message: format!("`{value}` is not a valid number") })
+}
+
+fn parse_setting_duration(name: &str, value: &str) -> Result<u64, ConfigError> {
+    parse_duration_secs(value).map_err(|message| ConfigError::Invalid { name: name.into(), message })
+}
+
+/// Parses a duration such as `90s`, `15m`, `12h`, `365d` or `2w` into seconds; a bare number is seconds.
+pub fn parse_duration_secs(value: &str) -> Result<u64, String> {
+    let v = value.trim();
+    let bad = || format!("`{value}` is not a duration such as 12h, 7d or 365d (units s, m, h, d, w)");
+    let (digits, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let factor = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(factor).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn write_file(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn defaults_apply_without_any_layer() {
+        let config = Config::load(None, env_of(&[]), Flags::default()).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.refresh_interval_secs, 86_400);
+        assert_eq!(config.offline_grace_secs, 604_800);
+    }
+
+    #[test]
+    fn file_overrides_defaults_env_overrides_file_and_flags_override_env() {
+        let file = write_file("listen = \"127.0.0.1:1000\"\ndata_dir = \"/from/file\"\nrate_limit_burst = 5\n");
+        let config = Config::load(Some(file.path()), env_of(&[]), Flags::default()).unwrap();
+        assert_eq!(config.listen.port(), 1000);
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(config.rate_limit_burst, 5);
+
+        let env = env_of(&[("ISSUER_LISTEN", "127.0.0.1:2000"), ("ISSUER_DATA_DIR", "/from/env")]);
+        let config = Config::load(Some(file.path()), env, Flags::default()).unwrap();
+        assert_eq!(config.listen.port(), 2000);
+        assert_eq!(config.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(config.rate_limit_burst, 5, "a key only the file sets keeps the file's value");
+
+        let env = env_of(&[("ISSUER_LISTEN", "127.0.0.1:2000"), ("ISSUER_DATA_DIR", "/from/env")]);
+        let flags = Flags::new(Some("127.0.0.1:3000".parse().unwrap()), None, None);
+        let config = Config::load(Some(file.path()), env, flags).unwrap();
+        assert_eq!(config.listen.port(), 3000);
+        assert_eq!(config.data_dir, PathBuf::from("/from/env"), "a flag not given leaves the env value");
+    }
+
+    #[test]
+    fn durations_are_read_with_units() {
+        let file = write_file("refresh_interval = \"12h\"\noffline_grace = \"2w\"\n");
+        let config =
+            Config::load(Some(file.path()), env_of(&[("ISSUER_REFRESH_INTERVAL", "90m")]), Flags::default()).unwrap();
+        assert_eq!(config.refresh_interval_secs, 90 * 60);
+        assert_eq!(config.offline_grace_secs, 14 * 86_400);
+        assert_eq!(parse_duration_secs("365d").unwrap(), 365 * 86_400);
+        assert_eq!(parse_duration_secs("30").unwrap(), 30);
+        assert!(parse_duration_secs("1y").is_err());
+        assert!(parse_duration_secs("h").is_err());
+        assert!(parse_duration_secs("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn token_periods_out_of_range_are_refused() {
+        let env = env_of(&[("ISSUER_REFRESH_INTERVAL", "0s")]);
+        assert!(Config::load(None, env, Flags::default()).is_err());
+        let env = env_of(&[("ISSUER_OFFLINE_GRACE", "100000d")]);
+        let err = Config::load(None, env, Flags::default()).unwrap_err();
+        assert!(err.to_string().contains("offline_grace"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_key_is_refused_with_the_file_named() {
+        let file = write_file("listne = \"127.0.0.1:1\"\n");
+        let err = Config::load(Some(file.path()), env_of(&[]), Flags::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        assert!(err.to_string().contains(&file.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let err =
+            Config::load(None, env_of(&[("ISSUER_RATE_LIMIT_PER_SECOND", "lots")]), Flags::default()).unwrap_err();
+        assert!(err.to_string().contains("ISSUER_RATE_LIMIT_PER_SECOND"), "{err}");
+    }
+
+    #[test]
+    fn admin_token_comes_from_env_and_is_hidden_from_debug() {
+        let env = env_of(&[("ISSUER_ADMIN_TOKEN", "s3cret-token"), ("ISSUER_DATABASE_URL", "sqlite://x?pw=hunter2")]);
+        let config = Config::load(None, env, Flags::default()).unwrap();
+        assert_eq!(config.admin_token.as_ref().unwrap().expose(), "s3cret-token");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret-token") && !debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn example_config_parses_to_the_defaults() {
+        let file = write_file(Config::example());
+        let config = Config::load(Some(file.path()), env_of(&[]), Flags::default()).unwrap();
+        assert_eq!(config, Config::default());
+    }
+}

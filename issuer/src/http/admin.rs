@@ -1,0 +1,380 @@
+//! Admin endpoints under `/v1/licenses`, behind `Authorization: Bearer <admin token>`.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json as JsonResponse;
+use serde::{Deserialize, Deserializer, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::error::ApiError;
+use super::extract::{ClientIp, Json, Path, Query};
+use super::AppState;
+use crate::config::parse_duration_secs;
+use crate::service::{Context, Expiry, LicenseRef, NewLicense, ServiceError};
+use crate::store::{Cursor, Event, License, LicenseFilter, LicenseStatus, LicenseUpdate, Machine};
+
+/// Default and largest page sizes of the list endpoints.
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+/// Middleware: 401 unless the request carries an accepted admin token.
+pub(crate) async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return ApiError::unauthorized("missing `Authorization: Bearer <admin token>` header").into_response();
+    };
+    let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return ApiError::unauthorized("the Authorization header must be `Bearer <admin token>`").into_response();
+    };
+    match state.licensing.is_admin_token(token).await {
+        Ok(true) => next.run(request).await,
+        Ok(false) => ApiError::unauthorized("the admin token is not valid").into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// A license as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct LicenseView {
+    id: String,
+    key: String,
+    email: String,
+    product: String,
+    status: LicenseStatus,
+    max_machines: u32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+    entitlements: Vec<String>,
+    metadata: serde_json::Map<String, serde_json::Value>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+impl From<License> for LicenseView {
+    fn from(l: License) -> Self {
+        LicenseView {
+            id: l.id.to_string(),
+            key: l.key,
+            email: l.email,
+            product: l.product,
+            status: l.status,
+            max_machines: l.max_machines,
+            expires_at: l.expires_at,
+            entitlements: l.entitlements,
+            metadata: l.metadata,
+            created_at: l.created_at,
+            updated_at: l.updated_at,
+        }
+    }
+}
+
+fn parse_time(field: &'static str, text: &str) -> Result<OffsetDateTime, ApiError> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|_| ApiError::invalid_field(field, "expected an RFC 3339 time such as 2027-01-31T00:00:00Z"))
+}
+
+fn metadata_object(
+    value: Option<serde_json::Value>,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(serde_json::Value::Object(map)) => Ok(Some(map)),
+        Some(_) => Err(ApiError::invalid_field("metadata", "must be a JSON object")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateRequest {
+    email: String,
+    product: String,
+    max_machines: u32,
+    expires_at: Option<String>,
+    duration: Option<String>,
+    #[serde(default)]
+    entitlements: Vec<String>,
+    metadata: Option<serde_json::Value>,
+}
+
+/// `POST /v1/licenses`: 201 with the new license; a retry with the same `Idempotency-Key` and body gets 200 and the
+/// same license, with another body 409.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    Json(req): Json<CreateRequest>,
+) -> Result<(StatusCode, JsonResponse<LicenseView>), ApiError> {
+    let expiry = match (req.expires_at.as_deref(), req.duration.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_field("expires_at", "give either expires_at or duration, not both"))
+        }
+        (Some(t), None) => Expiry::At(parse_time("expires_at", t)?),
+        (None, Some(d)) => Expiry::After(parse_duration_secs(d).map_err(|m| ApiError::invalid_field("duration", m))?),
+        (None, None) => Expiry::Never,
+    };
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str().map_err(|_| ApiError::invalid_field("Idempotency-Key", "must be visible ASCII"))?.to_string(),
+        ),
+        None => None,
+    };
+    let new = NewLicense {
+        email: req.email,
+        product: req.product,
+        max_machines: req.max_machines,
+        expiry,
+        entitlements: req.entitlements,
+        metadata: metadata_object(req.metadata)?.unwrap_or_default(),
+    };
+    let ctx = Context::now(ip.text());
+    let (license, created) = state.licensing.create_license(new, idempotency_key.as_deref(), &ctx).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, JsonResponse(license.into())))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    email: Option<String>,
+    product: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ListResponse {
+    licenses: Vec<LicenseView>,
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/licenses?email=&product=&status=&limit=&cursor=`.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<JsonResponse<ListResponse>, ApiError> {
+    let status =
+        q.status.map(|s| s.parse::<LicenseStatus>()).transpose().map_err(|m| ApiError::invalid_field("status", m))?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::invalid_field("limit", format!("must be between 1 and {MAX_PAGE}")));
+    }
+    let after = match q.cursor.as_deref() {
+        Some(c) => Some(
+            Cursor::decode(c).ok_or_else(|| ApiError::invalid_field("cursor", "not a cursor from a previous page"))?,
+        ),
+        None => None,
+    };
+    let filter = LicenseFilter { email: q.email, product: q.product, status, limit, after };
+    let page = state.licensing.list_licenses(&filter).await?;
+    Ok(JsonResponse(ListResponse {
+        licenses: page.licenses.into_iter().map(Into::into).collect(),
+        next_cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+/// `GET /v1/licenses/{id}` (id or key).
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<JsonResponse<LicenseView>, ApiError> {
+    let which = LicenseRef::parse(&id)?;
+    Ok(JsonResponse(state.licensing.license(&which).await?.into()))
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateRequest {
+    max_machines: Option<u32>,
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<Option<String>>,
+    duration: Option<String>,
+    entitlements: Option<Vec<String>>,
+    metadata: Option<serde_json::Value>,
+}
+
+/// `PATCH /v1/licenses/{id}`: fields given are replaced; `"expires_at": null` makes the license perpetual and
+/// `duration` sets the expiry that long from now.
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Path(id): Path<String>,
+    Json(req): Json<UpdateRequest>,
+) -> Result<JsonResponse<LicenseView>, ApiError> {
+    let which = LicenseRef::parse(&id)?;
+    let ctx = Context::now(ip.text());
+    let expires_at = match (req.expires_at, req.duration.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_field("expires_at", "give either expires_at or duration, not both"))
+        }
+        (Some(None), None) => Some(None),
+        (Some(Some(t)), None) => Some(Some(parse_time("expires_at", &t)?)),
+        (None, Some(d)) => {
+            let secs = parse_duration_secs(d).map_err(|m| ApiError::invalid_field("duration", m))?;
+            let at = i64::try_from(secs)
+                .ok()
+                .and_then(|s| ctx.now.replace_nanosecond(0).unwrap_or(ctx.now).checked_add(time::Duration::seconds(s)))
+                .ok_or_else(|| ApiError::invalid_field("duration", "is too long"))?;
+            Some(Some(at))
+        }
+        (None, None) => None,
+    };
+    let update = LicenseUpdate {
+        max_machines: req.max_machines,
+        expires_at,
+        entitlements: req.entitlements,
+        metadata: metadata_object(req.metadata)?,
+    };
+    Ok(JsonResponse(state.licensing.update_license(&which, update, &ctx).await?.into()))
+}
+
+/// `POST /v1/licenses/{id}/suspend`.
+pub(crate) async fn suspend(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Path(id): Path<String>,
+) -> Result<JsonResponse<LicenseView>, ApiError> {
+    let which = LicenseRef::parse(&id)?;
+    Ok(JsonResponse(state.licensing.suspend(&which, &Context::now(ip.text())).await?.into()))
+}
+
+/// `POST /v1/licenses/{id}/reinstate`.
+pub(crate) async fn reinstate(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Path(id): Path<String>,
+) -> Result<JsonResponse<LicenseView>, ApiError> {
+    let which = LicenseRef::parse(&id)?;
+    Ok(JsonResponse(state.licensing.reinstate(&which, &Context::now(ip.text())).await?.into()))
+}
+
+/// `POST /v1/licenses/{id}/revoke`.
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Path(id): Path<String>,
+) -> Result<JsonResponse<LicenseView>, ApiError> {
+    let which = LicenseRef::parse(&id)?;
+    Ok(JsonResponse(state.licensing.revoke(&which, &Context::now(ip.text())).await?.into()))
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct MachineView {
+    fingerprint: String,
+    name: Option<String>,
+    platform: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    activated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    last_seen_at: OffsetDateTime,
+}
+
+impl From<Machine> for MachineView {
+    fn from(m: Machine) -> Self {
+        MachineView {
+            fingerprint: m.fingerprint,
+            name: m.name,
+            platform: m.platform,
+            activated_at: m.activated_at,
+            last_seen_at: m.last_seen_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct MachinesResponse {
+    max_machines: u32,
+    machines: Vec<MachineView>,
+}
+
+/// `GET /v1/licenses/{id}/machines`.
+pub(crate) async fn machines(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<JsonResponse<MachinesResponse>, ApiError> {
+    let which = LicenseRef::parse(&id)?;
+    let (license, machines) = state.licensing.machines(&which).await?;
+    Ok(JsonResponse(MachinesResponse {
+        max_machines: license.max_machines,
+        machines: machines.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// `DELETE /v1/licenses/{id}/machines/{fingerprint}`: 204, or 404 `machine_not_found`.
+pub(crate) async fn remove_machine(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Path((id, fingerprint)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let which = LicenseRef::parse(&id)?;
+    match state.licensing.remove_machine(&which, &fingerprint, &Context::now(ip.text())).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(ServiceError::NotActivated) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "machine_not_found",
+            "no machine with this fingerprint is activated on the license",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EventsQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct EventView {
+    id: i64,
+    kind: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+    fingerprint: Option<String>,
+    client_ip: Option<String>,
+    detail: serde_json::Value,
+}
+
+impl From<Event> for EventView {
+    fn from(e: Event) -> Self {
+        EventView {
+            id: e.id,
+            kind: e.event.kind.as_str(),
+            at: e.event.at,
+            fingerprint: e.event.fingerprint,
+            client_ip: e.event.client_ip,
+            detail: e.event.detail,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct EventsResponse {
+    events: Vec<EventView>,
+    next_after: Option<i64>,
+}
+
+/// `GET /v1/licenses/{id}/events?after=&limit=`: oldest first; pass `next_after` as `after` for the next page.
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Result<JsonResponse<EventsResponse>, ApiError> {
+    let which = LicenseRef::parse(&id)?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::invalid_field("limit", "must be between 1 and 1000"));
+    }
+    let events = state.licensing.events(&which, q.after.unwrap_or(0), limit).await?;
+    let next_after = if events.len() == limit as usize { events.last().map(|e| e.id) } else { None };
+    Ok(JsonResponse(EventsResponse { events: events.into_iter().map(Into::into).collect(), next_after }))
+}

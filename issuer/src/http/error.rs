@@ -1,0 +1,185 @@
+//! The one error type of the HTTP API: a status, a stable machine-readable code and a message, sent as JSON.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::service::{ServiceError, Unusable};
+
+/// An error response: `{"code": "...", "message": "..."}` with an HTTP status.
+///
+/// Store, signing and other internal failures become a generic 500 `internal_error`; the full error is logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// Stable code clients branch on, e.g. `invalid_license_key`.
+    pub code: &'static str,
+    /// A sentence for people.
+    pub message: String,
+    /// Seconds to wait before retrying (sent as `Retry-After`), for 429.
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// 404 for a route that does not exist.
+    pub fn route_not_found() -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route; see /v1/openapi.json")
+    }
+
+    /// 405 for a method a route does not support.
+    pub fn method_not_allowed() -> Self {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not support this method")
+    }
+
+    /// 401 for a missing or wrong admin token.
+    pub fn unauthorized(message: &str) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 429 with the seconds to wait.
+    pub fn rate_limited(retry_after: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later")
+        }
+    }
+
+    /// 422 for an invalid field.
+    pub fn invalid_field(field: &str, message: impl std::fmt::Display) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", format!("invalid {field}: {message}"))
+    }
+
+    /// A generic 500; `error` is logged in full, never sent.
+    pub fn internal(error: &dyn std::error::Error) -> Self {
+        let mut chain = error.to_string();
+        let mut source = error.source();
+        while let Some(s) = source {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        tracing::error!(error = %chain, "internal error while handling a request");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error; the issuer logged the details",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = axum::Json(Body { code: self.code, message: &self.message });
+        let mut response = (self.status, body).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        use StatusCode as S;
+        match e {
+            ServiceError::InvalidLicenseKey(k) => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_license_key", k.to_string())
+            }
+            ServiceError::InvalidField { field, message } => ApiError::invalid_field(field, message),
+            ServiceError::LicenseNotFound => ApiError::new(S::NOT_FOUND, "license_not_found", e.to_string()),
+            ServiceError::NotActivated => ApiError::new(S::FORBIDDEN, "not_activated", e.to_string()),
+            ServiceError::Unusable(why) => {
+                let code = match why {
+                    Unusable::Suspended => "suspended",
+                    Unusable::Revoked => "revoked",
+                    Unusable::Expired => "expired",
+                };
+                ApiError::new(S::FORBIDDEN, code, e.to_string())
+            }
+            ServiceError::NoSlotLeft { .. } => ApiError::new(S::CONFLICT, "too_many_machines", e.to_string()),
+            ServiceError::InvalidToken(_) => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_token", e.to_string()),
+            ServiceError::Conflict(message) => ApiError::new(S::CONFLICT, "conflict", message),
+            ServiceError::Store(ref err) => ApiError::internal(err),
+            ServiceError::Signing(ref err) => ApiError::internal(err),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::JsonDataError(e) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.body_text())
+            }
+            JsonRejection::JsonSyntaxError(e) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.body_text())
+            }
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with `Content-Type: application/json`",
+            ),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is too large")
+            }
+            other => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn store_errors_become_a_generic_500_without_details() {
+        let err = ApiError::from(ServiceError::Store(StoreError::Corrupt("secret table name".into())));
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(err.code, "internal_error");
+        assert!(!err.message.contains("secret"), "{}", err.message);
+    }
+
+    #[test]
+    fn client_mistakes_map_to_4xx_codes() {
+        let cases = [
+            (ServiceError::LicenseNotFound, StatusCode::NOT_FOUND, "license_not_found"),
+            (ServiceError::Unusable(Unusable::Revoked), StatusCode::FORBIDDEN, "revoked"),
+            (ServiceError::NoSlotLeft { max_machines: 3, machines_used: 3 }, StatusCode::CONFLICT, "too_many_machines"),
+            (ServiceError::Conflict("x".into()), StatusCode::CONFLICT, "conflict"),
+        ];
+        for (e, status, code) in cases {
+            let api = ApiError::from(e);
+            assert_eq!((api.status, api.code), (status, code));
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The HTTP API: [`app`] builds the router, [`serve`] runs it until a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::header;
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::service::Licensing;
+
+mod admin;
+mod error;
+mod extract;
+mod public;
+mod ratelimit;
+
+pub use error::ApiError;
+pub use ratelimit::IpRateLimiter;
+
+/// The OpenAPI 3 document of this API, served at `/v1/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The licensing service.
+    pub licensing: Arc<Licensing>,
+    /// The per-IP limiter of the public endpoints; `None` when switched off.
+    pub limiter: Option<Arc<IpRateLimiter>>,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    /// State with a rate limit of `per_second` (0: none) and `burst`, and a body size limit.
+    pub fn new(licensing: Arc<Licensing>, per_second: u32, burst: u32, max_body_bytes: usize) -> Self {
+        AppState { licensing, limiter: IpRateLimiter::new(per_second, burst).map(Arc::new), max_body_bytes }
+    }
+}
+
+/// The router with every route. Serve it with connect info (as [`serve`] does) so the rate limit and the event log
+/// see client addresses.
+pub fn app(state: AppState) -> Router {
+    let public = Router::new()
+        .route("/v1/activate", post(public::activate))
+        .route("/v1/validate", post(public::validate))
+        .route("/v1/refresh", post(public::refresh))
+        .route("/v1/deactivate", post(public::deactivate))
+        .route("/v1/keys", get(public::keys))
+        .route_layer(from_fn_with_state(state.clone(), ratelimit::limit));
+    let admin = Router::new()
+        .route("/v1/licenses", post(admin::create).get(admin::list))
+        .route("/v1/licenses/{id}", get(admin::get).patch(admin::update))
+        .route("/v1/licenses/{id}/suspend", post(admin::suspend))
+        .route("/v1/licenses/{id}/reinstate", post(admin::reinstate))
+        .route("/v1/licenses/{id}/revoke", post(admin::revoke))
+        .route("/v1/licenses/{id}/machines", get(admin::machines))
+        .route("/v1/licenses/{id}/machines/{fingerprint}", axum::routing::delete(admin::remove_machine))
+        .route("/v1/licenses/{id}/events", get(admin::events))
+        .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/openapi.json", get(openapi))
+        .merge(public)
+        .merge(admin)
+        .fallback(|| async { ApiError::route_not_found() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state)
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests and returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,206 @@
+//! Public endpoints: the license key (or a token) is the credential.
+
+use axum::extract::State;
+use axum::Json as JsonResponse;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::error::ApiError;
+use super::extract::{ClientIp, Json};
+use super::AppState;
+use crate::service::{Context, Issued, ServiceError};
+use crate::store::{License, LicenseStatus};
+
+/// What public responses say about a license.
+#[derive(Debug, Serialize)]
+pub(crate) struct LicenseSummary {
+    id: String,
+    product: String,
+    email: String,
+    status: LicenseStatus,
+    max_machines: u32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+    entitlements: Vec<String>,
+}
+
+impl From<&License> for LicenseSummary {
+    fn from(l: &License) -> Self {
+        LicenseSummary {
+            id: l.id.to_string(),
+            product: l.product.clone(),
+            email: l.email.clone(),
+            status: l.status,
+            max_machines: l.max_machines,
+            expires_at: l.expires_at,
+            entitlements: l.entitlements.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ActivateRequest {
+    key: String,
+    fingerprint: String,
+    name: Option<String>,
+    platform: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct TokenResponse {
+    token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    refresh_after: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    token_expires_at: OffsetDateTime,
+    license: LicenseSummary,
+    machines_used: u32,
+    machines_remaining: u32,
+    new_machine: bool,
+}
+
+impl TokenResponse {
+    fn from_issued(issued: Issued) -> Self {
+        TokenResponse {
+            token: issued.token,
+            refresh_after: issued.refresh_after,
+            token_expires_at: issued.token_expires_at,
+            license: LicenseSummary::from(&issued.license),
+            machines_used: issued.machines_used,
+            machines_remaining: issued.license.max_machines.saturating_sub(issued.machines_used),
+            new_machine: issued.new_machine,
+        }
+    }
+}
+
+/// `POST /v1/activate`.
+pub(crate) async fn activate(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Json(req): Json<ActivateRequest>,
+) -> Result<JsonResponse<TokenResponse>, ApiError> {
+    let ctx = Context::now(ip.text());
+    let issued = state
+        .licensing
+        .activate(&req.key, &req.fingerprint, req.name.as_deref(), req.platform.as_deref(), &ctx)
+        .await?;
+    Ok(JsonResponse(TokenResponse::from_issued(issued)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ValidateRequest {
+    key: String,
+    fingerprint: String,
+    product: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ValidateResponse {
+    valid: bool,
+    code: &'static str,
+    message: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    license: Option<LicenseSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    machines_used: Option<u32>,
+}
+
+/// `POST /v1/validate`: always 200 for a well-formed request; `valid` and `code` carry the answer.
+pub(crate) async fn validate(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Json(req): Json<ValidateRequest>,
+) -> Result<JsonResponse<ValidateResponse>, ApiError> {
+    let ctx = Context::now(ip.text());
+    let v = state.licensing.validate(&req.key, &req.fingerprint, req.product.as_deref(), &ctx).await?;
+    Ok(JsonResponse(ValidateResponse {
+        valid: v.code == crate::service::ValidationCode::Valid,
+        code: v.code.as_str(),
+        message: v.code.message(),
+        license: v.license.as_ref().map(LicenseSummary::from),
+        machines_used: v.machines_used,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RefreshRequest {
+    token: String,
+}
+
+/// `POST /v1/refresh`: 200 with a new token, or an error whose code says why not (`revoked`, `suspended`,
+/// `expired`, `not_activated`, `license_not_found`, `invalid_token`).
+pub(crate) async fn refresh(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Json(req): Json<RefreshRequest>,
+) -> Result<JsonResponse<TokenResponse>, ApiError> {
+    let ctx = Context::now(ip.text());
+    let issued = state.licensing.refresh(&req.token, &ctx).await?;
+    Ok(JsonResponse(TokenResponse::from_issued(issued)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeactivateRequest {
+    key: String,
+    fingerprint: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct DeactivateResponse {
+    deactivated: bool,
+    machines_used: u32,
+    machines_remaining: u32,
+}
+
+/// `POST /v1/deactivate`: frees the machine's slot; 404 `not_activated` when it held none.
+pub(crate) async fn deactivate(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Json(req): Json<DeactivateRequest>,
+) -> Result<JsonResponse<DeactivateResponse>, ApiError> {
+    let ctx = Context::now(ip.text());
+    match state.licensing.deactivate(&req.key, &req.fingerprint, &ctx).await {
+        Ok((license, used)) => Ok(JsonResponse(DeactivateResponse {
+            deactivated: true,
+            machines_used: used,
+            machines_remaining: license.max_machines.saturating_sub(used),
+        })),
+        Err(ServiceError::NotActivated) => Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_activated",
+            "this machine is not activated on the license",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct KeyEntry {
+    key_id: String,
+    public_key: String,
+    status: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct KeysResponse {
+    keys: Vec<KeyEntry>,
+}
+
+/// `GET /v1/keys`: the public keys apps should trust, the active one first.
+pub(crate) async fn keys(State(state): State<AppState>) -> JsonResponse<KeysResponse> {
+    let keys = state
+        .licensing
+        .key_ring()
+        .entries()
+        .iter()
+        .map(|e| KeyEntry {
+            key_id: e.public.key_id().to_string(),
+            public_key: e.public.to_string(),
+            status: e.status.as_str(),
+            created_at: e.created_at,
+        })
+        .collect();
+    JsonResponse(KeysResponse { keys })
+}

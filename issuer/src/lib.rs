@@ -1,0 +1,132 @@
+//! The license issuer: an HTTP service that creates licenses, activates machines within their slot limits, and signs
+//! the tokens apps verify offline with the `verifier` crate.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use issuer::{Config, Flags};
+//!
+//! let config = Config::load(None, |name| std::env::var(name).ok(), Flags::default())?;
+//! let started = issuer::start(&config).await?; // data dir, SQLite store, key ring, first admin token
+//! if let Some(token) = &started.new_admin_token {
+//!     println!("admin token: {token}");
+//! }
+//! let listener = tokio::net::TcpListener::bind(config.listen).await?;
+//! issuer::http::serve(listener, started.state, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//! - `config`: [`Config`] in layers (defaults, TOML file, `ISSUER_*` environment, flags).
+//! - `license_key`: [`LicenseKey`], random keys with a check character.
+//! - `store`: the [`Store`] trait and its backends ([`SqliteStore`]).
+//! - `service`: [`Licensing`], the logic shared by the HTTP API and the CLI.
+//! - [`http`]: the router ([`http::app`]), [`http::serve`], errors and rate limiting.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+mod config;
+pub mod http;
+mod license_key;
+mod service;
+mod store;
+
+pub use config::{
+    parse_duration_secs, Config, ConfigError, Flags, Secret, DEFAULT_DATA_DIR, DEFAULT_LISTEN, MAX_TOKEN_PERIOD_SECS,
+};
+pub use license_key::{LicenseKey, LicenseKeyError, ALPHABET, KEY_CHARS, RANDOM_CHARS};
+pub use service::{
+    new_admin_token, token_hash, Context, Expiry, Issued, LicenseRef, Licensing, NewLicense, ServiceError, TokenPolicy,
+    Unusable, Validated, ValidationCode,
+};
+pub use store::{
+    Activated, Created, Cursor, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus,
+    LicenseUpdate, Machine, NewEvent, SqliteStore, Store, StoreError,
+};
+
+/// Name of the SQLite database file in the data directory.
+pub const DATABASE_FILE: &str = "issuer.db";
+/// Name of the key ring directory in the data directory.
+pub const KEYS_DIR: &str = "keys";
+
+/// A ready service: the HTTP state, and the admin token created at first start (shown once, never stored).
+#[derive(Debug)]
+pub struct Started {
+    /// State for [`http::app`] / [`http::serve`].
+    pub state: http::AppState,
+    /// The admin token created because the store had none; `None` on later starts.
+    pub new_admin_token: Option<String>,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened or migrated.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The key ring could not be created or opened.
+    #[error("cannot use the signing key ring: {0}")]
+    Keys(#[from] keys::KeyError),
+    /// Creating the first admin token failed.
+    #[error("cannot create the admin token: {0}")]
+    Service(#[from] ServiceError),
+}
+
+/// Opens (creating on first start) the data directory, the store, the key ring and the first admin token.
+pub async fn start(config: &Config) -> Result<Started, StartError> {
+    let dir = &config.data_dir;
+    create_private_dir(dir).map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
+    let store: Arc<dyn Store> = match &config.database_url {
+        Some(url) => Arc::new(SqliteStore::connect(url.expose()).await?),
+        None => Arc::new(SqliteStore::open(&dir.join(DATABASE_FILE)).await?),
+    };
+    let keys_dir = dir.join(KEYS_DIR);
+    let ring = if keys_dir.join("ring.txt").exists() {
+        keys::KeyRing::open(&keys_dir)?
+    } else {
+        let ring = keys::KeyRing::create(&keys_dir)?;
+        tracing::info!(key_id = %ring.active().key_id(), dir = %keys_dir.display(), "created the signing key ring");
+        ring
+    };
+    let policy = TokenPolicy {
+        refresh_interval: seconds(config.refresh_interval_secs),
+        offline_grace: seconds(config.offline_grace_secs),
+    };
+    let extra = config.admin_token.as_ref().map(Secret::expose);
+    let licensing = Arc::new(Licensing::new(store.clone(), Arc::new(ring), policy, extra));
+    let new_admin_token = if store.admin_token_hashes().await?.is_empty() {
+        Some(licensing.create_admin_token("created at first start").await?)
+    } else {
+        None
+    };
+    let state =
+        http::AppState::new(licensing, config.rate_limit_per_second, config.rate_limit_burst, config.max_body_bytes);
+    Ok(Started { state, new_admin_token })
+}
+
+fn seconds(secs: u64) -> time::Duration {
+    time::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+/// Creates the data directory (and parents) with mode 0700: it holds the signing keys and the license database.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}

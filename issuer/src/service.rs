@@ -1,0 +1,752 @@
+//! The licensing logic, independent of HTTP: create and manage licenses, activate, validate, refresh, deactivate,
+//! and sign tokens. The HTTP handlers and the vendor CLI both call [`Licensing`].
+
+use std::sync::Arc;
+
+use keys::{KeyError, KeyRing};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+use verifier::format::limits::{MAX_FINGERPRINT_LEN, MAX_TIME};
+use verifier::{Claims, KeyId, KeySet, LicenseId, TokenKind, UnsignedToken, UntrustedToken};
+
+use crate::license_key::{LicenseKey, LicenseKeyError};
+use crate::store::{
+    Activated, Created, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus,
+    LicenseUpdate, Machine, NewEvent, Store, StoreError,
+};
+
+/// Longest machine name or platform accepted on activation.
+pub const MAX_MACHINE_TEXT_LEN: usize = 128;
+
+/// How online tokens are timed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenPolicy {
+    /// Time from issue to `refresh_after`.
+    pub refresh_interval: Duration,
+    /// Time from `refresh_after` to `token_expires_at`.
+    pub offline_grace: Duration,
+}
+
+/// Who asked and when: recorded in the event log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// The current time (whole seconds are used).
+    pub now: OffsetDateTime,
+    /// The client's IP address, if known.
+    pub client_ip: Option<String>,
+}
+
+impl Context {
+    /// The current time, for a request from `client_ip`.
+    pub fn now(client_ip: Option<String>) -> Self {
+        Context { now: OffsetDateTime::now_utc(), client_ip }
+    }
+
+    fn at(&self) -> OffsetDateTime {
+        self.now.replace_nanosecond(0).unwrap_or(self.now)
+    }
+}
+
+/// Why a license cannot be used right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unusable {
+    /// Suspended by the vendor.
+    Suspended,
+    /// Revoked by the vendor.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+}
+
+/// Why a licensing operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The license key is malformed (caught before any lookup).
+    #[error(transparent)]
+    InvalidLicenseKey(#[from] LicenseKeyError),
+    /// A field of the request is invalid.
+    #[error("invalid {field}: {message}")]
+    InvalidField {
+        /// The field's name in the request.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// No license has this key or id.
+    #[error("no license with this key or id exists")]
+    LicenseNotFound,
+    /// The machine is not activated on the license.
+    #[error("this machine is not activated on the license")]
+    NotActivated,
+    /// The license is suspended, revoked or expired.
+    #[error("the license is {}", match .0 { Unusable::Suspended => "suspended", Unusable::Revoked => "revoked", Unusable::Expired => "expired" })]
+    Unusable(Unusable),
+    /// Every machine slot is taken.
+    #[error("all {max_machines} machine slots of the license are in use; deactivate a machine first")]
+    NoSlotLeft {
+        /// The license's slots.
+        max_machines: u32,
+        /// Active machines.
+        machines_used: u32,
+    },
+    /// The token is malformed, altered or not signed by this issuer.
+    #[error("invalid token: {0}")]
+    InvalidToken(verifier::Error),
+    /// The request conflicts with the current state (idempotency key reuse, reinstating a revoked license).
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Signing(#[from] KeyError),
+    /// The operating system's random source failed.
+    #[error("the random source failed: {0}")]
+    Random(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::IdempotencyConflict => ServiceError::Conflict(
+                "this Idempotency-Key was already used with a different request; use a new key for a new license"
+                    .into(),
+            ),
+            other => ServiceError::Store(other),
+        }
+    }
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ServiceError {
+    ServiceError::InvalidField { field, message: message.into() }
+}
+
+/// When a new license ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expiry {
+    /// Perpetual.
+    Never,
+    /// At this time.
+    At(#[serde(with = "time::serde::timestamp")] OffsetDateTime),
+    /// This many seconds after creation.
+    After(u64),
+}
+
+/// What a new license holds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NewLicense {
+    /// The licensee's email.
+    pub email: String,
+    /// The product.
+    pub product: String,
+    /// Machine slots (at least 1).
+    pub max_machines: u32,
+    /// Expiry.
+    pub expiry: Expiry,
+    /// Feature names.
+    pub entitlements: Vec<String>,
+    /// Free-form JSON object.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A signed token and what it says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Issued {
+    /// The token text.
+    pub token: String,
+    /// The claims it carries.
+    pub claims: Claims,
+    /// When the app should refresh the token.
+    pub refresh_after: OffsetDateTime,
+    /// When the token stops being valid.
+    pub token_expires_at: OffsetDateTime,
+    /// The license.
+    pub license: License,
+    /// Machines active on the license.
+    pub machines_used: u32,
+    /// Whether this activation took a new slot (`false` for a re-activation or a refresh).
+    pub new_machine: bool,
+}
+
+/// Result codes of validation, stable for clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ValidationCode {
+    /// The license is good and this machine is activated.
+    Valid,
+    /// No license has this key.
+    NotFound,
+    /// The license is suspended.
+    Suspended,
+    /// The license is revoked.
+    Revoked,
+    /// The license expired.
+    Expired,
+    /// This machine is not activated on the license.
+    NotActivated,
+    /// More machines are active than the license has slots (slots were lowered).
+    TooManyMachines,
+    /// The license is for another product than the one asked about.
+    ProductMismatch,
+}
+
+impl ValidationCode {
+    /// The code as sent to clients.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValidationCode::Valid => "VALID",
+            ValidationCode::NotFound => "NOT_FOUND",
+            ValidationCode::Suspended => "SUSPENDED",
+            ValidationCode::Revoked => "REVOKED",
+            ValidationCode::Expired => "EXPIRED",
+            ValidationCode::NotActivated => "NOT_ACTIVATED",
+            ValidationCode::TooManyMachines => "TOO_MANY_MACHINES",
+            ValidationCode::ProductMismatch => "PRODUCT_MISMATCH",
+        }
+    }
+
+    /// A sentence for people.
+    pub fn message(self) -> &'static str {
+        match self {
+            ValidationCode::Valid => "the license is valid on this machine",
+            ValidationCode::NotFound => "no license has this key",
+            ValidationCode::Suspended => "the license is suspended",
+            ValidationCode::Revoked => "the license is revoked",
+            ValidationCode::Expired => "the license has expired",
+            ValidationCode::NotActivated => "this machine is not activated on the license",
+            ValidationCode::TooManyMachines => "more machines are active than the license allows",
+            ValidationCode::ProductMismatch => "the license is for another product",
+        }
+    }
+}
+
+/// The outcome of a validation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Validated {
+    /// The result code; only [`ValidationCode::Valid`] means valid.
+    pub code: ValidationCode,
+    /// The license, when the key was found.
+    pub license: Option<License>,
+    /// Machines active on the license, when found.
+    pub machines_used: Option<u32>,
+}
+
+/// A license given by id or by key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LicenseRef {
+    /// By id.
+    Id(Uuid),
+    /// By key.
+    Key(LicenseKey),
+}
+
+impl LicenseRef {
+    /// A UUID, or else a license key.
+    pub fn parse(text: &str) -> Result<LicenseRef, ServiceError> {
+        if let Ok(id) = Uuid::parse_str(text.trim()) {
+            return Ok(LicenseRef::Id(id));
+        }
+        LicenseKey::parse(text)
+            .map(LicenseRef::Key)
+            .map_err(|_| invalid("id", "expected a license id (UUID) or a license key (XXXXX-XXXXX-XXXXX-XXXXX)"))
+    }
+}
+
+/// The licensing service.
+pub struct Licensing {
+    store: Arc<dyn Store>,
+    ring: Arc<KeyRing>,
+    keys: KeySet,
+    policy: TokenPolicy,
+    extra_admin_hash: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Licensing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Licensing").field("keys", &self.keys).field("policy", &self.policy).finish_non_exhaustive()
+    }
+}
+
+impl Licensing {
+    /// A service over `store`, signing with `ring`. `extra_admin_token` (from `ISSUER_ADMIN_TOKEN`) is accepted
+    /// besides the tokens whose hashes the store holds.
+    pub fn new(
+        store: Arc<dyn Store>,
+        ring: Arc<KeyRing>,
+        policy: TokenPolicy,
+        extra_admin_token: Option<&str>,
+    ) -> Self {
+        let keys = ring.public_key_set();
+        Licensing { store, ring, keys, policy, extra_admin_hash: extra_admin_token.map(token_hash) }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The key ring.
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.ring
+    }
+
+    /// Whether `token` is an accepted admin token. Compares SHA-256 hashes in constant time.
+    pub async fn is_admin_token(&self, token: &str) -> Result<bool, ServiceError> {
+        let hash = token_hash(token);
+        let mut ok = subtle::Choice::from(0u8);
+        if let Some(extra) = &self.extra_admin_hash {
+            ok |= extra.ct_eq(&hash);
+        }
+        for stored in self.store.admin_token_hashes().await? {
+            ok |= stored.ct_eq(&hash);
+        }
+        Ok(bool::from(ok))
+    }
+
+    /// Creates and stores a new admin token; returns it (the store keeps only its hash).
+    pub async fn create_admin_token(&self, label: &str) -> Result<String, ServiceError> {
+        let token = new_admin_token()?;
+        self.store.add_admin_token(&token_hash(&token), label, Context::now(None).at()).await?;
+        Ok(token)
+    }
+
+    // ---- admin ----
+
+    /// Creates a license. With an idempotency key, a retry of the same request returns the first license
+    /// (`false` in the pair) and another request with the same key is a conflict.
+    pub async fn create_license(
+        &self,
+        new: NewLicense,
+        idempotency_key: Option<&str>,
+        ctx: &Context,
+    ) -> Result<(License, bool), ServiceError> {
+        let at = ctx.at();
+        let expires_at = match new.expiry {
+            Expiry::Never => None,
+            Expiry::At(t) => Some(t.replace_nanosecond(0).unwrap_or(t)),
+            Expiry::After(secs) => Some(
+                i64::try_from(secs)
+                    .ok()
+                    .and_then(|s| at.checked_add(Duration::seconds(s)))
+                    .ok_or_else(|| invalid("duration", "is too long"))?,
+            ),
+        };
+        let idempotency = match idempotency_key {
+            Some(key) => {
+                if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
+                    return Err(invalid("Idempotency-Key", "must be 1-255 characters without control characters"));
+                }
+                let canonical = serde_json::to_vec(&new).map_err(|e| invalid("body", e.to_string()))?;
+                Some(Idempotency { key: key.into(), request_hash: hex(&Sha256::digest(&canonical)) })
+            }
+            None => None,
+        };
+        let key = LicenseKey::generate().map_err(|e| ServiceError::Random(e.to_string()))?;
+        let license = License {
+            id: Uuid::now_v7(),
+            key: key.to_string(),
+            email: new.email.trim().to_string(),
+            product: new.product,
+            max_machines: new.max_machines,
+            expires_at,
+            entitlements: new.entitlements,
+            metadata: new.metadata,
+            status: LicenseStatus::Active,
+            created_at: at,
+            updated_at: at,
+        };
+        check_license(&license)?;
+        match self.store.create_license(&license, idempotency.as_ref()).await? {
+            Created::New(license) => {
+                let detail = serde_json::json!({
+                    "email": license.email, "product": license.product, "max_machines": license.max_machines,
+                });
+                self.log(license.id, EventKind::Created, None, ctx, detail).await?;
+                Ok((license, true))
+            }
+            Created::Replayed(license) => Ok((license, false)),
+        }
+    }
+
+    /// A license by id or key.
+    pub async fn license(&self, which: &LicenseRef) -> Result<License, ServiceError> {
+        let found = match which {
+            LicenseRef::Id(id) => self.store.license_by_id(*id).await?,
+            LicenseRef::Key(key) => self.store.license_by_key(key.as_str()).await?,
+        };
+        found.ok_or(ServiceError::LicenseNotFound)
+    }
+
+    /// A page of licenses.
+    pub async fn list_licenses(&self, filter: &LicenseFilter) -> Result<LicensePage, ServiceError> {
+        Ok(self.store.list_licenses(filter).await?)
+    }
+
+    /// Changes slots, expiry, entitlements or metadata.
+    pub async fn update_license(
+        &self,
+        which: &LicenseRef,
+        update: LicenseUpdate,
+        ctx: &Context,
+    ) -> Result<License, ServiceError> {
+        let mut current = self.license(which).await?;
+        if update.is_empty() {
+            return Ok(current);
+        }
+        let mut detail = serde_json::Map::new();
+        if let Some(n) = update.max_machines {
+            current.max_machines = n;
+            detail.insert("max_machines".into(), n.into());
+        }
+        if let Some(e) = update.expires_at {
+            current.expires_at = e;
+            detail.insert("expires_at".into(), e.map(|t| t.unix_timestamp()).into());
+        }
+        if let Some(e) = &update.entitlements {
+            current.entitlements.clone_from(e);
+            detail.insert("entitlements".into(), e.clone().into());
+        }
+        if update.metadata.is_some() {
+            detail.insert("metadata".into(), true.into());
+        }
+        check_license(&current)?;
+        let updated =
+            self.store.update_license(current.id, &update, ctx.at()).await?.ok_or(ServiceError::LicenseNotFound)?;
+        self.log(updated.id, EventKind::Updated, None, ctx, detail.into()).await?;
+        Ok(updated)
+    }
+
+    /// Suspends an active license (a suspended one stays suspended); a revoked license cannot be suspended.
+    pub async fn suspend(&self, which: &LicenseRef, ctx: &Context) -> Result<License, ServiceError> {
+        self.transition(which, LicenseStatus::Suspended, ctx).await
+    }
+
+    /// Reinstates a suspended license (an active one stays active); a revoked license cannot be reinstated.
+    pub async fn reinstate(&self, which: &LicenseRef, ctx: &Context) -> Result<License, ServiceError> {
+        self.transition(which, LicenseStatus::Active, ctx).await
+    }
+
+    /// Revokes a license for good.
+    pub async fn revoke(&self, which: &LicenseRef, ctx: &Context) -> Result<License, ServiceError> {
+        self.transition(which, LicenseStatus::Revoked, ctx).await
+    }
+
+    async fn transition(&self, which: &LicenseRef, to: LicenseStatus, ctx: &Context) -> Result<License, ServiceError> {
+        let current = self.license(which).await?;
+        if current.status == to {
+            return Ok(current);
+        }
+        if current.status == LicenseStatus::Revoked {
+            return Err(ServiceError::Conflict("the license is revoked; a revocation cannot be undone".into()));
+        }
+        let kind = match to {
+            LicenseStatus::Active => EventKind::Reinstated,
+            LicenseStatus::Suspended => EventKind::Suspended,
+            LicenseStatus::Revoked => EventKind::Revoked,
+        };
+        let updated = self.store.set_status(current.id, to, ctx.at()).await?.ok_or(ServiceError::LicenseNotFound)?;
+        self.log(updated.id, kind, None, ctx, serde_json::json!({ "from": current.status.as_str() })).await?;
+        Ok(updated)
+    }
+
+    /// The license's active machines.
+    pub async fn machines(&self, which: &LicenseRef) -> Result<(License, Vec<Machine>), ServiceError> {
+        let license = self.license(which).await?;
+        let machines = self.store.list_machines(license.id).await?;
+        Ok((license, machines))
+    }
+
+    /// Removes a machine from a license (admin), freeing its slot.
+    pub async fn remove_machine(
+        &self,
+        which: &LicenseRef,
+        fingerprint: &str,
+        ctx: &Context,
+    ) -> Result<(), ServiceError> {
+        let license = self.license(which).await?;
+        if !self.store.remove_machine(license.id, fingerprint).await? {
+            return Err(ServiceError::NotActivated);
+        }
+        self.log(license.id, EventKind::MachineRemoved, Some(fingerprint), ctx, serde_json::json!({})).await?;
+        Ok(())
+    }
+
+    /// The license's events after event id `after`, at most `limit`.
+    pub async fn events(&self, which: &LicenseRef, after: i64, limit: u32) -> Result<Vec<Event>, ServiceError> {
+        let license = self.license(which).await?;
+        Ok(self.store.list_events(license.id, after, limit).await?)
+    }
+
+    // ---- public ----
+
+    /// Activates this machine on the license and returns a fresh online token. An already active machine gets a new
+    /// token without using another slot.
+    pub async fn activate(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        name: Option<&str>,
+        platform: Option<&str>,
+        ctx: &Context,
+    ) -> Result<Issued, ServiceError> {
+        let key = LicenseKey::parse(key)?;
+        check_fingerprint(fingerprint)?;
+        check_machine_text("name", name)?;
+        check_machine_text("platform", platform)?;
+        let license = self.store.license_by_key(key.as_str()).await?.ok_or(ServiceError::LicenseNotFound)?;
+        let at = ctx.at();
+        if let Err(why) = usable(&license, at) {
+            return Err(ServiceError::Unusable(why));
+        }
+        let (new_machine, machines_used) =
+            match self.store.activate_machine(license.id, fingerprint, name, platform, at).await? {
+                Activated::New { machines_used, .. } => (true, machines_used),
+                Activated::Existing { machines_used, .. } => (false, machines_used),
+                Activated::NoSlotLeft { machines_used } => {
+                    return Err(ServiceError::NoSlotLeft { max_machines: license.max_machines, machines_used });
+                }
+                Activated::NoLicense => return Err(ServiceError::LicenseNotFound),
+            };
+        let detail = serde_json::json!({ "new_machine": new_machine, "machines_used": machines_used });
+        self.log(license.id, EventKind::Activated, Some(fingerprint), ctx, detail).await?;
+        self.issue(license, fingerprint, at, machines_used, new_machine)
+    }
+
+    /// Checks the license and this machine's activation.
+    pub async fn validate(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        product: Option<&str>,
+        ctx: &Context,
+    ) -> Result<Validated, ServiceError> {
+        let key = LicenseKey::parse(key)?;
+        check_fingerprint(fingerprint)?;
+        let Some(license) = self.store.license_by_key(key.as_str()).await? else {
+            return Ok(Validated { code: ValidationCode::NotFound, license: None, machines_used: None });
+        };
+        let machines_used = self.store.count_machines(license.id).await?;
+        let code = if product.is_some_and(|p| p != license.product) {
+            ValidationCode::ProductMismatch
+        } else {
+            match usable(&license, ctx.at()) {
+                Err(Unusable::Revoked) => ValidationCode::Revoked,
+                Err(Unusable::Suspended) => ValidationCode::Suspended,
+                Err(Unusable::Expired) => ValidationCode::Expired,
+                Ok(()) => {
+                    if self.store.machine(license.id, fingerprint).await?.is_none() {
+                        ValidationCode::NotActivated
+                    } else if machines_used > license.max_machines {
+                        ValidationCode::TooManyMachines
+                    } else {
+                        ValidationCode::Valid
+                    }
+                }
+            }
+        };
+        self.log(
+            license.id,
+            EventKind::Validated,
+            Some(fingerprint),
+            ctx,
+            serde_json::json!({ "code": code.as_str() }),
+        )
+        .await?;
+        Ok(Validated { code, license: Some(license), machines_used: Some(machines_used) })
+    }
+
+    /// Exchanges a token this issuer signed (even an expired one) for a new one, while the license is usable and
+    /// the machine is still activated.
+    pub async fn refresh(&self, token: &str, ctx: &Context) -> Result<Issued, ServiceError> {
+        let old = UntrustedToken::parse(token.trim())
+            .and_then(|t| t.verify(&self.keys))
+            .map_err(ServiceError::InvalidToken)?
+            .into_claims();
+        let license_id = Uuid::from_bytes(old.license_id.0);
+        let license = self.store.license_by_id(license_id).await?.ok_or(ServiceError::LicenseNotFound)?;
+        let at = ctx.at();
+        let refusal = match usable(&license, at) {
+            Err(why) => Some(ServiceError::Unusable(why)),
+            Ok(()) if !self.store.touch_machine(license.id, &old.fingerprint, at).await? => {
+                Some(ServiceError::NotActivated)
+            }
+            Ok(()) => None,
+        };
+        let outcome = match &refusal {
+            None => "refreshed",
+            Some(ServiceError::Unusable(Unusable::Revoked)) => "revoked",
+            Some(ServiceError::Unusable(Unusable::Suspended)) => "suspended",
+            Some(ServiceError::Unusable(Unusable::Expired)) => "expired",
+            Some(_) => "not_activated",
+        };
+        self.log(
+            license.id,
+            EventKind::Refreshed,
+            Some(&old.fingerprint),
+            ctx,
+            serde_json::json!({ "outcome": outcome }),
+        )
+        .await?;
+        if let Some(err) = refusal {
+            return Err(err);
+        }
+        let machines_used = self.store.count_machines(license.id).await?;
+        self.issue(license, &old.fingerprint, at, machines_used, false)
+    }
+
+    /// Deactivates this machine, freeing its slot. Returns the license and the machines still active.
+    pub async fn deactivate(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        ctx: &Context,
+    ) -> Result<(License, u32), ServiceError> {
+        let key = LicenseKey::parse(key)?;
+        check_fingerprint(fingerprint)?;
+        let license = self.store.license_by_key(key.as_str()).await?.ok_or(ServiceError::LicenseNotFound)?;
+        if !self.store.remove_machine(license.id, fingerprint).await? {
+            return Err(ServiceError::NotActivated);
+        }
+        self.log(license.id, EventKind::Deactivated, Some(fingerprint), ctx, serde_json::json!({})).await?;
+        let used = self.store.count_machines(license.id).await?;
+        Ok((license, used))
+    }
+
+    /// The public keys apps should trust.
+    pub fn public_keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    fn issue(
+        &self,
+        license: License,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        machines_used: u32,
+        new_machine: bool,
+    ) -> Result<Issued, ServiceError> {
+        let refresh_after = at + self.policy.refresh_interval;
+        let token_expires_at = refresh_after + self.policy.offline_grace;
+        let claims = Claims {
+            kind: TokenKind::Online,
+            license_id: LicenseId(license.id.into_bytes()),
+            license_key: license.key.clone(),
+            email: license.email.clone(),
+            product: license.product.clone(),
+            entitlements: license.entitlements.clone(),
+            max_machines: license.max_machines,
+            fingerprint: fingerprint.to_string(),
+            issued_at: at,
+            license_expires_at: license.expires_at,
+            refresh_after: Some(refresh_after),
+            token_expires_at: Some(token_expires_at),
+        };
+        let token = self.ring.sign(&claims)?;
+        Ok(Issued { token, claims, refresh_after, token_expires_at, license, machines_used, new_machine })
+    }
+
+    async fn log(
+        &self,
+        license_id: Uuid,
+        kind: EventKind,
+        fingerprint: Option<&str>,
+        ctx: &Context,
+        detail: serde_json::Value,
+    ) -> Result<(), ServiceError> {
+        let event = NewEvent {
+            license_id,
+            kind,
+            at: ctx.at(),
+            fingerprint: fingerprint.map(Into::into),
+            client_ip: ctx.client_ip.clone(),
+            detail,
+        };
+        self.store.append_event(&event).await?;
+        Ok(())
+    }
+}
+
+/// Whether the license may be used at `now`: revoked, then suspended, then expired.
+fn usable(license: &License, now: OffsetDateTime) -> Result<(), Unusable> {
+    match license.status {
+        LicenseStatus::Revoked => Err(Unusable::Revoked),
+        LicenseStatus::Suspended => Err(Unusable::Suspended),
+        LicenseStatus::Active if license.expires_at.is_some_and(|e| e <= now) => Err(Unusable::Expired),
+        LicenseStatus::Active => Ok(()),
+    }
+}
+
+/// Checks a license against the token format's limits (the verifier's own checks), so signing never fails later.
+fn check_license(license: &License) -> Result<(), ServiceError> {
+    if license.expires_at.is_some_and(|t| t.unix_timestamp() < 0 || t.unix_timestamp() as u64 > MAX_TIME) {
+        return Err(invalid("expires_at", "must lie between 1970-01-01 and 9999-12-31"));
+    }
+    let claims = Claims {
+        kind: TokenKind::Offline,
+        license_id: LicenseId(license.id.into_bytes()),
+        license_key: license.key.clone(),
+        email: license.email.clone(),
+        product: license.product.clone(),
+        entitlements: license.entitlements.clone(),
+        max_machines: license.max_machines,
+        fingerprint: "check".into(),
+        issued_at: license.created_at,
+        license_expires_at: license.expires_at,
+        refresh_after: None,
+        token_expires_at: None,
+    };
+    UnsignedToken::new(KeyId::from_bytes([0; 8]), &claims).map(|_| ()).map_err(|e| {
+        let field = match e.field {
+            "license_expires_at" => "expires_at",
+            "email" => "email",
+            "product" => "product",
+            "entitlements" => "entitlements",
+            "max_machines" => "max_machines",
+            _ => "license",
+        };
+        invalid(field, e.problem)
+    })
+}
+
+fn check_fingerprint(fingerprint: &str) -> Result<(), ServiceError> {
+    if fingerprint.is_empty()
+        || fingerprint.len() > MAX_FINGERPRINT_LEN
+        || !fingerprint.bytes().all(|c| c.is_ascii_graphic())
+    {
+        return Err(invalid("fingerprint", "must be 1-128 printable ASCII characters without spaces"));
+    }
+    Ok(())
+}
+
+fn check_machine_text(field: &'static str, value: Option<&str>) -> Result<(), ServiceError> {
+    match value {
+        Some(v) if v.len() > MAX_MACHINE_TEXT_LEN || v.chars().any(char::is_control) => {
+            Err(invalid(field, "must be at most 128 bytes without control characters"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// SHA-256 of an admin token.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A new random admin token: `iat_` and 32 random bytes in base64url.
+pub fn new_admin_token() -> Result<String, ServiceError> {
+    use base64::Engine as _;
+    use rand_core::{OsRng, RngCore};
+    let mut bytes = [0u8; 32];
+    OsRng.try_fill_bytes(&mut bytes).map_err(|e| ServiceError::Random(e.to_string()))?;
+    Ok(format!("iat_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,703 @@
+//! The SQLite backend: one database file, WAL journal, `synchronous=NORMAL` (a committed write survives a crash of
+//! the process), foreign keys on.
+//!
+//! The slot limit is enforced by one `INSERT ... SELECT ... WHERE (SELECT COUNT(*) ...) < max_machines` statement:
+//! SQLite takes the database write lock when a writing statement starts, so the count and the insert see no other
+//! writer in between, whichever process writes. Inside one process, writes also queue on an async mutex so that
+//! concurrent writers wait in order instead of in SQLite's busy-retry loop.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use super::{
+    event_kind_from_str, Activated, Created, Event, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus,
+    LicenseUpdate, Machine, NewEvent, Store, StoreError,
+};
+
+/// Migrations in order: (version, SQL). Applied at start-up; `schema_version` records those applied.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+
+/// How long a statement waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The SQLite implementation of [`Store`].
+#[derive(Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    write: Mutex<()>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        SqliteStore::with_options(SqliteConnectOptions::new().filename(path)).await
+    }
+
+    /// Opens a `sqlite:` URL (e.g. `sqlite:///var/lib/issuer/issuer.db` or `sqlite::memory:`).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::UnsupportedUrl(
+                "only sqlite: URLs are supported (PostgreSQL support is planned)".into(),
+            ));
+        }
+        let options = SqliteConnectOptions::from_str(url)?;
+        SqliteStore::with_options(options).await
+    }
+
+    async fn with_options(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(8).min_connections(1).connect_with(options).await?;
+        migrate(&pool).await?;
+        Ok(SqliteStore { pool, write: Mutex::new(()) })
+    }
+
+    async fn license_where(&self, column: &str, value: &str) -> Result<Option<License>, StoreError> {
+        let sql = format!("SELECT * FROM licenses WHERE {column} = ?1");
+        let row = sqlx::query(&sql).bind(value).fetch_optional(&self.pool).await?;
+        row.as_ref().map(license_from_row).transpose()
+    }
+
+    async fn count(&self, license_id: &str) -> Result<u32, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM machines WHERE license_id = ?1")
+            .bind(license_id)
+            .fetch_one(&self.pool)
+            .await?;
+        u32::try_from(n).map_err(|_| StoreError::Corrupt("machine count out of range".into()))
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    let current: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetch_one(pool).await?;
+    for &(version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let run = async {
+            let mut tx = pool.begin().await?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)")
+                .bind(version)
+                .bind(OffsetDateTime::now_utc().unix_timestamp())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        };
+        run.await.map_err(|source| StoreError::Migration { version, source })?;
+        tracing::info!(version, "applied database migration");
+    }
+    Ok(())
+}
+
+fn secs(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+fn time_from(secs: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp(secs).map_err(|_| StoreError::Corrupt(format!("time {secs} out of range")))
+}
+
+fn uuid_from(text: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(text).map_err(|_| StoreError::Corrupt(format!("bad id `{text}`")))
+}
+
+fn license_from_row(row: &SqliteRow) -> Result<License, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("license {what}"));
+    let id: String = row.try_get("id")?;
+    let status: String = row.try_get("status")?;
+    let entitlements: String = row.try_get("entitlements")?;
+    let metadata: String = row.try_get("metadata")?;
+    let max_machines: i64 = row.try_get("max_machines")?;
+    Ok(License {
+        id: uuid_from(&id)?,
+        key: row.try_get("license_key")?,
+        email: row.try_get("email")?,
+        product: row.try_get("product")?,
+        max_machines: u32::try_from(max_machines).map_err(|_| corrupt("max_machines"))?,
+        expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(time_from).transpose()?,
+        entitlements: serde_json::from_str(&entitlements).map_err(|_| corrupt("entitlements"))?,
+        metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("metadata"))?,
+        status: status.parse().map_err(|_| corrupt("status"))?,
+        created_at: time_from(row.try_get("created_at")?)?,
+        updated_at: time_from(row.try_get("updated_at")?)?,
+    })
+}
+
+fn machine_from_row(row: &SqliteRow) -> Result<Machine, StoreError> {
+    let license_id: String = row.try_get("license_id")?;
+    Ok(Machine {
+        license_id: uuid_from(&license_id)?,
+        fingerprint: row.try_get("fingerprint")?,
+        name: row.try_get("name")?,
+        platform: row.try_get("platform")?,
+        activated_at: time_from(row.try_get("activated_at")?)?,
+        last_seen_at: time_from(row.try_get("last_seen_at")?)?,
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
+    let license_id: String = row.try_get("license_id")?;
+    let kind: String = row.try_get("kind")?;
+    let detail: String = row.try_get("detail")?;
+    Ok(Event {
+        id: row.try_get("id")?,
+        event: NewEvent {
+            license_id: uuid_from(&license_id)?,
+            kind: event_kind_from_str(&kind).ok_or_else(|| StoreError::Corrupt(format!("event kind `{kind}`")))?,
+            at: time_from(row.try_get("at")?)?,
+            fingerprint: row.try_get("fingerprint")?,
+            client_ip: row.try_get("client_ip")?,
+            detail: serde_json::from_str(&detail).map_err(|_| StoreError::Corrupt("event detail".into()))?,
+        },
+    })
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode JSON: {e}")))
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_license(
+        &self,
+        license: &License,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Created, StoreError> {
+        let _write = self.write.lock().await;
+        let id = license.id.to_string();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO licenses (id, license_key, email, product, max_machines, expires_at, entitlements, metadata, \
+             status, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .bind(&id)
+        .bind(&license.key)
+        .bind(&license.email)
+        .bind(&license.product)
+        .bind(i64::from(license.max_machines))
+        .bind(license.expires_at.map(secs))
+        .bind(json_text(&license.entitlements)?)
+        .bind(json_text(&license.metadata)?)
+        .bind(license.status.as_str())
+        .bind(secs(license.created_at))
+        .bind(secs(license.updated_at))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::Duplicate),
+            other => other?,
+        };
+        if let Some(idem) = idempotency {
+            let fresh = sqlx::query(
+                "INSERT INTO idempotency_keys (idempotency_key, request_hash, license_id, created_at) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .bind(&idem.key)
+            .bind(&idem.request_hash)
+            .bind(&id)
+            .bind(secs(license.created_at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !fresh {
+                tx.rollback().await?;
+                let row =
+                    sqlx::query("SELECT request_hash, license_id FROM idempotency_keys WHERE idempotency_key = ?1")
+                        .bind(&idem.key)
+                        .fetch_one(&self.pool)
+                        .await?;
+                let hash: String = row.try_get("request_hash")?;
+                if hash != idem.request_hash {
+                    return Err(StoreError::IdempotencyConflict);
+                }
+                let first: String = row.try_get("license_id")?;
+                let found = self.license_where("id", &first).await?;
+                return found
+                    .map(Created::Replayed)
+                    .ok_or_else(|| StoreError::Corrupt("idempotency key names a missing license".into()));
+            }
+        }
+        tx.commit().await?;
+        Ok(Created::New(license.clone()))
+    }
+
+    async fn license_by_id(&self, id: Uuid) -> Result<Option<License>, StoreError> {
+        self.license_where("id", &id.to_string()).await
+    }
+
+    async fn license_by_key(&self, key: &str) -> Result<Option<License>, StoreError> {
+        self.license_where("license_key", key).await
+    }
+
+    async fn list_licenses(&self, filter: &LicenseFilter) -> Result<LicensePage, StoreError> {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM licenses WHERE 1 = 1");
+        if let Some(email) = &filter.email {
+            q.push(" AND email = ").push_bind(email.clone()).push(" COLLATE NOCASE");
+        }
+        if let Some(product) = &filter.product {
+            q.push(" AND product = ").push_bind(product.clone());
+        }
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(after) = filter.after {
+            let (t, id) = (secs(after.created_at), after.id.to_string());
+            q.push(" AND (created_at > ").push_bind(t);
+            q.push(" OR (created_at = ").push_bind(t).push(" AND id > ").push_bind(id).push("))");
+        }
+        // One extra row tells whether another page follows.
+        q.push(" ORDER BY created_at, id LIMIT ").push_bind(i64::from(filter.limit) + 1);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let mut licenses = rows.iter().map(license_from_row).collect::<Result<Vec<_>, _>>()?;
+        let more = licenses.len() > filter.limit as usize;
+        licenses.truncate(filter.limit as usize);
+        let next = match licenses.last() {
+            Some(last) if more => Some(super::Cursor { created_at: last.created_at, id: last.id }),
+            _ => None,
+        };
+        Ok(LicensePage { licenses, next })
+    }
+
+    async fn update_license(
+        &self,
+        id: Uuid,
+        update: &LicenseUpdate,
+        at: OffsetDateTime,
+    ) -> Result<Option<License>, StoreError> {
+        let write = self.write.lock().await;
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE licenses SET updated_at = ");
+        q.push_bind(secs(at));
+        if let Some(n) = update.max_machines {
+            q.push(", max_machines = ").push_bind(i64::from(n));
+        }
+        if let Some(expires) = update.expires_at {
+            q.push(", expires_at = ").push_bind(expires.map(secs));
+        }
+        if let Some(e) = &update.entitlements {
+            q.push(", entitlements = ").push_bind(json_text(e)?);
+        }
+        if let Some(m) = &update.metadata {
+            q.push(", metadata = ").push_bind(json_text(m)?);
+        }
+        q.push(" WHERE id = ").push_bind(id.to_string());
+        let changed = q.build().execute(&self.pool).await?.rows_affected();
+        drop(write);
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.license_by_id(id).await
+    }
+
+    async fn set_status(
+        &self,
+        id: Uuid,
+        status: LicenseStatus,
+        at: OffsetDateTime,
+    ) -> Result<Option<License>, StoreError> {
+        let write = self.write.lock().await;
+        let changed = sqlx::query("UPDATE licenses SET status = ?1, updated_at = ?2 WHERE id = ?3")
+            .bind(status.as_str())
+            .bind(secs(at))
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        drop(write);
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.license_by_id(id).await
+    }
+
+    async fn activate_machine(
+        &self,
+        license_id: Uuid,
+        fingerprint: &str,
+        name: Option<&str>,
+        platform: Option<&str>,
+        at: OffsetDateTime,
+    ) -> Result<Activated, StoreError> {
+        let id = license_id.to_string();
+        let write = self.write.lock().await;
+        // An active fingerprint: refresh it, no slot used.
+        let existing = sqlx::query(
+            "UPDATE machines SET last_seen_at = ?1, name = COALESCE(?2, name), platform = COALESCE(?3, platform) \
+             WHERE license_id = ?4 AND fingerprint = ?5",
+        )
+        .bind(secs(at))
+        .bind(name)
+        .bind(platform)
+        .bind(&id)
+        .bind(fingerprint)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        let inserted = !existing
+            && sqlx::query(
+                "INSERT INTO machines (license_id, fingerprint, name, platform, activated_at, last_seen_at) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?5 FROM licenses \
+                 WHERE id = ?1 AND (SELECT COUNT(*) FROM machines WHERE license_id = ?1) < max_machines \
+                 ON CONFLICT (license_id, fingerprint) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(fingerprint)
+            .bind(name)
+            .bind(platform)
+            .bind(secs(at))
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+                == 1;
+        drop(write);
+        if existing || inserted {
+            let machine = self
+                .machine(license_id, fingerprint)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("an activated machine vanished".into()))?;
+            let machines_used = self.count(&id).await?;
+            return Ok(if inserted {
+                Activated::New { machine, machines_used }
+            } else {
+                Activated::Existing { machine, machines_used }
+            });
+        }
+        // Nothing written: the license is missing, every slot is taken, or another process activated this same
+        // fingerprint between the two statements.
+        if self.license_by_id(license_id).await?.is_none() {
+            return Ok(Activated::NoLicense);
+        }
+        let machines_used = self.count(&id).await?;
+        match self.machine(license_id, fingerprint).await? {
+            Some(machine) => Ok(Activated::Existing { machine, machines_used }),
+            None => Ok(Activated::NoSlotLeft { machines_used }),
+        }
+    }
+
+    async fn touch_machine(&self, license_id: Uuid, fingerprint: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let _write = self.write.lock().await;
+        let n = sqlx::query("UPDATE machines SET last_seen_at = ?1 WHERE license_id = ?2 AND fingerprint = ?3")
+            .bind(secs(at))
+            .bind(license_id.to_string())
+            .bind(fingerprint)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn remove_machine(&self, license_id: Uuid, fingerprint: &str) -> Result<bool, StoreError> {
+        let _write = self.write.lock().await;
+        let n = sqlx::query("DELETE FROM machines WHERE license_id = ?1 AND fingerprint = ?2")
+            .bind(license_id.to_string())
+            .bind(fingerprint)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn machine(&self, license_id: Uuid, fingerprint: &str) -> Result<Option<Machine>, StoreError> {
+        let row = sqlx::query("SELECT * FROM machines WHERE license_id = ?1 AND fingerprint = ?2")
+            .bind(license_id.to_string())
+            .bind(fingerprint)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(machine_from_row).transpose()
+    }
+
+    async fn count_machines(&self, license_id: Uuid) -> Result<u32, StoreError> {
+        self.count(&license_id.to_string()).await
+    }
+
+    async fn list_machines(&self, license_id: Uuid) -> Result<Vec<Machine>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM machines WHERE license_id = ?1 ORDER BY activated_at, fingerprint")
+            .bind(license_id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(machine_from_row).collect()
+    }
+
+    async fn append_event(&self, event: &NewEvent) -> Result<(), StoreError> {
+        let _write = self.write.lock().await;
+        sqlx::query(
+            "INSERT INTO events (license_id, kind, at, fingerprint, client_ip, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(event.license_id.to_string())
+        .bind(event.kind.as_str())
+        .bind(secs(event.at))
+        .bind(&event.fingerprint)
+        .bind(&event.client_ip)
+        .bind(json_text(&event.detail)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_events(&self, license_id: Uuid, after: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM events WHERE license_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3")
+            .bind(license_id.to_string())
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn add_admin_token(&self, hash: &[u8; 32], label: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        let _write = self.write.lock().await;
+        sqlx::query("INSERT INTO admin_tokens (token_hash, label, created_at) VALUES (?1, ?2, ?3)")
+            .bind(hex(hash))
+            .bind(label)
+            .bind(secs(at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn admin_token_hashes(&self) -> Result<Vec<[u8; 32]>, StoreError> {
+        let hashes: Vec<String> =
+            sqlx::query_scalar("SELECT token_hash FROM admin_tokens").fetch_all(&self.pool).await?;
+        hashes.iter().map(|h| unhex(h).ok_or_else(|| StoreError::Corrupt("admin token hash".into()))).collect()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in text.as_bytes().chunks_exact(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp()).unwrap()
+    }
+
+    fn license(max_machines: u32) -> License {
+        License {
+            id: Uuid::now_v7(),
+            key: crate::LicenseKey::generate().unwrap().to_string(),
+            email: "ada@example.com".into(),
+            product: "acme-cad".into(),
+            max_machines,
+            expires_at: None,
+            entitlements: vec!["pro".into()],
+            metadata: serde_json::Map::new(),
+            status: LicenseStatus::Active,
+            created_at: now(),
+            updated_at: now(),
+        }
+    }
+
+    async fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("issuer.db")).await.unwrap();
+        (dir, Arc::new(store))
+    }
+
+    #[tokio::test]
+    async fn license_round_trips_by_id_and_key() {
+        let (_dir, store) = store().await;
+        let l = license(3);
+        assert_eq!(store.create_license(&l, None).await.unwrap(), Created::New(l.clone()));
+        assert_eq!(store.license_by_id(l.id).await.unwrap(), Some(l.clone()));
+        assert_eq!(store.license_by_key(&l.key).await.unwrap(), Some(l.clone()));
+        assert_eq!(store.license_by_id(Uuid::now_v7()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_data_and_does_not_rerun_migrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("issuer.db");
+        let l = license(1);
+        SqliteStore::open(&path).await.unwrap().create_license(&l, None).await.unwrap();
+        let reopened = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(reopened.license_by_id(l.id).await.unwrap(), Some(l));
+    }
+
+    #[tokio::test]
+    async fn idempotency_key_replays_the_same_request_and_refuses_another() {
+        let (_dir, store) = store().await;
+        let idem = Idempotency { key: "order-1".into(), request_hash: "h1".into() };
+        let first = license(1);
+        assert!(matches!(store.create_license(&first, Some(&idem)).await.unwrap(), Created::New(_)));
+        let retry = license(1);
+        assert_eq!(store.create_license(&retry, Some(&idem)).await.unwrap(), Created::Replayed(first.clone()));
+        assert_eq!(store.license_by_id(retry.id).await.unwrap(), None, "the retry stored nothing");
+        let other = Idempotency { key: "order-1".into(), request_hash: "h2".into() };
+        assert!(matches!(store.create_license(&license(1), Some(&other)).await, Err(StoreError::IdempotencyConflict)));
+    }
+
+    #[tokio::test]
+    async fn slot_limit_holds_under_concurrent_activation() {
+        let (_dir, store) = store().await;
+        let l = license(3);
+        store.create_license(&l, None).await.unwrap();
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.activate_machine(l.id, &format!("m{i}"), None, None, now()).await })
+            })
+            .collect();
+        let mut new = 0;
+        for t in tasks {
+            if let Activated::New { .. } = t.await.unwrap().unwrap() {
+                new += 1;
+            }
+        }
+        assert_eq!(new, 3);
+        assert_eq!(store.count_machines(l.id).await.unwrap(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slot_limit_holds_across_two_stores_on_one_file() {
+        // Two pools, each with its own in-process write queue: only SQLite's write lock keeps the slot limit, as
+        // it would between two processes.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("issuer.db");
+        let a = Arc::new(SqliteStore::open(&path).await.unwrap());
+        let b = Arc::new(SqliteStore::open(&path).await.unwrap());
+        for round in 0..3 {
+            let l = license(3);
+            a.create_license(&l, None).await.unwrap();
+            let tasks: Vec<_> = (0..100)
+                .map(|i| {
+                    let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+                    tokio::spawn(async move { store.activate_machine(l.id, &format!("m{i}"), None, None, now()).await })
+                })
+                .collect();
+            let mut new = 0;
+            for t in tasks {
+                if let Activated::New { .. } = t.await.unwrap().unwrap() {
+                    new += 1;
+                }
+            }
+            assert_eq!(new, 3, "round {round}");
+            assert_eq!(b.count_machines(l.id).await.unwrap(), 3, "round {round}");
+        }
+    }
+
+    #[tokio::test]
+    async fn reactivation_uses_no_slot_and_removal_frees_one() {
+        let (_dir, store) = store().await;
+        let l = license(1);
+        store.create_license(&l, None).await.unwrap();
+        assert!(matches!(
+            store.activate_machine(l.id, "a", Some("laptop"), None, now()).await.unwrap(),
+            Activated::New { .. }
+        ));
+        let again = store.activate_machine(l.id, "a", None, None, now()).await.unwrap();
+        assert!(
+            matches!(&again, Activated::Existing { machine, machines_used: 1 } if machine.name.as_deref() == Some("laptop"))
+        );
+        assert_eq!(
+            store.activate_machine(l.id, "b", None, None, now()).await.unwrap(),
+            Activated::NoSlotLeft { machines_used: 1 }
+        );
+        assert!(store.remove_machine(l.id, "a").await.unwrap());
+        assert!(!store.remove_machine(l.id, "a").await.unwrap());
+        assert!(matches!(store.activate_machine(l.id, "b", None, None, now()).await.unwrap(), Activated::New { .. }));
+        assert_eq!(store.activate_machine(Uuid::now_v7(), "b", None, None, now()).await.unwrap(), Activated::NoLicense);
+    }
+
+    #[tokio::test]
+    async fn list_filters_and_pages_with_a_cursor() {
+        let (_dir, store) = store().await;
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let mut l = license(1);
+            if i % 2 == 0 {
+                l.email = "Bob@Example.com".into();
+            }
+            store.create_license(&l, None).await.unwrap();
+            ids.push(l.id);
+        }
+        let mut filter = LicenseFilter { limit: 2, ..LicenseFilter::default() };
+        let mut seen = Vec::new();
+        loop {
+            let page = store.list_licenses(&filter).await.unwrap();
+            seen.extend(page.licenses.iter().map(|l| l.id));
+            match page.next {
+                Some(c) => filter.after = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ids);
+        let bobs = store
+            .list_licenses(&LicenseFilter {
+                email: Some("bob@example.com".into()),
+                limit: 10,
+                ..LicenseFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(bobs.licenses.len(), 3);
+        assert!(bobs.next.is_none());
+    }
+
+    #[tokio::test]
+    async fn update_status_events_and_admin_tokens_are_stored() {
+        let (_dir, store) = store().await;
+        let l = license(1);
+        store.create_license(&l, None).await.unwrap();
+        let update = LicenseUpdate { max_machines: Some(5), expires_at: Some(Some(now())), ..LicenseUpdate::default() };
+        let updated = store.update_license(l.id, &update, now()).await.unwrap().unwrap();
+        assert_eq!(updated.max_machines, 5);
+        assert!(updated.expires_at.is_some());
+        let revoked = store.set_status(l.id, LicenseStatus::Revoked, now()).await.unwrap().unwrap();
+        assert_eq!(revoked.status, LicenseStatus::Revoked);
+        assert!(store.set_status(Uuid::now_v7(), LicenseStatus::Revoked, now()).await.unwrap().is_none());
+        let event = NewEvent {
+            license_id: l.id,
+            kind: crate::store::EventKind::Revoked,
+            at: now(),
+            fingerprint: None,
+            client_ip: Some("127.0.0.1".into()),
+            detail: serde_json::json!({}),
+        };
+        store.append_event(&event).await.unwrap();
+        let events = store.list_events(l.id, 0, 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event, event);
+        store.add_admin_token(&[7; 32], "test", now()).await.unwrap();
+        assert_eq!(store.admin_token_hashes().await.unwrap(), vec![[7; 32]]);
+    }
+}
