@@ -42,7 +42,7 @@ pub use service::{
 };
 pub use store::{
     Activated, Created, Cursor, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus,
-    LicenseUpdate, Machine, NewEvent, SqliteStore, Store, StoreError,
+    LicenseUpdate, Machine, NewEvent, Redeemed, SqliteStore, Store, StoreError,
 };
 
 /// Name of the SQLite database file in the data directory.

@@ -187,6 +187,29 @@ pub struct Machine {
     pub activated_at: OffsetDateTime,
     /// When it last activated or refreshed.
     pub last_seen_at: OffsetDateTime,
+    /// Whether it holds an offline token (air-gapped activation), which it gives up with a deactivation code.
+    pub offline: bool,
+}
+
+/// What [`Store::redeem_deactivation`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Redeemed {
+    /// The machine holding the token was removed; its slot is free.
+    Freed {
+        /// The machine's fingerprint.
+        fingerprint: String,
+        /// Active machines of the license afterwards.
+        machines_used: u32,
+    },
+    /// This code was redeemed before; nothing changed.
+    AlreadyRedeemed {
+        /// The machine it freed then.
+        fingerprint: String,
+        /// When.
+        redeemed_at: OffsetDateTime,
+    },
+    /// No machine of this license holds a token with this proof (wrong license, or a token since replaced).
+    NoMatch,
 }
 
 /// What [`Store::activate_machine`] did.
@@ -381,6 +404,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks an active machine as seen (on refresh); `false` when it is not active.
     async fn touch_machine(&self, license_id: Uuid, fingerprint: &str, at: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// Records the deactivation proof of the offline token just issued to an active machine (replacing an earlier
+    /// one); `false` when the machine is not active.
+    async fn set_offline_proof(
+        &self,
+        license_id: Uuid,
+        fingerprint: &str,
+        proof: &[u8; 16],
+    ) -> Result<bool, StoreError>;
+
+    /// Redeems an offline deactivation atomically: removes the license's machine whose offline proof is `proof` and
+    /// records the proof as redeemed, so one code frees one slot once, and only on its own license.
+    async fn redeem_deactivation(
+        &self,
+        license_id: Uuid,
+        proof: &[u8; 16],
+        at: OffsetDateTime,
+    ) -> Result<Redeemed, StoreError>;
 
     /// Removes a machine, freeing its slot; `false` when it was not active.
     async fn remove_machine(&self, license_id: Uuid, fingerprint: &str) -> Result<bool, StoreError>;

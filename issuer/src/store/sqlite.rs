@@ -21,11 +21,14 @@ use uuid::Uuid;
 
 use super::{
     event_kind_from_str, Activated, Created, Event, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus,
-    LicenseUpdate, Machine, NewEvent, Store, StoreError,
+    LicenseUpdate, Machine, NewEvent, Redeemed, Store, StoreError,
 };
 
 /// Migrations in order: (version, SQL). Applied at start-up; `schema_version` records those applied.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_offline.sql")),
+];
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -149,6 +152,7 @@ fn machine_from_row(row: &SqliteRow) -> Result<Machine, StoreError> {
         platform: row.try_get("platform")?,
         activated_at: time_from(row.try_get("activated_at")?)?,
         last_seen_at: time_from(row.try_get("last_seen_at")?)?,
+        offline: row.try_get::<Option<String>, _>("offline_proof")?.is_some(),
     })
 }
 
@@ -408,6 +412,82 @@ impl Store for SqliteStore {
         Ok(n == 1)
     }
 
+    async fn set_offline_proof(
+        &self,
+        license_id: Uuid,
+        fingerprint: &str,
+        proof: &[u8; 16],
+    ) -> Result<bool, StoreError> {
+        let _write = self.write.lock().await;
+        let n = sqlx::query("UPDATE machines SET offline_proof = ?1 WHERE license_id = ?2 AND fingerprint = ?3")
+            .bind(hex(proof))
+            .bind(license_id.to_string())
+            .bind(fingerprint)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn redeem_deactivation(
+        &self,
+        license_id: Uuid,
+        proof: &[u8; 16],
+        at: OffsetDateTime,
+    ) -> Result<Redeemed, StoreError> {
+        let id = license_id.to_string();
+        let proof = hex(proof);
+        let _write = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        // Write first, so the transaction holds the write lock from its first statement (no lock upgrade to fail).
+        let freed: Option<String> = sqlx::query_scalar(
+            "DELETE FROM machines WHERE license_id = ?1 AND offline_proof = ?2 RETURNING fingerprint",
+        )
+        .bind(&id)
+        .bind(&proof)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match freed {
+            Some(fingerprint) => {
+                sqlx::query(
+                    "INSERT INTO redeemed_deactivations (proof, license_id, fingerprint, redeemed_at) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .bind(&proof)
+                .bind(&id)
+                .bind(&fingerprint)
+                .bind(secs(at))
+                .execute(&mut *tx)
+                .await?;
+                let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM machines WHERE license_id = ?1")
+                    .bind(&id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let machines_used =
+                    u32::try_from(used).map_err(|_| StoreError::Corrupt("machine count out of range".into()))?;
+                Redeemed::Freed { fingerprint, machines_used }
+            }
+            None => {
+                let row = sqlx::query(
+                    "SELECT fingerprint, redeemed_at FROM redeemed_deactivations WHERE proof = ?1 AND license_id = ?2",
+                )
+                .bind(&proof)
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match row {
+                    Some(row) => Redeemed::AlreadyRedeemed {
+                        fingerprint: row.try_get("fingerprint")?,
+                        redeemed_at: time_from(row.try_get("redeemed_at")?)?,
+                    },
+                    None => Redeemed::NoMatch,
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
     async fn remove_machine(&self, license_id: Uuid, fingerprint: &str) -> Result<bool, StoreError> {
         let _write = self.write.lock().await;
         let n = sqlx::query("DELETE FROM machines WHERE license_id = ?1 AND fingerprint = ?2")
@@ -531,6 +611,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("issuer.db")).await.unwrap();
         (dir, Arc::new(store))
+    }
+
+    #[tokio::test]
+    async fn offline_deactivation_frees_the_slot_once_and_only_on_its_license() {
+        let (_dir, store) = store().await;
+        let (a, b) = (license(1), license(1));
+        store.create_license(&a, None).await.unwrap();
+        store.create_license(&b, None).await.unwrap();
+        store.activate_machine(a.id, "fp-a", None, None, now()).await.unwrap();
+        assert!(!store.set_offline_proof(a.id, "not-active", &[1; 16]).await.unwrap());
+        assert!(store.set_offline_proof(a.id, "fp-a", &[1; 16]).await.unwrap());
+        assert!(store.machine(a.id, "fp-a").await.unwrap().unwrap().offline);
+        // Another license's code, or an unknown proof, frees nothing.
+        assert_eq!(store.redeem_deactivation(b.id, &[1; 16], now()).await.unwrap(), Redeemed::NoMatch);
+        assert_eq!(store.redeem_deactivation(a.id, &[2; 16], now()).await.unwrap(), Redeemed::NoMatch);
+        assert_eq!(
+            store.redeem_deactivation(a.id, &[1; 16], now()).await.unwrap(),
+            Redeemed::Freed { fingerprint: "fp-a".into(), machines_used: 0 }
+        );
+        assert!(matches!(
+            store.redeem_deactivation(a.id, &[1; 16], now()).await.unwrap(),
+            Redeemed::AlreadyRedeemed { ref fingerprint, .. } if fingerprint == "fp-a"
+        ));
+        assert_eq!(store.count_machines(a.id).await.unwrap(), 0);
     }
 
     #[tokio::test]
