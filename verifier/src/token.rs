@@ -53,6 +53,12 @@ impl UntrustedToken {
         self.key_id
     }
 
+    /// Decodes the claims **without** checking the signature, for inspection tools (showing what a refused token
+    /// says). Nothing may be decided on them: use [`UntrustedToken::verify`].
+    pub fn untrusted_claims(&self) -> Result<Claims, Error> {
+        claims::decode(&self.buf[SIGNING_LABEL.len() + HEADER_LEN..self.buf.len() - SIGNATURE_LEN])
+    }
+
     /// Checks the signature with the trusted key named in the header, then decodes the claims.
     ///
     /// Uses `verify_strict`: non-canonical signatures and small-order points are refused, so a token has exactly one

@@ -86,3 +86,13 @@ fn untrusted_key_file_is_not_in_the_trusted_set() {
     assert!(keys.get(stranger.key_id()).is_none());
     assert_eq!(keys.len(), 2);
 }
+
+#[test]
+fn untrusted_claims_show_what_a_refused_token_says() {
+    let dir = Path::new(DIR);
+    let token = std::fs::read_to_string(dir.join("fail_unknown_key.token")).unwrap();
+    let untrusted = verifier::UntrustedToken::parse(&token).unwrap();
+    assert_eq!(untrusted.untrusted_claims().unwrap().email, "ada@lovelace-labs.io");
+    let trailing = std::fs::read_to_string(dir.join("fail_trailing_bytes.token")).unwrap();
+    assert_eq!(verifier::UntrustedToken::parse(&trailing).unwrap().untrusted_claims().unwrap_err().code(), "malformed");
+}
