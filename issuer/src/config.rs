@@ -50,9 +50,13 @@ pub struct Config {
     /// Directory of the SQLite store (`issuer.db`) and the key ring (`keys/`). Default `./issuer-data`.
     /// Env `ISSUER_DATA_DIR`, flag `--data-dir`.
     pub data_dir: PathBuf,
-    /// Database URL; `None` means the SQLite file in the data directory. Only `sqlite:` URLs are supported so far.
+    /// Database URL; `None` means the SQLite file in the data directory. The scheme picks the backend:
+    /// `postgres://` or `postgresql://` for PostgreSQL, `sqlite:` for SQLite.
     /// Env `ISSUER_DATABASE_URL`, flag `--database-url`.
     pub database_url: Option<Secret>,
+    /// Most PostgreSQL connections this instance opens (SQLite ignores it). Default 10.
+    /// Config `database_pool_size`, env `ISSUER_DATABASE_POOL_SIZE`.
+    pub database_pool_size: u32,
     /// An extra accepted admin token for automation. Env `ISSUER_ADMIN_TOKEN` only (never a flag: flags show in `ps`).
     pub admin_token: Option<Secret>,
     /// Seconds after issue when an online app should refresh its token. Default 86,400 (24 h).
@@ -77,6 +81,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database_url: None,
+            database_pool_size: crate::store::DEFAULT_POOL_SIZE,
             admin_token: None,
             refresh_interval_secs: 24 * 3600,
             offline_grace_secs: 7 * 24 * 3600,
@@ -94,6 +99,7 @@ struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     database_url: Option<Secret>,
+    database_pool_size: Option<u32>,
     refresh_interval: Option<String>,
     offline_grace: Option<String>,
     rate_limit_per_second: Option<u32>,
@@ -199,6 +205,9 @@ impl Config {
         if let Some(url) = file.database_url {
             self.database_url = Some(url);
         }
+        if let Some(n) = file.database_pool_size {
+            self.database_pool_size = n;
+        }
         if let Some(d) = file.refresh_interval {
             self.refresh_interval_secs = parse_setting_duration("refresh_interval", &d)?;
         }
@@ -227,6 +236,9 @@ impl Config {
         }
         if let Some(v) = get("ISSUER_DATABASE_URL") {
             self.database_url = Some(Secret(v));
+        }
+        if let Some(v) = get("ISSUER_DATABASE_POOL_SIZE") {
+            self.database_pool_size = parse_number("ISSUER_DATABASE_POOL_SIZE", &v)?;
         }
         if let Some(v) = get("ISSUER_ADMIN_TOKEN") {
             self.admin_token = Some(Secret(v));
@@ -258,6 +270,9 @@ impl Config {
         if self.offline_grace_secs > MAX_TOKEN_PERIOD_SECS {
             return bad("offline_grace", "must be at most 3650d");
         }
+        if self.database_pool_size == 0 || self.database_pool_size > 1000 {
+            return bad("database_pool_size", "must be between 1 and 1000");
+        }
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");
         }
@@ -279,8 +294,13 @@ listen = "127.0.0.1:8080"
 # Directory of the SQLite store issuer.db and the signing key ring keys/ (ISSUER_DATA_DIR, --data-dir).
 data_dir = "./issuer-data"
 
-# Database URL (ISSUER_DATABASE_URL, --database-url). Unset: the SQLite file in data_dir.
+# Database URL (ISSUER_DATABASE_URL, --database-url). Unset: the SQLite file in data_dir. The scheme picks the
+# backend; several instances behind a load balancer share one PostgreSQL database (see docs/operations.md).
 # database_url = "sqlite:///var/lib/issuer/issuer.db"
+# database_url = "postgres://issuer:PASSWORD@db.internal:5432/issuer"
+
+# Most PostgreSQL connections this instance opens (ISSUER_DATABASE_POOL_SIZE); SQLite ignores it.
+database_pool_size = 10
 
 # Online tokens: refresh after this long, and stay valid this much longer for apps that are offline for a while
 # (ISSUER_REFRESH_INTERVAL, ISSUER_OFFLINE_GRACE). Units: s, m, h, d, w.
@@ -414,6 +434,18 @@ mod tests {
         let err = Config::load(Some(file.path()), env_of(&[]), Flags::default()).unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
         assert!(err.to_string().contains(&file.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn database_pool_size_is_read_and_checked() {
+        let file = write_file("database_pool_size = 25\n");
+        let config = Config::load(Some(file.path()), env_of(&[]), Flags::default()).unwrap();
+        assert_eq!(config.database_pool_size, 25);
+        let config =
+            Config::load(Some(file.path()), env_of(&[("ISSUER_DATABASE_POOL_SIZE", "4")]), Flags::default()).unwrap();
+        assert_eq!(config.database_pool_size, 4);
+        let err = Config::load(None, env_of(&[("ISSUER_DATABASE_POOL_SIZE", "0")]), Flags::default()).unwrap_err();
+        assert!(err.to_string().contains("database_pool_size"), "{err}");
     }
 
     #[test]

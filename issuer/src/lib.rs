@@ -19,15 +19,18 @@
 //! # Layout
 //! - `config`: [`Config`] in layers (defaults, TOML file, `ISSUER_*` environment, flags).
 //! - `license_key`: [`LicenseKey`], random keys with a check character.
-//! - `store`: the [`Store`] trait and its backends ([`SqliteStore`]).
+//! - `store`: the [`Store`] trait and its backends ([`SqliteStore`], [`PostgresStore`]), picked by [`connect_store`].
+//! - `keyring`: [`SharedKeyRing`], the signing key ring reloaded when its files change (several instances).
 //! - `service`: [`Licensing`], the logic shared by the HTTP API and the CLI.
 //! - [`http`]: the router ([`http::app`]), [`http::serve`], errors and rate limiting.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod cli;
 mod config;
 pub mod http;
+mod keyring;
 mod license_key;
 mod service;
 mod store;
@@ -35,14 +38,16 @@ mod store;
 pub use config::{
     parse_duration_secs, Config, ConfigError, Flags, Secret, DEFAULT_DATA_DIR, DEFAULT_LISTEN, MAX_TOKEN_PERIOD_SECS,
 };
+pub use keyring::SharedKeyRing;
 pub use license_key::{LicenseKey, LicenseKeyError, ALPHABET, KEY_CHARS, RANDOM_CHARS};
 pub use service::{
-    new_admin_token, token_hash, Context, Expiry, Issued, LicenseRef, Licensing, NewLicense, ServiceError, TokenPolicy,
-    Unusable, Validated, ValidationCode,
+    new_admin_token, token_hash, Context, Expiry, Issued, LicenseRef, Licensing, NewLicense, OfflineDeactivated,
+    ServiceError, TokenPolicy, Unusable, Validated, ValidationCode,
 };
+pub use store::{connect as connect_store, is_postgres_url, DEFAULT_POOL_SIZE};
 pub use store::{
     Activated, Created, Cursor, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus,
-    LicenseUpdate, Machine, NewEvent, Redeemed, SqliteStore, Store, StoreError,
+    LicenseUpdate, Machine, NewEvent, PostgresStore, Redeemed, SqliteStore, Store, StoreError,
 };
 
 /// Name of the SQLite database file in the data directory.
@@ -83,12 +88,34 @@ pub enum StartError {
     Service(#[from] ServiceError),
 }
 
-/// Opens (creating on first start) the data directory, the store, the key ring and the first admin token.
+/// An opened issuer: the licensing service over the store and the key ring, without the HTTP layer (the CLI uses it).
+#[derive(Debug)]
+pub struct Opened {
+    /// The licensing service.
+    pub licensing: Arc<Licensing>,
+    /// The admin token created because the store had none; `None` when it had one.
+    pub new_admin_token: Option<String>,
+}
+
+/// Opens (creating on first start) the data directory, the store, the key ring and the first admin token, and builds
+/// the HTTP state over them.
 pub async fn start(config: &Config) -> Result<Started, StartError> {
+    let opened = open(config).await?;
+    let state = http::AppState::new(
+        opened.licensing,
+        config.rate_limit_per_second,
+        config.rate_limit_burst,
+        config.max_body_bytes,
+    );
+    Ok(Started { state, new_admin_token: opened.new_admin_token })
+}
+
+/// Opens (creating on first start) the data directory, the store, the key ring and the first admin token.
+pub async fn open(config: &Config) -> Result<Opened, StartError> {
     let dir = &config.data_dir;
     create_private_dir(dir).map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
     let store: Arc<dyn Store> = match &config.database_url {
-        Some(url) => Arc::new(SqliteStore::connect(url.expose()).await?),
+        Some(url) => connect_store(url.expose(), config.database_pool_size).await?,
         None => Arc::new(SqliteStore::open(&dir.join(DATABASE_FILE)).await?),
     };
     let keys_dir = dir.join(KEYS_DIR);
@@ -110,9 +137,7 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
     } else {
         None
     };
-    let state =
-        http::AppState::new(licensing, config.rate_limit_per_second, config.rate_limit_burst, config.max_body_bytes);
-    Ok(Started { state, new_admin_token })
+    Ok(Opened { licensing, new_admin_token })
 }
 
 fn seconds(secs: u64) -> time::Duration {

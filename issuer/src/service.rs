@@ -10,12 +10,14 @@ use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use verifier::format::limits::{MAX_FINGERPRINT_LEN, MAX_TIME};
-use verifier::{Claims, KeyId, KeySet, LicenseId, TokenKind, UnsignedToken, UntrustedToken};
+use verifier::{
+    ActivationRequest, Claims, DeactivationCode, KeyId, KeySet, LicenseId, TokenKind, UnsignedToken, UntrustedToken,
+};
 
 use crate::license_key::{LicenseKey, LicenseKeyError};
 use crate::store::{
     Activated, Created, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus,
-    LicenseUpdate, Machine, NewEvent, Store, StoreError,
+    LicenseUpdate, Machine, NewEvent, Redeemed, Store, StoreError,
 };
 
 /// Longest machine name or platform accepted on activation.
@@ -96,6 +98,22 @@ pub enum ServiceError {
     /// The token is malformed, altered or not signed by this issuer.
     #[error("invalid token: {0}")]
     InvalidToken(verifier::Error),
+    /// An activation request or deactivation code is mistyped ([`verifier::Error::MistypedCode`]) or not valid
+    /// ([`verifier::Error::InvalidCode`]).
+    #[error("{0}")]
+    InvalidCode(verifier::Error),
+    /// The deactivation code was redeemed before; nothing changed.
+    #[error("this deactivation code was already redeemed at {} (it freed machine {fingerprint}); nothing changed", rfc3339(*.redeemed_at))]
+    AlreadyRedeemed {
+        /// The machine it freed then.
+        fingerprint: String,
+        /// When.
+        redeemed_at: OffsetDateTime,
+    },
+    /// No machine of the code's license holds the token the code was made for: a code of another license, or of a
+    /// token the machine has since replaced.
+    #[error("no machine of the license holds the token this deactivation code is for (a code of another license, or of a token since replaced)")]
+    UnknownDeactivationCode,
     /// The request conflicts with the current state (idempotency key reuse, reinstating a revoked license).
     #[error("{0}")]
     Conflict(String),
@@ -120,6 +138,10 @@ impl From<StoreError> for ServiceError {
             other => ServiceError::Store(other),
         }
     }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ServiceError {
@@ -162,16 +184,27 @@ pub struct Issued {
     pub token: String,
     /// The claims it carries.
     pub claims: Claims,
-    /// When the app should refresh the token.
-    pub refresh_after: OffsetDateTime,
-    /// When the token stops being valid.
-    pub token_expires_at: OffsetDateTime,
+    /// When the app should refresh the token; `None` for an offline token.
+    pub refresh_after: Option<OffsetDateTime>,
+    /// When the token stops being valid; `None` for an offline token (the license's own expiry still applies).
+    pub token_expires_at: Option<OffsetDateTime>,
     /// The license.
     pub license: License,
     /// Machines active on the license.
     pub machines_used: u32,
     /// Whether this activation took a new slot (`false` for a re-activation or a refresh).
     pub new_machine: bool,
+}
+
+/// What redeeming an offline deactivation code did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OfflineDeactivated {
+    /// The license.
+    pub license: License,
+    /// The machine that was freed.
+    pub fingerprint: String,
+    /// Machines still active on the license.
+    pub machines_used: u32,
 }
 
 /// Result codes of validation, stable for clients.
@@ -477,6 +510,28 @@ impl Licensing {
         Ok(())
     }
 
+    /// The license's latest `count` events, oldest first.
+    pub async fn recent_events(&self, which: &LicenseRef, count: usize) -> Result<Vec<Event>, ServiceError> {
+        const PAGE: u32 = 1000;
+        let license = self.license(which).await?;
+        let mut recent = std::collections::VecDeque::with_capacity(count + 1);
+        let mut after = 0;
+        loop {
+            let page = self.store.list_events(license.id, after, PAGE).await?;
+            let full = page.len() == PAGE as usize;
+            for event in page {
+                after = event.id;
+                recent.push_back(event);
+                if recent.len() > count {
+                    recent.pop_front();
+                }
+            }
+            if !full {
+                return Ok(recent.into());
+            }
+        }
+    }
+
     /// The license's events after event id `after`, at most `limit`.
     pub async fn events(&self, which: &LicenseRef, after: i64, limit: u32) -> Result<Vec<Event>, ServiceError> {
         let license = self.license(which).await?;
@@ -496,10 +551,26 @@ impl Licensing {
         ctx: &Context,
     ) -> Result<Issued, ServiceError> {
         let key = LicenseKey::parse(key)?;
+        self.activate_license(&LicenseRef::Key(key), fingerprint, name, platform, TokenKind::Online, ctx).await
+    }
+
+    /// Activates a machine on a license given by id or key, exactly as [`Licensing::activate`] does (slot limit,
+    /// events), and signs a token of `kind`. An [`TokenKind::Offline`] token has no token expiry, and its
+    /// deactivation proof is stored so a [`DeactivationCode`] can free the slot later. The vendor CLI's
+    /// `token issue` calls this.
+    pub async fn activate_license(
+        &self,
+        which: &LicenseRef,
+        fingerprint: &str,
+        name: Option<&str>,
+        platform: Option<&str>,
+        kind: TokenKind,
+        ctx: &Context,
+    ) -> Result<Issued, ServiceError> {
         check_fingerprint(fingerprint)?;
         check_machine_text("name", name)?;
         check_machine_text("platform", platform)?;
-        let license = self.store.license_by_key(key.as_str()).await?.ok_or(ServiceError::LicenseNotFound)?;
+        let license = self.license(which).await?;
         let at = ctx.at();
         if let Err(why) = usable(&license, at) {
             return Err(ServiceError::Unusable(why));
@@ -513,9 +584,55 @@ impl Licensing {
                 }
                 Activated::NoLicense => return Err(ServiceError::LicenseNotFound),
             };
-        let detail = serde_json::json!({ "new_machine": new_machine, "machines_used": machines_used });
-        self.log(license.id, EventKind::Activated, Some(fingerprint), ctx, detail).await?;
-        self.issue(license, fingerprint, at, machines_used, new_machine)
+        let offline = kind == TokenKind::Offline;
+        let mut detail = serde_json::json!({ "new_machine": new_machine, "machines_used": machines_used });
+        if offline {
+            detail["offline"] = true.into();
+        }
+        let license_id = license.id;
+        let issued = self.issue(license, fingerprint, at, machines_used, new_machine, kind)?;
+        if offline {
+            let proof = verifier::token_proof(&issued.token).map_err(ServiceError::InvalidToken)?;
+            // The machine can only be gone if it was removed in the instant since it was activated.
+            if !self.store.set_offline_proof(license_id, fingerprint, &proof).await? {
+                return Err(ServiceError::NotActivated);
+            }
+        }
+        self.log(license_id, EventKind::Activated, Some(fingerprint), ctx, detail).await?;
+        Ok(issued)
+    }
+
+    /// Air-gapped activation: turns an [`ActivationRequest`] (made offline by the app) into an offline token,
+    /// recording the activation exactly as an online one (slot limit, events with `"offline": true`).
+    /// Re-activating a machine that is already active uses no slot, and its earlier offline token's deactivation
+    /// code stops matching (only the newest token can free the slot).
+    pub async fn activate_offline(&self, request: &ActivationRequest, ctx: &Context) -> Result<Issued, ServiceError> {
+        let key = LicenseKey::parse(&request.license_key)?;
+        let name = Some(request.machine_name.trim()).filter(|n| !n.is_empty());
+        self.activate_license(&LicenseRef::Key(key), &request.fingerprint, name, None, TokenKind::Offline, ctx).await
+    }
+
+    /// Redeems an offline [`DeactivationCode`]: removes the machine holding the token it proves, freeing its slot.
+    /// A code frees one slot once ([`ServiceError::AlreadyRedeemed`] afterwards) and only on its own license
+    /// ([`ServiceError::UnknownDeactivationCode`]).
+    pub async fn redeem_deactivation(
+        &self,
+        code: &DeactivationCode,
+        ctx: &Context,
+    ) -> Result<OfflineDeactivated, ServiceError> {
+        let license_id = Uuid::from_bytes(code.license_id.0);
+        let license = self.store.license_by_id(license_id).await?.ok_or(ServiceError::UnknownDeactivationCode)?;
+        match self.store.redeem_deactivation(license.id, &code.proof, ctx.at()).await? {
+            Redeemed::Freed { fingerprint, machines_used } => {
+                let detail = serde_json::json!({ "offline": true, "machines_used": machines_used });
+                self.log(license.id, EventKind::Deactivated, Some(&fingerprint), ctx, detail).await?;
+                Ok(OfflineDeactivated { license, fingerprint, machines_used })
+            }
+            Redeemed::AlreadyRedeemed { fingerprint, redeemed_at } => {
+                Err(ServiceError::AlreadyRedeemed { fingerprint, redeemed_at })
+            }
+            Redeemed::NoMatch => Err(ServiceError::UnknownDeactivationCode),
+        }
     }
 
     /// Checks the license and this machine's activation.
@@ -597,7 +714,7 @@ impl Licensing {
             return Err(err);
         }
         let machines_used = self.store.count_machines(license.id).await?;
-        self.issue(license, &old.fingerprint, at, machines_used, false)
+        self.issue(license, &old.fingerprint, at, machines_used, false, TokenKind::Online)
     }
 
     /// Deactivates this machine, freeing its slot. Returns the license and the machines still active.
@@ -630,11 +747,17 @@ impl Licensing {
         at: OffsetDateTime,
         machines_used: u32,
         new_machine: bool,
+        kind: TokenKind,
     ) -> Result<Issued, ServiceError> {
-        let refresh_after = at + self.policy.refresh_interval;
-        let token_expires_at = refresh_after + self.policy.offline_grace;
+        let (refresh_after, token_expires_at) = match kind {
+            TokenKind::Online => {
+                let refresh_after = at + self.policy.refresh_interval;
+                (Some(refresh_after), Some(refresh_after + self.policy.offline_grace))
+            }
+            TokenKind::Offline => (None, None),
+        };
         let claims = Claims {
-            kind: TokenKind::Online,
+            kind,
             license_id: LicenseId(license.id.into_bytes()),
             license_key: license.key.clone(),
             email: license.email.clone(),
@@ -644,8 +767,8 @@ impl Licensing {
             fingerprint: fingerprint.to_string(),
             issued_at: at,
             license_expires_at: license.expires_at,
-            refresh_after: Some(refresh_after),
-            token_expires_at: Some(token_expires_at),
+            refresh_after,
+            token_expires_at,
         };
         let token = self.ring.sign(&claims)?;
         Ok(Issued { token, claims, refresh_after, token_expires_at, license, machines_used, new_machine })

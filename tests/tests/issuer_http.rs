@@ -546,6 +546,8 @@ async fn openapi_document_is_served_and_lists_every_route() {
         ("/v1/refresh", "post"),
         ("/v1/deactivate", "post"),
         ("/v1/keys", "get"),
+        ("/v1/offline/activate", "post"),
+        ("/v1/offline/deactivate", "post"),
         ("/v1/licenses", "post"),
         ("/v1/licenses", "get"),
         ("/v1/licenses/{id}", "get"),

@@ -276,6 +276,7 @@ pub(crate) struct MachineView {
     activated_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     last_seen_at: OffsetDateTime,
+    offline: bool,
 }
 
 impl From<Machine> for MachineView {
@@ -286,6 +287,7 @@ impl From<Machine> for MachineView {
             platform: m.platform,
             activated_at: m.activated_at,
             last_seen_at: m.last_seen_at,
+            offline: m.offline,
         }
     }
 }

@@ -114,6 +114,14 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::NoSlotLeft { .. } => ApiError::new(S::CONFLICT, "too_many_machines", e.to_string()),
             ServiceError::InvalidToken(_) => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_token", e.to_string()),
+            ServiceError::InvalidCode(ref err) => {
+                let code = if matches!(err, verifier::Error::MistypedCode) { "mistyped_code" } else { "invalid_code" };
+                ApiError::new(S::UNPROCESSABLE_ENTITY, code, e.to_string())
+            }
+            ServiceError::AlreadyRedeemed { .. } => ApiError::new(S::CONFLICT, "already_redeemed", e.to_string()),
+            ServiceError::UnknownDeactivationCode => {
+                ApiError::new(S::NOT_FOUND, "unknown_deactivation_code", e.to_string())
+            }
             ServiceError::Conflict(message) => ApiError::new(S::CONFLICT, "conflict", message),
             ServiceError::Store(ref err) => ApiError::internal(err),
             ServiceError::Signing(ref err) => ApiError::internal(err),
@@ -176,6 +184,17 @@ mod tests {
             (ServiceError::Unusable(Unusable::Revoked), StatusCode::FORBIDDEN, "revoked"),
             (ServiceError::NoSlotLeft { max_machines: 3, machines_used: 3 }, StatusCode::CONFLICT, "too_many_machines"),
             (ServiceError::Conflict("x".into()), StatusCode::CONFLICT, "conflict"),
+            (
+                ServiceError::InvalidCode(verifier::Error::MistypedCode),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "mistyped_code",
+            ),
+            (
+                ServiceError::InvalidCode(verifier::Error::InvalidCode { reason: "x" }),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_code",
+            ),
+            (ServiceError::UnknownDeactivationCode, StatusCode::NOT_FOUND, "unknown_deactivation_code"),
         ];
         for (e, status, code) in cases {
             let api = ApiError::from(e);

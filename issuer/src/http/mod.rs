@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::service::Licensing;
 
-mod admin;
+pub(crate) mod admin;
 mod error;
 mod extract;
 mod public;
@@ -53,6 +53,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/refresh", post(public::refresh))
         .route("/v1/deactivate", post(public::deactivate))
         .route("/v1/keys", get(public::keys))
+        .route("/v1/offline/activate", post(public::offline_activate))
+        .route("/v1/offline/deactivate", post(public::offline_deactivate))
         .route_layer(from_fn_with_state(state.clone(), ratelimit::limit));
     let admin = Router::new()
         .route("/v1/licenses", post(admin::create).get(admin::list))

@@ -10,6 +10,7 @@ use super::extract::{ClientIp, Json};
 use super::AppState;
 use crate::service::{Context, Issued, ServiceError};
 use crate::store::{License, LicenseStatus};
+use verifier::{ActivationRequest, DeactivationCode};
 
 /// What public responses say about a license.
 #[derive(Debug, Serialize)]
@@ -49,10 +50,10 @@ pub(crate) struct ActivateRequest {
 #[derive(Debug, Serialize)]
 pub(crate) struct TokenResponse {
     token: String,
-    #[serde(with = "time::serde::rfc3339")]
-    refresh_after: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    token_expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    refresh_after: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    token_expires_at: Option<OffsetDateTime>,
     license: LicenseSummary,
     machines_used: u32,
     machines_remaining: u32,
@@ -203,4 +204,61 @@ pub(crate) async fn keys(State(state): State<AppState>) -> JsonResponse<KeysResp
         })
         .collect();
     JsonResponse(KeysResponse { keys })
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct OfflineActivateRequest {
+    request: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct OfflineTokenResponse {
+    token: String,
+    kind: &'static str,
+    license: LicenseSummary,
+    machines_used: u32,
+    machines_remaining: u32,
+    new_machine: bool,
+}
+
+/// `POST /v1/offline/activate`: turns an `ACT1-` activation request into an offline token (no token expiry),
+/// recording the activation like `/v1/activate` does. A mistyped request is 422 `mistyped_code`.
+pub(crate) async fn offline_activate(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Json(req): Json<OfflineActivateRequest>,
+) -> Result<JsonResponse<OfflineTokenResponse>, ApiError> {
+    let request = ActivationRequest::from_code(&req.request).map_err(ServiceError::InvalidCode)?;
+    let ctx = Context::now(ip.text());
+    let issued = state.licensing.activate_offline(&request, &ctx).await?;
+    Ok(JsonResponse(OfflineTokenResponse {
+        token: issued.token,
+        kind: "offline",
+        license: LicenseSummary::from(&issued.license),
+        machines_used: issued.machines_used,
+        machines_remaining: issued.license.max_machines.saturating_sub(issued.machines_used),
+        new_machine: issued.new_machine,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct OfflineDeactivateRequest {
+    code: String,
+}
+
+/// `POST /v1/offline/deactivate`: redeems a `DEA1-` deactivation code, freeing the slot of the machine that held the
+/// token; 409 `already_redeemed` the second time, 404 `unknown_deactivation_code` for a code no machine matches.
+pub(crate) async fn offline_deactivate(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Json(req): Json<OfflineDeactivateRequest>,
+) -> Result<JsonResponse<DeactivateResponse>, ApiError> {
+    let code = DeactivationCode::from_code(&req.code).map_err(ServiceError::InvalidCode)?;
+    let ctx = Context::now(ip.text());
+    let done = state.licensing.redeem_deactivation(&code, &ctx).await?;
+    Ok(JsonResponse(DeactivateResponse {
+        deactivated: true,
+        machines_used: done.machines_used,
+        machines_remaining: done.license.max_machines.saturating_sub(done.machines_used),
+    }))
 }

@@ -1,7 +1,7 @@
 //! The storage interface: licenses, machines (activations), the event log and admin token hashes.
 //!
-//! [`Store`] is backend-neutral; one module per backend implements it ([`SqliteStore`] now). The service only ever
-//! holds an `Arc<dyn Store>`.
+//! [`Store`] is backend-neutral; one module per backend implements it ([`SqliteStore`], [`PostgresStore`]), and
+//! [`connect`] picks one by the database URL's scheme. The service only ever holds an `Arc<dyn Store>`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,9 +13,25 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::{is_postgres_url, PostgresStore, DEFAULT_POOL_SIZE};
 pub use sqlite::SqliteStore;
+
+/// Opens the store a database URL names, by its scheme: `postgres://` or `postgresql://` opens a [`PostgresStore`]
+/// with at most `pool_size` connections, `sqlite:` a [`SqliteStore`]. Pending migrations are applied.
+pub async fn connect(url: &str, pool_size: u32) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if is_postgres_url(url) {
+        Ok(std::sync::Arc::new(PostgresStore::connect(url, pool_size).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::connect(url).await?))
+    } else {
+        // Only the scheme is shown: the rest of the URL may hold a password.
+        let scheme = url.split_once(':').map_or("(none)", |(scheme, _)| scheme);
+        Err(StoreError::UnsupportedUrl(format!("unknown scheme `{scheme}`; use postgres://, postgresql:// or sqlite:")))
+    }
+}
 
 /// Whether a license can be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -463,6 +479,21 @@ mod tests {
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
         assert_eq!(Cursor::decode("not a cursor"), None);
         assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("12:nope")), None);
+    }
+
+    #[tokio::test]
+    async fn unknown_url_scheme_is_refused_without_showing_the_url() {
+        let err = connect("mysql://root:hunter2@db/issuer", 4).await.err().unwrap();
+        assert!(matches!(err, StoreError::UnsupportedUrl(_)), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("`mysql`") && text.contains("postgres://") && !text.contains("hunter2"), "{text}");
+        assert!(connect("/var/lib/issuer.db", 4).await.is_err());
+    }
+
+    #[test]
+    fn postgres_urls_are_recognised_by_scheme() {
+        assert!(is_postgres_url("postgres://u@h/db") && is_postgres_url("postgresql://u@h/db"));
+        assert!(!is_postgres_url("sqlite:///x.db") && !is_postgres_url("postgresx://h"));
     }
 
     #[test]

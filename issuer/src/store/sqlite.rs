@@ -49,9 +49,7 @@ impl SqliteStore {
     /// Opens a `sqlite:` URL (e.g. `sqlite:///var/lib/issuer/issuer.db` or `sqlite::memory:`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         if !url.starts_with("sqlite:") {
-            return Err(StoreError::UnsupportedUrl(
-                "only sqlite: URLs are supported (PostgreSQL support is planned)".into(),
-            ));
+            return Err(StoreError::UnsupportedUrl("an SQLite URL starts with sqlite:".into()));
         }
         let options = SqliteConnectOptions::from_str(url)?;
         SqliteStore::with_options(options).await
@@ -580,6 +578,8 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// SQLite-only behaviour. What every backend must do is the store conformance suite
+/// (`tests/src/conformance.rs`, run against this backend by `tests/tests/store_conformance.rs`).
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -607,46 +607,6 @@ mod tests {
         }
     }
 
-    async fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("issuer.db")).await.unwrap();
-        (dir, Arc::new(store))
-    }
-
-    #[tokio::test]
-    async fn offline_deactivation_frees_the_slot_once_and_only_on_its_license() {
-        let (_dir, store) = store().await;
-        let (a, b) = (license(1), license(1));
-        store.create_license(&a, None).await.unwrap();
-        store.create_license(&b, None).await.unwrap();
-        store.activate_machine(a.id, "fp-a", None, None, now()).await.unwrap();
-        assert!(!store.set_offline_proof(a.id, "not-active", &[1; 16]).await.unwrap());
-        assert!(store.set_offline_proof(a.id, "fp-a", &[1; 16]).await.unwrap());
-        assert!(store.machine(a.id, "fp-a").await.unwrap().unwrap().offline);
-        // Another license's code, or an unknown proof, frees nothing.
-        assert_eq!(store.redeem_deactivation(b.id, &[1; 16], now()).await.unwrap(), Redeemed::NoMatch);
-        assert_eq!(store.redeem_deactivation(a.id, &[2; 16], now()).await.unwrap(), Redeemed::NoMatch);
-        assert_eq!(
-            store.redeem_deactivation(a.id, &[1; 16], now()).await.unwrap(),
-            Redeemed::Freed { fingerprint: "fp-a".into(), machines_used: 0 }
-        );
-        assert!(matches!(
-            store.redeem_deactivation(a.id, &[1; 16], now()).await.unwrap(),
-            Redeemed::AlreadyRedeemed { ref fingerprint, .. } if fingerprint == "fp-a"
-        ));
-        assert_eq!(store.count_machines(a.id).await.unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn license_round_trips_by_id_and_key() {
-        let (_dir, store) = store().await;
-        let l = license(3);
-        assert_eq!(store.create_license(&l, None).await.unwrap(), Created::New(l.clone()));
-        assert_eq!(store.license_by_id(l.id).await.unwrap(), Some(l.clone()));
-        assert_eq!(store.license_by_key(&l.key).await.unwrap(), Some(l.clone()));
-        assert_eq!(store.license_by_id(Uuid::now_v7()).await.unwrap(), None);
-    }
-
     #[tokio::test]
     async fn reopening_keeps_data_and_does_not_rerun_migrations() {
         let dir = tempfile::tempdir().unwrap();
@@ -655,40 +615,6 @@ mod tests {
         SqliteStore::open(&path).await.unwrap().create_license(&l, None).await.unwrap();
         let reopened = SqliteStore::open(&path).await.unwrap();
         assert_eq!(reopened.license_by_id(l.id).await.unwrap(), Some(l));
-    }
-
-    #[tokio::test]
-    async fn idempotency_key_replays_the_same_request_and_refuses_another() {
-        let (_dir, store) = store().await;
-        let idem = Idempotency { key: "order-1".into(), request_hash: "h1".into() };
-        let first = license(1);
-        assert!(matches!(store.create_license(&first, Some(&idem)).await.unwrap(), Created::New(_)));
-        let retry = license(1);
-        assert_eq!(store.create_license(&retry, Some(&idem)).await.unwrap(), Created::Replayed(first.clone()));
-        assert_eq!(store.license_by_id(retry.id).await.unwrap(), None, "the retry stored nothing");
-        let other = Idempotency { key: "order-1".into(), request_hash: "h2".into() };
-        assert!(matches!(store.create_license(&license(1), Some(&other)).await, Err(StoreError::IdempotencyConflict)));
-    }
-
-    #[tokio::test]
-    async fn slot_limit_holds_under_concurrent_activation() {
-        let (_dir, store) = store().await;
-        let l = license(3);
-        store.create_license(&l, None).await.unwrap();
-        let tasks: Vec<_> = (0..100)
-            .map(|i| {
-                let store = store.clone();
-                tokio::spawn(async move { store.activate_machine(l.id, &format!("m{i}"), None, None, now()).await })
-            })
-            .collect();
-        let mut new = 0;
-        for t in tasks {
-            if let Activated::New { .. } = t.await.unwrap().unwrap() {
-                new += 1;
-            }
-        }
-        assert_eq!(new, 3);
-        assert_eq!(store.count_machines(l.id).await.unwrap(), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -717,91 +643,5 @@ mod tests {
             assert_eq!(new, 3, "round {round}");
             assert_eq!(b.count_machines(l.id).await.unwrap(), 3, "round {round}");
         }
-    }
-
-    #[tokio::test]
-    async fn reactivation_uses_no_slot_and_removal_frees_one() {
-        let (_dir, store) = store().await;
-        let l = license(1);
-        store.create_license(&l, None).await.unwrap();
-        assert!(matches!(
-            store.activate_machine(l.id, "a", Some("laptop"), None, now()).await.unwrap(),
-            Activated::New { .. }
-        ));
-        let again = store.activate_machine(l.id, "a", None, None, now()).await.unwrap();
-        assert!(
-            matches!(&again, Activated::Existing { machine, machines_used: 1 } if machine.name.as_deref() == Some("laptop"))
-        );
-        assert_eq!(
-            store.activate_machine(l.id, "b", None, None, now()).await.unwrap(),
-            Activated::NoSlotLeft { machines_used: 1 }
-        );
-        assert!(store.remove_machine(l.id, "a").await.unwrap());
-        assert!(!store.remove_machine(l.id, "a").await.unwrap());
-        assert!(matches!(store.activate_machine(l.id, "b", None, None, now()).await.unwrap(), Activated::New { .. }));
-        assert_eq!(store.activate_machine(Uuid::now_v7(), "b", None, None, now()).await.unwrap(), Activated::NoLicense);
-    }
-
-    #[tokio::test]
-    async fn list_filters_and_pages_with_a_cursor() {
-        let (_dir, store) = store().await;
-        let mut ids = Vec::new();
-        for i in 0..5 {
-            let mut l = license(1);
-            if i % 2 == 0 {
-                l.email = "Bob@Example.com".into();
-            }
-            store.create_license(&l, None).await.unwrap();
-            ids.push(l.id);
-        }
-        let mut filter = LicenseFilter { limit: 2, ..LicenseFilter::default() };
-        let mut seen = Vec::new();
-        loop {
-            let page = store.list_licenses(&filter).await.unwrap();
-            seen.extend(page.licenses.iter().map(|l| l.id));
-            match page.next {
-                Some(c) => filter.after = Some(c),
-                None => break,
-            }
-        }
-        assert_eq!(seen, ids);
-        let bobs = store
-            .list_licenses(&LicenseFilter {
-                email: Some("bob@example.com".into()),
-                limit: 10,
-                ..LicenseFilter::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(bobs.licenses.len(), 3);
-        assert!(bobs.next.is_none());
-    }
-
-    #[tokio::test]
-    async fn update_status_events_and_admin_tokens_are_stored() {
-        let (_dir, store) = store().await;
-        let l = license(1);
-        store.create_license(&l, None).await.unwrap();
-        let update = LicenseUpdate { max_machines: Some(5), expires_at: Some(Some(now())), ..LicenseUpdate::default() };
-        let updated = store.update_license(l.id, &update, now()).await.unwrap().unwrap();
-        assert_eq!(updated.max_machines, 5);
-        assert!(updated.expires_at.is_some());
-        let revoked = store.set_status(l.id, LicenseStatus::Revoked, now()).await.unwrap().unwrap();
-        assert_eq!(revoked.status, LicenseStatus::Revoked);
-        assert!(store.set_status(Uuid::now_v7(), LicenseStatus::Revoked, now()).await.unwrap().is_none());
-        let event = NewEvent {
-            license_id: l.id,
-            kind: crate::store::EventKind::Revoked,
-            at: now(),
-            fingerprint: None,
-            client_ip: Some("127.0.0.1".into()),
-            detail: serde_json::json!({}),
-        };
-        store.append_event(&event).await.unwrap();
-        let events = store.list_events(l.id, 0, 10).await.unwrap();
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].event, event);
-        store.add_admin_token(&[7; 32], "test", now()).await.unwrap();
-        assert_eq!(store.admin_token_hashes().await.unwrap(), vec![[7; 32]]);
     }
 }

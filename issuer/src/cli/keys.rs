@@ -1,0 +1,190 @@
+//! `issuer keys ...`: the signing key ring (and standalone keys).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Subcommand, ValueEnum};
+use keys::{KeyRing, KeyStatus, Overwrite, SecretKey};
+use serde::Serialize;
+use verifier::KeyId;
+
+use super::{fmt_time, keys_dir, load_config, write_json, write_table, CliError, CliResult, GlobalArgs};
+
+/// `issuer keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a standalone signing key: PKCS#8 PEM secret key file (mode 0600), prints its public key.
+    Generate {
+        /// Where to write the secret key.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the ring's keys: id, created, active or retired.
+    List {
+        /// Print JSON (the same shape as GET /v1/keys).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new active signing key; earlier keys stay trusted (retired). Restart the service afterwards.
+    Rotate,
+    /// Remove a retired key from the ring: tokens it signed stop verifying once apps get the new key set.
+    Retire {
+        /// The key id (16 hex digits, see `issuer keys list`).
+        key_id: String,
+    },
+    /// Print the public key set apps embed.
+    Export {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Lines)]
+        format: ExportFormat,
+    },
+}
+
+/// Formats of `issuer keys export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One `lpk1.` line per key, the active key first (for `verifier::KeySet::from_text`).
+    Lines,
+    /// SPKI PEM public keys (OpenSSL reads them), each after a comment line naming its key id.
+    Pem,
+    /// A Rust constant for `verifier::KeySet::from_lines`.
+    Rust,
+    /// JSON, the same shape as GET /v1/keys.
+    Json,
+}
+
+#[derive(Serialize)]
+struct KeyView {
+    key_id: String,
+    public_key: String,
+    status: &'static str,
+    created_at: String,
+}
+
+#[derive(Serialize)]
+struct KeysView {
+    keys: Vec<KeyView>,
+}
+
+fn view(ring: &KeyRing) -> KeysView {
+    KeysView {
+        keys: ring
+            .entries()
+            .iter()
+            .map(|e| KeyView {
+                key_id: e.public.key_id().to_string(),
+                public_key: e.public.to_string(),
+                status: e.status.as_str(),
+                created_at: fmt_time(e.created_at),
+            })
+            .collect(),
+    }
+}
+
+fn key_error(e: keys::KeyError) -> CliError {
+    CliError::Failed(super::error_chain(&e))
+}
+
+pub(crate) async fn run(command: KeysCommand, global: &GlobalArgs, out: &mut dyn Write) -> CliResult {
+    if let KeysCommand::Generate { out: path, force } = &command {
+        let key = SecretKey::generate().map_err(key_error)?;
+        let overwrite = if *force { Overwrite::Replace } else { Overwrite::Refuse };
+        keys::write_secret_key(&key, path, overwrite).map_err(|e| match e {
+            keys::KeyError::AlreadyExists { path } => {
+                CliError::Failed(format!("{} exists; pass --force to replace it", path.display()))
+            }
+            other => key_error(other),
+        })?;
+        writeln!(
+            out,
+            "Wrote secret key {} to {} (PKCS#8 PEM, mode 0600); keep it secret.",
+            key.key_id(),
+            path.display()
+        )?;
+        writeln!(out, "key id:     {}", key.key_id())?;
+        writeln!(out, "public key: {}", key.public_key())?;
+        return Ok(());
+    }
+    let config = load_config(global, None)?;
+    let dir = keys_dir(&config)?;
+    let mut ring = KeyRing::open(&dir).map_err(key_error)?;
+    match command {
+        KeysCommand::Generate { .. } => Ok(()),
+        KeysCommand::List { json: true } => write_json(out, &view(&ring)),
+        KeysCommand::List { json: false } => {
+            let rows: Vec<Vec<String>> = ring
+                .entries()
+                .iter()
+                .map(|e| vec![e.public.key_id().to_string(), e.status.as_str().into(), fmt_time(e.created_at)])
+                .collect();
+            write_table(out, &["KEY ID", "STATUS", "CREATED"], &rows)
+        }
+        KeysCommand::Rotate => {
+            let old = ring.active().key_id();
+            let new = ring.rotate().map_err(key_error)?;
+            ring.save(&dir).map_err(key_error)?;
+            writeln!(
+                out,
+                "New active signing key: {new}. The previous key {old} is retired: tokens it signed keep verifying."
+            )?;
+            writeln!(out, "Restart the issuer service so it signs with the new key.")?;
+            writeln!(out, "Public key set to distribute to your apps (the new key first):")?;
+            write_lines(out, &ring)
+        }
+        KeysCommand::Retire { key_id } => {
+            let id: KeyId = key_id.trim().parse().map_err(|_| {
+                CliError::Usage(format!("`{key_id}` is not a key id (16 hex digits, see `issuer keys list`)"))
+            })?;
+            ring.remove(id).map_err(key_error)?;
+            ring.save(&dir).map_err(key_error)?;
+            writeln!(
+                out,
+                "Removed key {id} from the ring. Tokens it signed stop verifying once apps get the new public key set; \
+                 restart the issuer service."
+            )?;
+            writeln!(out, "Public key set to distribute to your apps:")?;
+            write_lines(out, &ring)
+        }
+        KeysCommand::Export { format } => export(out, &ring, format),
+    }
+}
+
+fn write_lines(out: &mut dyn Write, ring: &KeyRing) -> CliResult {
+    for e in ring.entries() {
+        writeln!(out, "{}", e.public)?;
+    }
+    Ok(())
+}
+
+fn export(out: &mut dyn Write, ring: &KeyRing, format: ExportFormat) -> CliResult {
+    match format {
+        ExportFormat::Lines => write_lines(out, ring),
+        ExportFormat::Json => write_json(out, &view(ring)),
+        ExportFormat::Pem => {
+            for e in ring.entries() {
+                write!(out, "{}", keys::public_key_pem(&e.public).map_err(key_error)?)?;
+            }
+            Ok(())
+        }
+        ExportFormat::Rust => {
+            writeln!(
+                out,
+                "/// The license issuer's public keys (active first), from `issuer keys export --format rust`."
+            )?;
+            writeln!(out, "/// Load them with `verifier::KeySet::from_lines(LICENSE_PUBLIC_KEYS)`.")?;
+            writeln!(out, "pub const LICENSE_PUBLIC_KEYS: &[&str] = &[")?;
+            for e in ring.entries() {
+                let status = match e.status {
+                    KeyStatus::Active => "active",
+                    _ => "retired",
+                };
+                writeln!(out, "    \"{}\", // {} ({status})", e.public, e.public.key_id())?;
+            }
+            writeln!(out, "];")?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! `issuer token ...`: issue tokens (directly or from an air-gapped activation request), inspect them, and redeem
+//! offline deactivation codes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use serde::Serialize;
+use verifier::{ActivationRequest, Claims, DeactivationCode, KeyId, TokenKind, UntrustedToken};
+
+use super::license::license_ref;
+use super::{
+    fmt_opt_time, fmt_time, inline_or_file, keys_dir, load_config, open_service, write_json, CliError, CliResult,
+    GlobalArgs,
+};
+use crate::http::admin::LicenseView;
+use crate::service::{Context, Issued, ServiceError};
+
+/// `issuer token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Sign a token for a machine: counted as an activation (same slot limit and events as the API).
+    ///
+    /// Either --license and --fingerprint, or --request with an air-gapped app's activation request (ACT1-...),
+    /// which always gives an offline token.
+    Issue {
+        /// License id or key.
+        #[arg(long, value_name = "ID|KEY", required_unless_present = "request", conflicts_with = "request")]
+        license: Option<String>,
+        /// The machine's fingerprint (as the app computed it).
+        #[arg(long, required_unless_present = "request", requires = "license")]
+        fingerprint: Option<String>,
+        /// A name for the machine.
+        #[arg(long, requires = "license")]
+        name: Option<String>,
+        /// The machine's platform, e.g. linux-x86_64.
+        #[arg(long, requires = "license")]
+        platform: Option<String>,
+        /// Sign an offline token (no token expiry; freed with a deactivation code) instead of an online one.
+        #[arg(long, requires = "license")]
+        offline: bool,
+        /// An activation request code (ACT1-...), or @FILE to read it from a file.
+        #[arg(long, value_name = "CODE|@FILE")]
+        request: Option<String>,
+        /// Write the token to this file [default for offline tokens: <fingerprint>.license].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode a token: its claims, and whether it verifies against the key ring.
+    Inspect {
+        /// The token (lic1....), or @FILE to read it from a file.
+        #[arg(value_name = "TOKEN|@FILE")]
+        token: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Redeem an offline deactivation code (DEA1-...): frees the machine's slot, once.
+    Deactivate {
+        /// The deactivation code, or @FILE to read it from a file.
+        #[arg(value_name = "CODE|@FILE")]
+        code: String,
+        /// Refuse the code unless it is for this license (id or key).
+        #[arg(long, value_name = "ID|KEY")]
+        license: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Serialize)]
+struct IssuedView {
+    token: String,
+    kind: &'static str,
+    fingerprint: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    refresh_after: Option<time::OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    token_expires_at: Option<time::OffsetDateTime>,
+    license: LicenseView,
+    machines_used: u32,
+    machines_remaining: u32,
+    new_machine: bool,
+    file: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ClaimsView {
+    kind: &'static str,
+    license_id: String,
+    license_key: String,
+    email: String,
+    product: String,
+    entitlements: Vec<String>,
+    max_machines: u32,
+    fingerprint: String,
+    #[serde(with = "time::serde::rfc3339")]
+    issued_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    license_expires_at: Option<time::OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    refresh_after: Option<time::OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    token_expires_at: Option<time::OffsetDateTime>,
+}
+
+impl From<&Claims> for ClaimsView {
+    fn from(c: &Claims) -> Self {
+        ClaimsView {
+            kind: kind_name(c.kind),
+            license_id: c.license_id.to_string(),
+            license_key: c.license_key.clone(),
+            email: c.email.clone(),
+            product: c.product.clone(),
+            entitlements: c.entitlements.clone(),
+            max_machines: c.max_machines,
+            fingerprint: c.fingerprint.clone(),
+            issued_at: c.issued_at,
+            license_expires_at: c.license_expires_at,
+            refresh_after: c.refresh_after,
+            token_expires_at: c.token_expires_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct InspectView {
+    verified: bool,
+    /// `valid`, `unknown_key` or `bad_signature`.
+    verification: &'static str,
+    key_id: String,
+    /// `active`, `retired`, or null when the ring does not hold the key.
+    key_status: Option<&'static str>,
+    claims: ClaimsView,
+}
+
+#[derive(Serialize)]
+struct DeactivatedView {
+    deactivated: bool,
+    license_id: String,
+    fingerprint: String,
+    machines_used: u32,
+    machines_remaining: u32,
+}
+
+fn kind_name(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::Online => "online",
+        TokenKind::Offline => "offline",
+    }
+}
+
+pub(crate) async fn run(
+    command: TokenCommand,
+    global: &GlobalArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> CliResult {
+    match command {
+        TokenCommand::Issue { license, fingerprint, name, platform, offline, request, out: file, json } => {
+            let request = match request.as_deref() {
+                Some(text) => Some(parse_request(&inline_or_file(text)?)?),
+                None => None,
+            };
+            let licensing = open_service(global, err).await?;
+            let ctx = Context::now(None);
+            let issued = match (&request, license, fingerprint) {
+                (Some(request), _, _) => licensing.activate_offline(request, &ctx).await?,
+                (None, Some(license), Some(fingerprint)) => {
+                    let kind = if offline { TokenKind::Offline } else { TokenKind::Online };
+                    let which = license_ref(&license)?;
+                    licensing
+                        .activate_license(&which, &fingerprint, name.as_deref(), platform.as_deref(), kind, &ctx)
+                        .await?
+                }
+                _ => return Err(CliError::Usage("give --license and --fingerprint, or --request".into())),
+            };
+            let file = match (file, issued.claims.kind) {
+                (Some(path), _) => Some(path),
+                (None, TokenKind::Offline) => Some(default_token_file(&issued.claims.fingerprint)),
+                (None, TokenKind::Online) => None,
+            };
+            if let Some(path) = &file {
+                std::fs::write(path, format!("{}\n", issued.token))
+                    .map_err(|e| CliError::Failed(format!("cannot write the token to {}: {e}", path.display())))?;
+            }
+            write_issued(out, issued, file.as_deref(), json)
+        }
+        TokenCommand::Inspect { token, json } => inspect(global, &inline_or_file(&token)?, json, out),
+        TokenCommand::Deactivate { code, license, json } => {
+            let code = DeactivationCode::from_code(&inline_or_file(&code)?).map_err(|e| match e {
+                verifier::Error::MistypedCode => CliError::Usage(format!("the deactivation code is mistyped: {e}")),
+                other => CliError::Usage(format!("not a deactivation code: {other}")),
+            })?;
+            let licensing = open_service(global, err).await?;
+            if let Some(expected) = license {
+                let expected = licensing.license(&license_ref(&expected)?).await?;
+                if expected.id.into_bytes() != code.license_id.0 {
+                    return Err(CliError::Failed(format!(
+                        "this deactivation code is for license {}, not {}",
+                        code.license_id, expected.id
+                    )));
+                }
+            }
+            let done = match licensing.redeem_deactivation(&code, &Context::now(None)).await {
+                Ok(done) => done,
+                Err(ServiceError::UnknownDeactivationCode) => {
+                    return Err(CliError::Failed(format!(
+                        "no machine of license {} holds the token this deactivation code is for (a code made for \
+                         another license, or for a token the machine has since replaced); nothing changed",
+                        code.license_id
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let remaining = done.license.max_machines.saturating_sub(done.machines_used);
+            if json {
+                return write_json(
+                    out,
+                    &DeactivatedView {
+                        deactivated: true,
+                        license_id: done.license.id.to_string(),
+                        fingerprint: done.fingerprint,
+                        machines_used: done.machines_used,
+                        machines_remaining: remaining,
+                    },
+                );
+            }
+            writeln!(
+                out,
+                "Deactivated machine {} on license {} ({}, {}): its slot is free, {} of {} slots used.",
+                done.fingerprint,
+                done.license.id,
+                done.license.email,
+                done.license.product,
+                done.machines_used,
+                done.license.max_machines
+            )?;
+            Ok(())
+        }
+    }
+}
+
+fn parse_request(code: &str) -> Result<ActivationRequest, CliError> {
+    ActivationRequest::from_code(code).map_err(|e| match e {
+        verifier::Error::MistypedCode => CliError::Usage(
+            "the activation request is mistyped: its check characters do not match; compare it character by \
+             character with the code the app shows (or carry it as a file)"
+                .into(),
+        ),
+        other => CliError::Usage(format!("not an activation request: {other}")),
+    })
+}
+
+/// `<fingerprint>.license` in the current directory, with anything but `A-Z a-z 0-9 . _ -` replaced, so a
+/// fingerprint can never name a path elsewhere.
+fn default_token_file(fingerprint: &str) -> PathBuf {
+    let safe: String = fingerprint
+        .chars()
+        .take(64)
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-') { c } else { '_' })
+        .collect();
+    PathBuf::from(format!("{safe}.license"))
+}
+
+fn write_issued(out: &mut dyn Write, issued: Issued, file: Option<&Path>, json: bool) -> CliResult {
+    let remaining = issued.license.max_machines.saturating_sub(issued.machines_used);
+    if json {
+        return write_json(
+            out,
+            &IssuedView {
+                kind: kind_name(issued.claims.kind),
+                fingerprint: issued.claims.fingerprint.clone(),
+                refresh_after: issued.refresh_after,
+                token_expires_at: issued.token_expires_at,
+                machines_used: issued.machines_used,
+                machines_remaining: remaining,
+                new_machine: issued.new_machine,
+                file: file.map(|f| f.display().to_string()),
+                license: issued.license.into(),
+                token: issued.token,
+            },
+        );
+    }
+    let l = &issued.license;
+    let slot = if issued.new_machine { "new machine" } else { "already active, no new slot used" };
+    writeln!(
+        out,
+        "Activated machine {} on license {} ({}, {}): {slot}; {} of {} slots used.",
+        issued.claims.fingerprint, l.id, l.email, l.product, issued.machines_used, l.max_machines
+    )?;
+    match issued.claims.kind {
+        TokenKind::Offline => writeln!(
+            out,
+            "Offline token: no token expiry; the license expires {}.",
+            fmt_opt_time(l.expires_at, "never")
+        )?,
+        TokenKind::Online => writeln!(
+            out,
+            "Online token: refresh after {}, valid until {}.",
+            fmt_opt_time(issued.refresh_after, "-"),
+            fmt_opt_time(issued.token_expires_at, "-")
+        )?,
+    }
+    match file {
+        Some(path) => writeln!(
+            out,
+            "Token written to {}; deliver it to the machine as that file, or copy-paste this line:",
+            path.display()
+        )?,
+        None => writeln!(out, "Token:")?,
+    }
+    writeln!(out, "{}", issued.token)?;
+    Ok(())
+}
+
+fn inspect(global: &GlobalArgs, token: &str, json: bool, out: &mut dyn Write) -> CliResult {
+    let untrusted = UntrustedToken::parse(token).map_err(|e| CliError::Usage(e.to_string()))?;
+    let claims = untrusted.untrusted_claims().map_err(|e| CliError::Usage(e.to_string()))?;
+    let config = load_config(global, None)?;
+    let ring = keys::KeyRing::open(&keys_dir(&config)?).map_err(|e| CliError::Failed(super::error_chain(&e)))?;
+    let key_id: KeyId = untrusted.key_id();
+    let key_status = ring.entries().iter().find(|e| e.public.key_id() == key_id).map(|e| e.status.as_str());
+    let verification = match untrusted.verify(&ring.public_key_set()) {
+        Ok(_) => "valid",
+        Err(verifier::Error::UnknownKey { .. }) => "unknown_key",
+        Err(verifier::Error::BadSignature) => "bad_signature",
+        Err(e) => return Err(CliError::Usage(e.to_string())),
+    };
+    if json {
+        write_json(
+            out,
+            &InspectView {
+                verified: verification == "valid",
+                verification,
+                key_id: key_id.to_string(),
+                key_status,
+                claims: ClaimsView::from(&claims),
+            },
+        )?;
+    } else {
+        let signature = match verification {
+            "valid" => format!("valid (signed by {} key {key_id})", key_status.unwrap_or("a")),
+            "unknown_key" => format!(
+                "UNKNOWN KEY: signed by key {key_id}, which the key ring does not hold (removed, or another issuer's)"
+            ),
+            _ => format!("BAD SIGNATURE: altered, or not signed by this issuer's key {key_id}"),
+        };
+        let c = &claims;
+        let entitlements = if c.entitlements.is_empty() { "-".to_string() } else { c.entitlements.join(", ") };
+        let offline = c.kind == TokenKind::Offline;
+        writeln!(out, "signature:        {signature}")?;
+        if verification != "valid" {
+            writeln!(out, "(the claims below are NOT verified)")?;
+        }
+        writeln!(out, "kind:             {}", kind_name(c.kind))?;
+        writeln!(out, "license id:       {}", c.license_id)?;
+        writeln!(out, "license key:      {}", c.license_key)?;
+        writeln!(out, "email:            {}", c.email)?;
+        writeln!(out, "product:          {}", c.product)?;
+        writeln!(out, "entitlements:     {entitlements}")?;
+        writeln!(out, "slots:            {}", c.max_machines)?;
+        writeln!(out, "fingerprint:      {}", c.fingerprint)?;
+        writeln!(out, "issued at:        {}", fmt_time(c.issued_at))?;
+        writeln!(out, "license expires:  {}", fmt_opt_time(c.license_expires_at, "never"))?;
+        let none = if offline { "never (offline token)" } else { "-" };
+        writeln!(out, "refresh after:    {}", fmt_opt_time(c.refresh_after, none))?;
+        writeln!(out, "token expires:    {}", fmt_opt_time(c.token_expires_at, none))?;
+    }
+    match verification {
+        "valid" => Ok(()),
+        "unknown_key" => Err(CliError::Failed(format!("the token's key {key_id} is not in the key ring"))),
+        _ => Err(CliError::Failed("the token's signature is invalid".into())),
+    }
+}

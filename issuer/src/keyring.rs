@@ -1,0 +1,166 @@
+//! The signing key ring shared by the tasks of one instance, reloaded when its files change.
+//!
+//! Several instances on one database sign with the same key ring: the vendor distributes the same ring directory to
+//! every instance (see docs/operations.md). After a rotation the new `ring.txt` reaches each instance, which must
+//! then sign with the new active key without a restart. [`SharedKeyRing`] holds the ring loaded last and reloads it
+//! when the manifest's content changed: periodically ([`SharedKeyRing::spawn_watcher`]), and on demand, e.g. when a
+//! client presents a token signed by a key id this instance does not know yet ([`SharedKeyRing::reload_if_changed`]).
+//!
+//! A ring that fails to load (say `ring.txt` arrived before the new key file) leaves the previous ring in use; the
+//! next check tries again.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use keys::{KeyError, KeyRing};
+
+/// The manifest file of a key ring directory (see the `keys` crate).
+const MANIFEST: &str = "ring.txt";
+
+/// A key ring directory's current content, swapped atomically when the files change.
+#[derive(Debug)]
+pub struct SharedKeyRing {
+    dir: PathBuf,
+    loaded: RwLock<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    ring: Arc<KeyRing>,
+    /// The manifest's bytes when `ring` was loaded.
+    manifest: Vec<u8>,
+}
+
+impl SharedKeyRing {
+    /// Loads the key ring in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, KeyError> {
+        let manifest = read_manifest(dir)?;
+        let ring = Arc::new(KeyRing::open(dir)?);
+        Ok(SharedKeyRing { dir: dir.to_path_buf(), loaded: RwLock::new(Loaded { ring, manifest }) })
+    }
+
+    /// The directory the ring is loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The ring loaded last. Take it once per request: it stays the same ring for as long as it is held, even if a
+    /// reload happens meanwhile.
+    pub fn current(&self) -> Arc<KeyRing> {
+        self.loaded.read().unwrap_or_else(|poisoned| poisoned.into_inner()).ring.clone()
+    }
+
+    /// Reloads the ring when `ring.txt` changed since the last load; `Ok(true)` when a new ring is now in use.
+    ///
+    /// Cheap when nothing changed (one read of a small file). On error the previous ring stays in use.
+    pub fn reload_if_changed(&self) -> Result<bool, KeyError> {
+        let manifest = read_manifest(&self.dir)?;
+        if self.loaded.read().unwrap_or_else(|poisoned| poisoned.into_inner()).manifest == manifest {
+            return Ok(false);
+        }
+        let ring = Arc::new(KeyRing::open(&self.dir)?);
+        let mut loaded = self.loaded.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if loaded.manifest == manifest {
+            return Ok(false); // another task reloaded the same files meanwhile
+        }
+        tracing::info!(
+            key_id = %ring.active().key_id(),
+            keys = ring.entries().len(),
+            dir = %self.dir.display(),
+            "reloaded the signing key ring"
+        );
+        *loaded = Loaded { ring, manifest };
+        Ok(true)
+    }
+
+    /// Starts a task that calls [`SharedKeyRing::reload_if_changed`] every `every`, logging failures, until the
+    /// returned handle is aborted or the runtime shuts down.
+    pub fn spawn_watcher(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let ring = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await; // the first tick is immediate; the ring was just loaded
+            loop {
+                ticks.tick().await;
+                let check = Arc::clone(&ring);
+                // File reads and key parsing are blocking work.
+                match tokio::task::spawn_blocking(move || check.reload_if_changed()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(
+                        error = %e,
+                        dir = %ring.dir.display(),
+                        "cannot reload the signing key ring; still using the previous one"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "the key ring reload task failed"),
+                }
+            }
+        })
+    }
+}
+
+fn read_manifest(dir: &Path) -> Result<Vec<u8>, KeyError> {
+    let path = dir.join(MANIFEST);
+    std::fs::read(&path).map_err(|source| KeyError::Io { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn unchanged_files_keep_the_ring_and_a_rotation_is_picked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = KeyRing::create(dir.path()).unwrap();
+        let shared = SharedKeyRing::open(dir.path()).unwrap();
+        assert!(!shared.reload_if_changed().unwrap());
+        let held = shared.current();
+        assert_eq!(held.active().key_id(), original.active().key_id());
+
+        // The vendor rotates on another machine and distributes the files; here they are written in place.
+        let mut rotated = KeyRing::open(dir.path()).unwrap();
+        let new_id = rotated.rotate().unwrap();
+        rotated.save(dir.path()).unwrap();
+
+        assert!(shared.reload_if_changed().unwrap());
+        assert_eq!(shared.current().active().key_id(), new_id);
+        assert_eq!(shared.current().entries().len(), 2, "the old key stays as a retired key");
+        assert_eq!(held.active().key_id(), original.active().key_id(), "a ring already taken does not change");
+        assert!(!shared.reload_if_changed().unwrap());
+    }
+
+    #[test]
+    fn a_broken_ring_keeps_the_previous_one_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = KeyRing::create(dir.path()).unwrap();
+        let shared = SharedKeyRing::open(dir.path()).unwrap();
+        // A manifest naming a key whose file has not arrived yet.
+        std::fs::write(dir.path().join(MANIFEST), "active 0000000000000000 2025-01-01T00:00:00Z\n").unwrap();
+        assert!(shared.reload_if_changed().is_err());
+        assert_eq!(shared.current().active().key_id(), original.active().key_id());
+        // Once the files are consistent again the next check succeeds.
+        original.save(dir.path()).unwrap();
+        assert!(!shared.reload_if_changed().unwrap(), "same manifest as the ring in use");
+    }
+
+    #[tokio::test]
+    async fn the_watcher_reloads_a_rotated_ring() {
+        let dir = tempfile::tempdir().unwrap();
+        KeyRing::create(dir.path()).unwrap();
+        let shared = Arc::new(SharedKeyRing::open(dir.path()).unwrap());
+        let watcher = shared.spawn_watcher(Duration::from_millis(20));
+        let mut rotated = KeyRing::open(dir.path()).unwrap();
+        let new_id = rotated.rotate().unwrap();
+        rotated.save(dir.path()).unwrap();
+        for _ in 0..100 {
+            if shared.current().active().key_id() == new_id {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(shared.current().active().key_id(), new_id);
+        watcher.abort();
+    }
+}

@@ -1,0 +1,622 @@
+//! Snapshot tests of the vendor CLI: real invocations of the `issuer` binary, each in its own temporary working
+//! directory (so the default data directory `./issuer-data` is private to the test), with stdout, stderr and the exit
+//! code compared to the expected text. In expected text `[..]` matches any run of characters within one line (random
+//! ids, keys, tokens and times).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+const ISSUER_VARS: &[&str] = &[
+    "ISSUER_LISTEN",
+    "ISSUER_DATA_DIR",
+    "ISSUER_DATABASE_URL",
+    "ISSUER_ADMIN_TOKEN",
+    "ISSUER_CONFIG",
+    "ISSUER_REFRESH_INTERVAL",
+    "ISSUER_OFFLINE_GRACE",
+];
+
+/// A working directory for one test.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+/// One finished invocation.
+#[derive(Debug)]
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        Sandbox { dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// A sandbox after `issuer init`.
+    fn initialized() -> Sandbox {
+        let sandbox = Sandbox::new();
+        sandbox.run(&["init"]).success();
+        sandbox
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_issuer"));
+        cmd.args(args).current_dir(self.dir.path());
+        for var in ISSUER_VARS {
+            cmd.env_remove(var);
+        }
+        let out = cmd.output().unwrap();
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.run(args).success()).unwrap()
+    }
+
+    fn create_license(&self) -> Value {
+        self.json(&[
+            "license",
+            "create",
+            "--email",
+            "ada@example.com",
+            "--product",
+            "acme-cad",
+            "--slots",
+            "2",
+            "--expires",
+            "2030-01-31T00:00:00Z",
+            "--entitlement",
+            "pro",
+            "--entitlement",
+            "export",
+            "--metadata",
+            r#"{"order":"A-1001"}"#,
+            "--json",
+        ])
+    }
+}
+
+impl Output {
+    /// Asserts exit code 0 and empty stderr; returns stdout.
+    fn success(self) -> String {
+        assert_eq!((self.code, self.stderr.as_str()), (0, ""), "stdout:\n{}", self.stdout);
+        self.stdout
+    }
+
+    /// Asserts the whole invocation: exit code, stdout and stderr.
+    fn assert(&self, code: i32, stdout: &str, stderr: &str) {
+        assert_eq!(self.code, code, "exit code; stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_matches("stdout", &self.stdout, stdout);
+        assert_matches("stderr", &self.stderr, stderr);
+    }
+}
+
+/// Compares `actual` with `expected` line by line; `[..]` in an expected line matches any characters.
+fn assert_matches(what: &str, actual: &str, expected: &str) {
+    let expected = expected.strip_prefix('\n').unwrap_or(expected);
+    let ok = actual.lines().count() == expected.lines().count()
+        && actual.ends_with('\n') == expected.ends_with('\n')
+        && actual.lines().zip(expected.lines()).all(|(a, e)| line_matches(a, e));
+    assert!(ok, "{what} differs.\n--- expected\n{expected}\n--- actual\n{actual}\n---");
+}
+
+fn line_matches(actual: &str, pattern: &str) -> bool {
+    let parts: Vec<&str> = pattern.split("[..]").collect();
+    if parts.len() == 1 {
+        return actual == pattern;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !actual.starts_with(first) || !actual[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &actual[first.len()..actual.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn wildcard_matching_works_within_lines() {
+    assert!(line_matches("key: ABC-123", "key: [..]"));
+    assert!(line_matches("a 1 b 2 c", "a [..] b [..] c"));
+    assert!(!line_matches("a 1 b 2", "a [..] b [..] c"));
+    assert!(!line_matches("abc", "abd"));
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    Sandbox::new().run(&["--help"]).assert(
+        0,
+        "
+The license issuer: HTTP service (public and admin API), SQLite store, token signing, vendor CLI.
+
+Usage: issuer [OPTIONS] <COMMAND>
+
+Commands:
+  init     Create the data directory, store, signing key ring and admin API token (printed once)
+  serve    Run the HTTP service (creates the data directory, store, key ring and an admin token on first start)
+  keys     Signing keys: generate, list, rotate, retire, export the public key set
+  license  Licenses: create, list, show, update, suspend, reinstate, revoke, import from CSV
+  machine  Machines activated on a license: list, remove
+  token    Tokens: issue (also from an air-gapped activation request), inspect, redeem a deactivation code
+  config   Configuration helpers
+  help     Print this message or the help of the given subcommand(s)
+
+Options:
+      --data-dir <DIR>      Data directory of the SQLite store and key ring [default: ./issuer-data; env ISSUER_DATA_DIR]
+      --database-url <URL>  Database URL [default: the SQLite file in the data directory; env ISSUER_DATABASE_URL]
+      --config <FILE>       TOML config file (see `issuer config example`) [env ISSUER_CONFIG]
+  -h, --help                Print help
+  -V, --version             Print version
+",
+        "",
+    );
+    Sandbox::new().run(&["token", "--help"]).assert(
+        0,
+        "
+Tokens: issue (also from an air-gapped activation request), inspect, redeem a deactivation code
+
+Usage: issuer token [OPTIONS] <COMMAND>
+
+Commands:
+  issue       Sign a token for a machine: counted as an activation (same slot limit and events as the API)
+  inspect     Decode a token: its claims, and whether it verifies against the key ring
+  deactivate  Redeem an offline deactivation code (DEA1-...): frees the machine's slot, once
+  help        Print this message or the help of the given subcommand(s)
+
+Options:
+      --data-dir <DIR>      Data directory of the SQLite store and key ring [default: ./issuer-data; env ISSUER_DATA_DIR]
+      --database-url <URL>  Database URL [default: the SQLite file in the data directory; env ISSUER_DATABASE_URL]
+      --config <FILE>       TOML config file (see `issuer config example`) [env ISSUER_CONFIG]
+  -h, --help                Print help
+  -V, --version             Print version
+",
+        "",
+    );
+}
+
+#[test]
+fn init_creates_everything_once_and_refuses_to_run_again() {
+    let sandbox = Sandbox::new();
+    sandbox.run(&["init"]).assert(
+        0,
+        "
+Initialized the issuer in ./issuer-data
+  store:    ./issuer-data/issuer.db
+  key ring: ./issuer-data/keys (active key [..])
+Created the admin API token. It is shown only this once (the issuer keeps only its hash); store it now:
+admin token: iat_[..]
+Public key set for your apps (`issuer keys export --format rust` prints it as a Rust constant):
+lpk1.[..]
+",
+        "",
+    );
+    assert!(sandbox.path().join("issuer-data/issuer.db").exists());
+    sandbox.run(&["init"]).assert(
+        1,
+        "",
+        "error: ./issuer-data is already initialized (its key ring ./issuer-data/keys exists); nothing was changed\n",
+    );
+}
+
+#[test]
+fn commands_on_an_uninitialized_directory_say_to_run_init() {
+    Sandbox::new().run(&["license", "list"]).assert(
+        1,
+        "",
+        "error: ./issuer-data is not an initialized issuer data directory (it has no key ring); run `issuer init` \
+         first, or pass --data-dir (or set ISSUER_DATA_DIR) to the right one\n",
+    );
+}
+
+#[test]
+fn license_create_list_and_show() {
+    let sandbox = Sandbox::initialized();
+    sandbox.run(&["license", "create", "--email", "bob@example.com", "--product", "acme-cad", "--slots", "3"]).assert(
+        0,
+        "
+Created license [..]
+id:           [..]
+key:          [..]-[..]-[..]-[..]
+email:        bob@example.com
+product:      acme-cad
+status:       active
+slots:        3
+expires:      never
+entitlements: -
+created:      [..]T[..]Z
+updated:      [..]T[..]Z
+",
+        "",
+    );
+    let license = sandbox.create_license();
+    assert_eq!(license["email"], "ada@example.com");
+    assert_eq!(license["max_machines"], 2);
+    assert_eq!(license["expires_at"], "2030-01-31T00:00:00Z");
+    assert_eq!(license["entitlements"], serde_json::json!(["pro", "export"]));
+    assert_eq!(license["metadata"]["order"], "A-1001");
+    let id = license["id"].as_str().unwrap();
+    let key = license["key"].as_str().unwrap();
+
+    sandbox.run(&["license", "list"]).assert(
+        0,
+        "
+ID                                    KEY                      EMAIL            PRODUCT   STATUS  SLOTS  EXPIRES
+[..]  [..]  bob@example.com  acme-cad  active  3      never
+[..]  [..]  ada@example.com  acme-cad  active  2      2030-01-31T00:00:00Z
+",
+        "",
+    );
+    let page = sandbox.json(&["license", "list", "--email", "ADA@example.com", "--json"]);
+    assert_eq!(page["licenses"].as_array().unwrap().len(), 1);
+    assert_eq!(page["next_cursor"], Value::Null);
+    let first = sandbox.json(&["license", "list", "--limit", "1", "--json"]);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = sandbox.json(&["license", "list", "--limit", "1", "--cursor", cursor, "--json"]);
+    assert_eq!(second["licenses"][0]["id"], id);
+
+    // By key as well as by id.
+    let shown = sandbox.json(&["license", "show", key, "--json"]);
+    assert_eq!(shown["license"]["id"], id);
+    assert_eq!(shown["machines_used"], 0);
+    assert_eq!(shown["recent_events"][0]["kind"], "created");
+    sandbox.run(&["license", "show", id]).assert(
+        0,
+        &format!(
+            "
+id:           {id}
+key:          {key}
+email:        ada@example.com
+product:      acme-cad
+status:       active
+slots:        2
+expires:      2030-01-31T00:00:00Z
+entitlements: pro, export
+metadata:     {{\"order\":\"A-1001\"}}
+created:      [..]
+updated:      [..]
+
+Machines (0 of 2 slots used):
+
+Recent events (latest 20, oldest first):
+AT                    EVENT    MACHINE  CLIENT IP  DETAIL
+[..]Z  created  -        -          {{\"email\":\"ada@example.com\",\"max_machines\":2,\"product\":\"acme-cad\"}}
+"
+        ),
+        "",
+    );
+}
+
+#[test]
+fn license_lifecycle_and_errors() {
+    let sandbox = Sandbox::initialized();
+    let id = sandbox.create_license()["id"].as_str().unwrap().to_string();
+    let updated = sandbox.json(&["license", "update", &id, "--slots", "5", "--perpetual", "--json"]);
+    assert_eq!((updated["max_machines"].as_u64(), &updated["expires_at"]), (Some(5), &Value::Null));
+    sandbox.run(&["license", "suspend", &id]).assert(0, "License [..] is suspended (ada@example.com, acme-cad).\n", "");
+    sandbox.run(&["license", "reinstate", &id]).assert(0, "License [..] is active (ada@example.com, acme-cad).\n", "");
+    sandbox.run(&["license", "revoke", &id]).success();
+    sandbox.run(&["license", "reinstate", &id]).assert(
+        1,
+        "",
+        "error: the license is revoked; a revocation cannot be undone\n",
+    );
+    sandbox.run(&["license", "show", "0190f5a4-7c1e-7a3b-9c4d-5e6f708192a3"]).assert(
+        1,
+        "",
+        "error: no license with this key or id exists\n",
+    );
+    sandbox.run(&["license", "show", "not-a-license"]).assert(
+        2,
+        "",
+        "error: `not-a-license` is neither a license id (UUID) nor a license key (XXXXX-XXXXX-XXXXX-XXXXX)\n",
+    );
+    sandbox.run(&["license", "update", &id]).assert(
+        2,
+        "",
+        "error: nothing to update: give --slots, --expires, --duration, --perpetual, --entitlement, --no-entitlements \
+         or --metadata\n",
+    );
+    let usage = sandbox.run(&["license", "create", "--product", "acme-cad"]);
+    assert_eq!(usage.code, 2);
+    assert!(usage.stderr.starts_with("error: the following required arguments were not provided:"), "{usage:?}");
+    sandbox.run(&["license", "create", "--email", "nope", "--product", "acme-cad"]).assert(
+        2,
+        "",
+        "error: invalid email: must be 3-254 bytes with an @ and no whitespace or control characters\n",
+    );
+}
+
+#[test]
+fn keys_list_rotate_export_and_retire() {
+    let sandbox = Sandbox::initialized();
+    sandbox.run(&["keys", "list"]).assert(
+        0,
+        "
+KEY ID            STATUS  CREATED
+[..]  active  [..]Z
+",
+        "",
+    );
+    let first = sandbox.json(&["keys", "list", "--json"])["keys"][0].clone();
+    let old_id = first["key_id"].as_str().unwrap();
+    let old_line = first["public_key"].as_str().unwrap();
+    sandbox.run(&["keys", "rotate"]).assert(
+        0,
+        &format!(
+            "
+New active signing key: [..]. The previous key {old_id} is retired: tokens it signed keep verifying.
+Restart the issuer service so it signs with the new key.
+Public key set to distribute to your apps (the new key first):
+lpk1.[..]
+{old_line}
+"
+        ),
+        "",
+    );
+    let out = sandbox.run(&["keys", "export", "--format", "rust"]);
+    out.assert(
+        0,
+        &format!(
+            r#"
+/// The license issuer's public keys (active first), from `issuer keys export --format rust`.
+/// Load them with `verifier::KeySet::from_lines(LICENSE_PUBLIC_KEYS)`.
+pub const LICENSE_PUBLIC_KEYS: &[&str] = &[
+    "lpk1.[..]", // [..] (active)
+    "{old_line}", // {old_id} (retired)
+];
+"#
+        ),
+        "",
+    );
+    // The exported lines load as the verifier's key set.
+    let lines = sandbox.run(&["keys", "export"]).success();
+    assert_eq!(verifier::KeySet::from_text(&lines).unwrap().len(), 2);
+    let pem = sandbox.run(&["keys", "export", "--format", "pem"]).success();
+    assert_eq!(pem.matches("-----BEGIN PUBLIC KEY-----").count(), 2);
+
+    let active = sandbox.json(&["keys", "list", "--json"])["keys"][0]["key_id"].as_str().unwrap().to_string();
+    sandbox.run(&["keys", "retire", &active]).assert(
+        1,
+        "",
+        &format!("error: key {active} is the active signing key; rotate to a new key before removing it\n"),
+    );
+    sandbox.run(&["keys", "retire", "xyz"]).assert(
+        2,
+        "",
+        "error: `xyz` is not a key id (16 hex digits, see `issuer keys list`)\n",
+    );
+    sandbox.run(&["keys", "retire", old_id]).success();
+    assert_eq!(sandbox.json(&["keys", "list", "--json"])["keys"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn keys_generate_writes_a_private_key_file_and_refuses_to_overwrite() {
+    let sandbox = Sandbox::new();
+    sandbox.run(&["keys", "generate", "--out", "signing.key"]).assert(
+        0,
+        "
+Wrote secret key [..] to signing.key (PKCS#8 PEM, mode 0600); keep it secret.
+key id:     [..]
+public key: lpk1.[..]
+",
+        "",
+    );
+    let text = std::fs::read_to_string(sandbox.path().join("signing.key")).unwrap();
+    assert!(text.contains("-----BEGIN PRIVATE KEY-----"), "{text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(sandbox.path().join("signing.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    sandbox.run(&["keys", "generate", "--out", "signing.key"]).assert(
+        1,
+        "",
+        "error: signing.key exists; pass --force to replace it\n",
+    );
+    sandbox.run(&["keys", "generate", "--out", "signing.key", "--force"]).success();
+}
+
+#[test]
+fn token_issue_inspect_and_the_slot_limit() {
+    let sandbox = Sandbox::initialized();
+    let license = sandbox.create_license();
+    let id = license["id"].as_str().unwrap();
+    sandbox.run(&["token", "issue", "--license", id, "--fingerprint", "machine-one", "--name", "ada-laptop"]).assert(
+        0,
+        "
+Activated machine machine-one on license [..] (ada@example.com, acme-cad): new machine; 1 of 2 slots used.
+Online token: refresh after [..]Z, valid until [..]Z.
+Token:
+lic1.[..]
+",
+        "",
+    );
+    // Offline: written to <fingerprint>.license by default.
+    sandbox.run(&["token", "issue", "--license", id, "--fingerprint", "machine-two", "--offline"]).assert(
+        0,
+        "
+Activated machine machine-two on license [..] (ada@example.com, acme-cad): new machine; 2 of 2 slots used.
+Offline token: no token expiry; the license expires 2030-01-31T00:00:00Z.
+Token written to machine-two.license; deliver it to the machine as that file, or copy-paste this line:
+lic1.[..]
+",
+        "",
+    );
+    let token = std::fs::read_to_string(sandbox.path().join("machine-two.license")).unwrap();
+    sandbox.run(&["token", "inspect", token.trim()]).assert(
+        0,
+        &format!(
+            "
+signature:        valid (signed by active key [..])
+kind:             offline
+license id:       {id}
+license key:      {}
+email:            ada@example.com
+product:          acme-cad
+entitlements:     pro, export
+slots:            2
+fingerprint:      machine-two
+issued at:        [..]Z
+license expires:  2030-01-31T00:00:00Z
+refresh after:    never (offline token)
+token expires:    never (offline token)
+",
+            license["key"].as_str().unwrap()
+        ),
+        "",
+    );
+    // The slot limit holds for the CLI as for the API; re-activating an active machine takes no slot.
+    sandbox.run(&["token", "issue", "--license", id, "--fingerprint", "machine-three"]).assert(
+        1,
+        "",
+        "error: all 2 machine slots of the license are in use; deactivate a machine first\n",
+    );
+    let again = sandbox.json(&["token", "issue", "--license", id, "--fingerprint", "machine-one", "--json"]);
+    assert_eq!((again["new_machine"].as_bool(), again["kind"].as_str()), (Some(false), Some("online")));
+    sandbox.run(&["machine", "list", id]).assert(
+        0,
+        "
+License [..]: 2 of 2 slots used.
+FINGERPRINT  NAME        PLATFORM  TOKEN    ACTIVATED             LAST SEEN
+machine-one  ada-laptop  -         online   [..]Z  [..]Z
+machine-two  -           -         offline  [..]Z  [..]Z
+",
+        "",
+    );
+    sandbox.run(&["machine", "remove", id, "machine-one"]).assert(
+        0,
+        "Removed machine machine-one from license [..]: 1 of 2 slots used.\n",
+        "",
+    );
+    sandbox.run(&["machine", "remove", id, "machine-one"]).assert(
+        1,
+        "",
+        &format!("error: no machine with fingerprint machine-one is activated on license {id}\n"),
+    );
+
+    // A token that is not a token, and an altered one.
+    sandbox.run(&["token", "inspect", "hello"]).assert(
+        2,
+        "",
+        "error: the license token is malformed (not a license token (expected `lic1.`)); copy the whole token again\n",
+    );
+    let mut altered = token.trim().to_string();
+    let last = altered.pop().unwrap();
+    altered.push(if last == 'A' { 'B' } else { 'A' });
+    let out = sandbox.run(&["token", "inspect", &altered]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.starts_with("signature:        BAD SIGNATURE"), "{}", out.stdout);
+    assert_eq!(out.stderr, "error: the token's signature is invalid\n");
+}
+
+#[test]
+fn token_issue_from_a_request_code_and_its_errors() {
+    let sandbox = Sandbox::initialized();
+    let license = sandbox.create_license();
+    let key = license["key"].as_str().unwrap();
+    let request = verifier::ActivationRequest::new(key, "air-gapped-fp", "lab-pc-07").unwrap().to_code().unwrap();
+    std::fs::write(sandbox.path().join("request.txt"), format!("{request}\n")).unwrap();
+    sandbox.run(&["token", "issue", "--request", "@request.txt", "--out", "lab.license"]).assert(
+        0,
+        "
+Activated machine air-gapped-fp on license [..] (ada@example.com, acme-cad): new machine; 1 of 2 slots used.
+Offline token: no token expiry; the license expires 2030-01-31T00:00:00Z.
+Token written to lab.license; deliver it to the machine as that file, or copy-paste this line:
+lic1.[..]
+",
+        "",
+    );
+    // One character wrong: reported as a typo, exit code 2.
+    let mut typo: Vec<char> = request.chars().collect();
+    typo[7] = if typo[7] == '7' { '8' } else { '7' };
+    let typo: String = typo.into_iter().collect();
+    sandbox.run(&["token", "issue", "--request", &typo]).assert(
+        2,
+        "",
+        "error: the activation request is mistyped: its check characters do not match; compare it character by \
+         character with the code the app shows (or carry it as a file)\n",
+    );
+    sandbox.run(&["token", "issue", "--request", "DEA1-ABCDE"]).assert(
+        2,
+        "",
+        "error: not an activation request: the code is not valid (this is the other kind of code (ACT1 = activation \
+         request, DEA1 = deactivation)); ask for a new one\n",
+    );
+    sandbox.run(&["token", "deactivate", "DEA1-00000-00000"]).assert(
+        2,
+        "",
+        "error: the deactivation code is mistyped: the code was mistyped (its check characters do not match); \
+         compare it character by character\n",
+    );
+    let usage = sandbox.run(&["token", "issue", "--license", "x"]);
+    assert_eq!(usage.code, 2, "{usage:?}");
+}
+
+#[test]
+fn license_import_creates_skips_and_rejects_rows() {
+    let sandbox = Sandbox::initialized();
+    std::fs::write(
+        sandbox.path().join("purchases.csv"),
+        "email,product,slots,expiry,entitlements,order_id\n\
+         ada@example.com,acme-cad,2,,pro;export,A-1\n\
+         bob@example.com,acme-cad,1,365d,,A-2\n\
+         carol@example.com,acme-cad,3,2030-01-31T00:00:00Z,pro,A-3\n\
+         not-an-email,acme-cad,1,,,A-4\n\
+         dave@example.com,acme-cad,many,,,A-5\n",
+    )
+    .unwrap();
+    sandbox.run(&["license", "import", "purchases.csv"]).assert(
+        1,
+        "
+created 3, skipped 0, failed 2
+Failed rows, each with its error, are in purchases.rejects.csv; fix them and import that file.
+",
+        "error: 2 row(s) failed\n",
+    );
+    let rejects = std::fs::read_to_string(sandbox.path().join("purchases.rejects.csv")).unwrap();
+    assert_matches(
+        "reject file",
+        &rejects,
+        "
+email,product,slots,expiry,entitlements,order_id,error
+not-an-email,acme-cad,1,,,A-4,line 5: invalid email: must be 3-254 bytes with an @ and no whitespace or control characters
+dave@example.com,acme-cad,many,,,A-5,line 6: slots: `many` is not a whole number
+",
+    );
+    // Importing the same file again creates nothing twice.
+    let again = sandbox.run(&["license", "import", "purchases.csv", "--reject-file", "again.csv", "--json"]);
+    assert_eq!(again.code, 1);
+    let summary: Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!((summary["created"].as_u64(), summary["skipped"].as_u64()), (Some(0), Some(3)));
+    assert_eq!(summary["reject_file"], "again.csv");
+    let all = sandbox.json(&["license", "list", "--json"]);
+    assert_eq!(all["licenses"].as_array().unwrap().len(), 3);
+    assert_eq!(all["licenses"][0]["metadata"]["order_id"], "A-1");
+
+    std::fs::write(sandbox.path().join("bad.csv"), "mail,product\nx,y\n").unwrap();
+    sandbox.run(&["license", "import", "bad.csv"]).assert(
+        2,
+        "",
+        "error: the CSV header lacks the column(s) email, slots, expiry; expected \
+         email,product,slots,expiry[,entitlements][,order_id]\n",
+    );
+}

@@ -1,0 +1,261 @@
+//! Several issuer instances on one PostgreSQL database, as behind a load balancer: each with its own data directory
+//! but the same database and the same key ring. The slot limit holds across instances, and a change made through one
+//! instance is seen at once through another.
+//!
+//! Needs PostgreSQL (see `e2e_tests::pg`): without it these tests say SKIPPED, and fail when `CI` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use e2e_tests::pg;
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::sync::oneshot;
+
+/// One in-process instance: `issuer::start` + `issuer::http::serve` on 127.0.0.1 port 0.
+struct Instance {
+    base: String,
+    new_admin_token: Option<String>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+async fn start_instance(data_dir: &Path, database_url: &str) -> Instance {
+    let flags = issuer::Flags::new(None, Some(data_dir.to_path_buf()), Some(database_url.to_string()));
+    let mut config = issuer::Config::load(None, |_| None, flags).unwrap();
+    config.rate_limit_per_second = 0;
+    config.database_pool_size = 8;
+    let started = issuer::start(&config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(issuer::http::serve(listener, started.state, async {
+        let _ = rx.await;
+    }));
+    Instance {
+        base: format!("http://{addr}"),
+        new_admin_token: started.new_admin_token,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+impl Instance {
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+        }
+    }
+}
+
+/// Copies the key ring of `from` (a data directory) into `to`, as the vendor distributes it to every instance.
+fn copy_key_ring(from: &Path, to: &Path) {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let (src, dst) = (from.join(issuer::KEYS_DIR), to.join(issuer::KEYS_DIR));
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dst).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        // `fs::copy` keeps the mode: secret key files stay 0600.
+        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+    }
+}
+
+/// A client for many simultaneous requests.
+fn client() -> Client {
+    Client::builder().timeout(Duration::from_secs(60)).pool_max_idle_per_host(256).build().unwrap()
+}
+
+async fn post(client: &Client, url: String, body: Value, admin: Option<&str>) -> (StatusCode, Value) {
+    let mut req = client.post(url).json(&body);
+    if let Some(token) = admin {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+async fn create_license(client: &Client, base: &str, admin: &str, max_machines: u32) -> Value {
+    let body = json!({ "email": "ada@example.com", "product": "acme-cad", "max_machines": max_machines });
+    let (status, license) = post(client, format!("{base}/v1/licenses"), body, Some(admin)).await;
+    assert_eq!(status, StatusCode::CREATED, "{license}");
+    license
+}
+
+/// 200 simultaneous activations of distinct machines on one 3-slot license, spread round-robin over `bases`.
+/// Returns the successful responses; checks every refusal is `too_many_machines`.
+async fn activation_storm(client: &Client, bases: &[String], key: &str, round: usize) -> Vec<Value> {
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (client, url) = (client.clone(), format!("{}/v1/activate", bases[i % bases.len()]));
+            let body = json!({ "key": key, "fingerprint": format!("round{round}-machine{i}") });
+            tokio::spawn(async move { post(&client, url, body, None).await })
+        })
+        .collect();
+    let mut ok = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (StatusCode::OK, body) => ok.push(body),
+            (status, body) => {
+                assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("too_many_machines")), "{body}")
+            }
+        }
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_on_one_database_share_slots_and_see_revocations_at_once() {
+    let Some(db) = pg::test_database("multi_instance_in_process").await else { return };
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let data: Vec<PathBuf> = dirs.iter().map(|d| d.path().join("data")).collect();
+
+    // The first instance creates the key ring and the admin token; the others get the ring's files and find the
+    // token in the database.
+    let a = start_instance(&data[0], db.url()).await;
+    let admin = a.new_admin_token.clone().expect("the first start on an empty database creates an admin token");
+    copy_key_ring(&data[0], &data[1]);
+    copy_key_ring(&data[0], &data[2]);
+    let b = start_instance(&data[1], db.url()).await;
+    let c = start_instance(&data[2], db.url()).await;
+    assert!(b.new_admin_token.is_none() && c.new_admin_token.is_none(), "one admin token for the whole deployment");
+    let bases = vec![a.base.clone(), b.base.clone(), c.base.clone()];
+    let client = client();
+
+    // Every instance publishes the same keys and accepts the admin token.
+    let mut key_sets = Vec::new();
+    for base in &bases {
+        let keys: Value = client.get(format!("{base}/v1/keys")).send().await.unwrap().json().await.unwrap();
+        key_sets.push(keys);
+    }
+    assert!(key_sets.windows(2).all(|w| w[0] == w[1]), "{key_sets:?}");
+
+    let mut first_token = None;
+    for round in 0..5 {
+        let license = create_license(&client, &bases[round % 3], &admin, 3).await;
+        let key = license["key"].as_str().unwrap().to_string();
+        let ok = activation_storm(&client, &bases, &key, round).await;
+        eprintln!("round {round}: {} of 200 simultaneous activations over 3 instances succeeded", ok.len());
+        assert_eq!(ok.len(), 3, "round {round}: exactly the 3 slots are given out");
+        let id = license["id"].as_str().unwrap();
+        let (_, machines) = {
+            let resp = client
+                .get(format!("{}/v1/licenses/{id}/machines", bases[(round + 1) % 3]))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        };
+        assert_eq!(machines["machines"].as_array().map(Vec::len), Some(3), "{machines}");
+        if first_token.is_none() {
+            first_token = Some((id.to_string(), ok[0]["token"].as_str().unwrap().to_string()));
+        }
+    }
+
+    // A revocation through A is seen by a refresh through B and C at once.
+    let (id, token) = first_token.unwrap();
+    let (status, refreshed) = post(&client, format!("{}/v1/refresh", bases[1]), json!({ "token": token }), None).await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    let (status, _) = post(&client, format!("{}/v1/licenses/{id}/revoke", bases[0]), json!({}), Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    for base in &bases[1..] {
+        let (status, refused) = post(&client, format!("{base}/v1/refresh"), json!({ "token": token }), None).await;
+        assert_eq!((status, refused["code"].as_str()), (StatusCode::FORBIDDEN, Some("revoked")), "{refused}");
+    }
+
+    for instance in [a, b, c] {
+        instance.stop().await;
+    }
+}
+
+/// The `issuer` binary next to this test binary (`target/<profile>/issuer`), built by `cargo test` for the issuer
+/// package's own binary tests.
+fn issuer_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join(format!("issuer{}", std::env::consts::EXE_SUFFIX));
+    path.is_file().then_some(path)
+}
+
+/// An `issuer serve` process; killed when dropped.
+struct Process {
+    base: String,
+    admin_token: Option<String>,
+    _child: tokio::process::Child,
+}
+
+async fn spawn_process(binary: &Path, data_dir: &Path, database_url: &str) -> Process {
+    let mut child = tokio::process::Command::new(binary)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ISSUER_DATA_DIR", data_dir)
+        .env("ISSUER_DATABASE_URL", database_url)
+        .env("ISSUER_RATE_LIMIT_PER_SECOND", "0")
+        .env("ISSUER_DATABASE_POOL_SIZE", "8")
+        .env_remove("ISSUER_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut admin_token = None;
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(token) = line.strip_prefix("admin token: ") {
+                admin_token = Some(token.trim().to_string());
+            }
+            if let Some(addr) = line.strip_prefix("issuer listening on http://") {
+                return format!("http://{}", addr.trim());
+            }
+        }
+        panic!("issuer exited before listening");
+    };
+    let base = tokio::time::timeout(Duration::from_secs(60), read).await.expect("issuer did not start in 60 s");
+    // Keep reading stdout so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Process { base, admin_token, _child: child }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_issuer_processes_on_one_database_give_out_exactly_the_slots() {
+    let Some(binary) = issuer_binary() else {
+        let message = "the issuer binary is not built next to this test (run `cargo test -p issuer -p e2e-tests`)";
+        assert!(!pg::ci(), "{message}");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("SKIPPED: {message}\n").as_bytes());
+        return;
+    };
+    let Some(db) = pg::test_database("multi_instance_processes").await else { return };
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let data: Vec<PathBuf> = dirs.iter().map(|d| d.path().join("data")).collect();
+    let first = spawn_process(&binary, &data[0], db.url()).await;
+    let admin = first.admin_token.clone().expect("the first process creates the admin token");
+    copy_key_ring(&data[0], &data[1]);
+    let second = spawn_process(&binary, &data[1], db.url()).await;
+    assert!(second.admin_token.is_none());
+    let bases = vec![first.base.clone(), second.base.clone()];
+    let client = client();
+    for round in 0..3 {
+        let license = create_license(&client, &bases[round % 2], &admin, 3).await;
+        let key = license["key"].as_str().unwrap().to_string();
+        let ok = activation_storm(&client, &bases, &key, round).await;
+        eprintln!("round {round}: {} of 200 simultaneous activations over 2 processes succeeded", ok.len());
+        assert_eq!(ok.len(), 3, "round {round}");
+        if round == 0 {
+            let id = license["id"].as_str().unwrap();
+            let token = ok[0]["token"].as_str().unwrap();
+            let (status, _) =
+                post(&client, format!("{}/v1/licenses/{id}/revoke", bases[0]), json!({}), Some(&admin)).await;
+            assert_eq!(status, StatusCode::OK);
+            let (status, refused) =
+                post(&client, format!("{}/v1/refresh", bases[1]), json!({ "token": token }), None).await;
+            assert_eq!((status, refused["code"].as_str()), (StatusCode::FORBIDDEN, Some("revoked")), "{refused}");
+        }
+    }
+}
