@@ -1,0 +1,111 @@
+//! `loadbench`: runs the issuer load benchmark (see docs/performance.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use loadbench::{drive, seed, Endpoint, Report, Server, ServerFigures, Workload};
+
+/// Seeds an issuer store, starts the release `issuer serve`, drives its public API and reports per endpoint.
+#[derive(Debug, Parser)]
+#[command(name = "loadbench", about)]
+struct Args {
+    /// The issuer binary to test.
+    #[arg(long, default_value = "target/release/issuer")]
+    issuer: PathBuf,
+    /// Licenses to seed (one activated machine each).
+    #[arg(long, default_value_t = 10_000)]
+    licenses: usize,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Seconds per endpoint.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Endpoints to drive, in order.
+    #[arg(long, value_delimiter = ',', default_value = "validate,refresh,activate,deactivate")]
+    endpoints: Vec<Endpoint>,
+    /// PostgreSQL URL (default: the embedded SQLite store in a temporary data directory).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Exit non-zero if any response was an error, non-2xx or wrong (for the CI smoke run).
+    #[arg(long)]
+    strict: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args).await {
+        Ok(report) => {
+            print!("{}", report.table());
+            if let Some(path) = &args.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(json) => {
+                        if let Err(e) = std::fs::write(path, json + "\n") {
+                            eprintln!("error: cannot write {}: {e}", path.display());
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            let bad: u64 = report.endpoints.iter().map(|e| e.errors + e.non_2xx + e.unexpected).sum();
+            let empty = report.endpoints.iter().any(|e| e.ok == 0);
+            if args.strict && (bad > 0 || empty) {
+                eprintln!(
+                    "error: {bad} bad responses{}",
+                    if empty { ", and an endpoint with no successful request" } else { "" }
+                );
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &Args) -> Result<Report, Box<dyn std::error::Error>> {
+    if !args.issuer.exists() {
+        return Err(
+            format!("{} not found; build it with `cargo build --release -p issuer`", args.issuer.display()).into()
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().join("issuer-data");
+    let url = args.database_url.as_deref();
+    eprintln!("seeding {} licenses ...", args.licenses);
+    // Every seeded license gets room for the activations the benchmark adds.
+    let seeded = seed(&data_dir, url, args.licenses.max(1), 1_000_000).await?;
+    let seed_seconds = seeded.seconds;
+    let server = Server::start(&args.issuer, &data_dir, url).await?;
+    eprintln!("issuer ready at {} in {:.0} ms", server.addr, server.ready.as_secs_f64() * 1000.0);
+    let work = Workload::new(seeded);
+    let mut endpoints = Vec::new();
+    for &endpoint in &args.endpoints {
+        eprintln!("driving {endpoint:?} for {} s ...", args.duration);
+        let d = Duration::from_secs_f64(args.duration);
+        endpoints.push(drive(server.addr, endpoint, args.connections, d, work.clone()).await);
+    }
+    let figures = ServerFigures {
+        backend: if url.is_some() { "postgres".into() } else { "sqlite".into() },
+        licenses: args.licenses,
+        seed_seconds,
+        ready_ms: server.ready.as_secs_f64() * 1000.0,
+        peak_rss_mib: server.peak_rss_kib().map(|k| k as f64 / 1024.0),
+        connections: args.connections,
+        duration_secs: args.duration,
+    };
+    server.stop().await;
+    Ok(Report { server: figures, endpoints })
+}

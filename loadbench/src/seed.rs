@@ -1,0 +1,104 @@
+//! Seeding: the data directory is created by the issuer library itself (store, key ring, admin token), then filled
+//! with licenses and one activation each, written through the `Store` trait in the backend the issuer will use.
+
+use std::path::Path;
+
+use issuer::{Config, Flags, License, LicenseKey, LicenseStatus, Store};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+use verifier::{Claims, KeySet, LicenseId, TokenKind};
+
+use crate::BenchError;
+
+/// Product of every seeded license.
+pub const PRODUCT: &str = "bench-app";
+
+/// A seeded license with the machine activated on it and a valid online token for that machine.
+#[derive(Clone, Debug)]
+pub struct SeededLicense {
+    /// License key (grouped form).
+    pub key: String,
+    /// The activated machine's fingerprint.
+    pub fingerprint: String,
+    /// An online token for it, as the issuer would sign it.
+    pub token: String,
+}
+
+/// What the store holds after seeding.
+#[derive(Debug)]
+pub struct Seeded {
+    /// Every seeded license (index = seed order).
+    pub licenses: Vec<SeededLicense>,
+    /// The trusted public keys (to verify tokens the issuer returns).
+    pub keys: KeySet,
+    /// Seconds spent seeding.
+    pub seconds: f64,
+}
+
+fn err(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Seed(e.to_string())
+}
+
+/// Creates `data_dir` through `issuer::start` and stores `n` licenses of `slots` machine slots each, one machine
+/// activated on each; signs a token per machine with the issuer's own key ring.
+pub async fn seed(data_dir: &Path, database_url: Option<&str>, n: usize, slots: u32) -> Result<Seeded, BenchError> {
+    let started_at = std::time::Instant::now();
+    let flags = Flags::new(None, Some(data_dir.to_path_buf()), database_url.map(str::to_string));
+    let config = Config::load(None, |_| None, flags).map_err(err)?;
+    let started = issuer::start(&config).await.map_err(err)?;
+    let licensing = started.state.licensing.clone();
+    let store = licensing.store().clone();
+    let ring = licensing.key_ring();
+    let now = OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp()).map_err(err)?;
+    let mut licenses = Vec::with_capacity(n);
+    // A few writers in parallel: the store serialises writes itself; this only overlaps the round trips.
+    let mut batch = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let key = LicenseKey::generate().map_err(err)?.to_string();
+        let license = License {
+            id: Uuid::now_v7(),
+            key: key.clone(),
+            email: format!("user{i}@example.com"),
+            product: PRODUCT.into(),
+            max_machines: slots,
+            expires_at: Some(now + Duration::days(365)),
+            entitlements: vec!["pro".into()],
+            metadata: serde_json::Map::new(),
+            status: LicenseStatus::Active,
+            created_at: now,
+            updated_at: now,
+        };
+        let fingerprint = format!("seed-machine-{i}");
+        let claims = Claims {
+            kind: TokenKind::Online,
+            license_id: LicenseId(license.id.into_bytes()),
+            license_key: key.clone(),
+            email: license.email.clone(),
+            product: PRODUCT.into(),
+            entitlements: license.entitlements.clone(),
+            max_machines: slots,
+            fingerprint: fingerprint.clone(),
+            issued_at: now,
+            license_expires_at: license.expires_at,
+            refresh_after: Some(now + Duration::hours(24)),
+            token_expires_at: Some(now + Duration::days(8)),
+        };
+        let token = ring.sign(&claims).map_err(err)?;
+        licenses.push(SeededLicense { key, fingerprint: fingerprint.clone(), token });
+        let store: std::sync::Arc<dyn Store> = store.clone();
+        batch.spawn(async move {
+            store.create_license(&license, None).await?;
+            store.activate_machine(license.id, &fingerprint, Some("seed"), None, now).await.map(|_| ())
+        });
+        if batch.len() >= 16 {
+            if let Some(r) = batch.join_next().await {
+                r.map_err(err)?.map_err(err)?;
+            }
+        }
+    }
+    while let Some(r) = batch.join_next().await {
+        r.map_err(err)?.map_err(err)?;
+    }
+    let keys = licensing.public_keys().clone();
+    Ok(Seeded { licenses, keys, seconds: started_at.elapsed().as_secs_f64() })
+}
