@@ -52,6 +52,9 @@ pub use store::{
 
 /// Name of the SQLite database file in the data directory.
 pub const DATABASE_FILE: &str = "issuer.db";
+/// How often a running service checks its key ring files for a rotation.
+pub const KEY_RING_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Name of the key ring directory in the data directory.
 pub const KEYS_DIR: &str = "keys";
 
@@ -101,6 +104,9 @@ pub struct Opened {
 /// the HTTP state over them.
 pub async fn start(config: &Config) -> Result<Started, StartError> {
     let opened = open(config).await?;
+    // A rotation done elsewhere (`issuer keys rotate`, or the vendor's distribution of the ring to every instance)
+    // reaches this service without a restart.
+    opened.licensing.key_ring_handle().spawn_watcher(KEY_RING_RELOAD_INTERVAL);
     let state = http::AppState::new(
         opened.licensing,
         config.rate_limit_per_second,
@@ -119,19 +125,17 @@ pub async fn open(config: &Config) -> Result<Opened, StartError> {
         None => Arc::new(SqliteStore::open(&dir.join(DATABASE_FILE)).await?),
     };
     let keys_dir = dir.join(KEYS_DIR);
-    let ring = if keys_dir.join("ring.txt").exists() {
-        keys::KeyRing::open(&keys_dir)?
-    } else {
+    if !keys_dir.join("ring.txt").exists() {
         let ring = keys::KeyRing::create(&keys_dir)?;
         tracing::info!(key_id = %ring.active().key_id(), dir = %keys_dir.display(), "created the signing key ring");
-        ring
-    };
+    }
+    let ring = Arc::new(SharedKeyRing::open(&keys_dir)?);
     let policy = TokenPolicy {
         refresh_interval: seconds(config.refresh_interval_secs),
         offline_grace: seconds(config.offline_grace_secs),
     };
     let extra = config.admin_token.as_ref().map(Secret::expose);
-    let licensing = Arc::new(Licensing::new(store.clone(), Arc::new(ring), policy, extra));
+    let licensing = Arc::new(Licensing::new(store.clone(), ring, policy, extra));
     let new_admin_token = if store.admin_token_hashes().await?.is_empty() {
         Some(licensing.create_admin_token("created at first start").await?)
     } else {

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use keys::{KeyError, KeyRing};
+
+use crate::keyring::SharedKeyRing;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -294,15 +296,14 @@ impl LicenseRef {
 /// The licensing service.
 pub struct Licensing {
     store: Arc<dyn Store>,
-    ring: Arc<KeyRing>,
-    keys: KeySet,
+    ring: Arc<SharedKeyRing>,
     policy: TokenPolicy,
     extra_admin_hash: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Licensing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Licensing").field("keys", &self.keys).field("policy", &self.policy).finish_non_exhaustive()
+        f.debug_struct("Licensing").field("ring", &self.ring).field("policy", &self.policy).finish_non_exhaustive()
     }
 }
 
@@ -311,12 +312,11 @@ impl Licensing {
     /// besides the tokens whose hashes the store holds.
     pub fn new(
         store: Arc<dyn Store>,
-        ring: Arc<KeyRing>,
+        ring: Arc<SharedKeyRing>,
         policy: TokenPolicy,
         extra_admin_token: Option<&str>,
     ) -> Self {
-        let keys = ring.public_key_set();
-        Licensing { store, ring, keys, policy, extra_admin_hash: extra_admin_token.map(token_hash) }
+        Licensing { store, ring, policy, extra_admin_hash: extra_admin_token.map(token_hash) }
     }
 
     /// The store.
@@ -324,9 +324,14 @@ impl Licensing {
         &self.store
     }
 
-    /// The key ring.
-    pub fn key_ring(&self) -> &KeyRing {
+    /// The reloadable key ring itself.
+    pub fn key_ring_handle(&self) -> &Arc<SharedKeyRing> {
         &self.ring
+    }
+
+    /// The key ring in use now (it is reloaded when its files change; see [`SharedKeyRing`]).
+    pub fn key_ring(&self) -> Arc<KeyRing> {
+        self.ring.current()
     }
 
     /// Whether `token` is an accepted admin token. Compares SHA-256 hashes in constant time.
@@ -681,10 +686,16 @@ impl Licensing {
     /// Exchanges a token this issuer signed (even an expired one) for a new one, while the license is usable and
     /// the machine is still activated.
     pub async fn refresh(&self, token: &str, ctx: &Context) -> Result<Issued, ServiceError> {
-        let old = UntrustedToken::parse(token.trim())
-            .and_then(|t| t.verify(&self.keys))
-            .map_err(ServiceError::InvalidToken)?
-            .into_claims();
+        let untrusted = UntrustedToken::parse(token.trim()).map_err(ServiceError::InvalidToken)?;
+        let old = match untrusted.verify(&self.public_keys()) {
+            // Signed by a key this instance has not loaded yet: another instance may have rotated first.
+            Err(verifier::Error::UnknownKey { .. }) if self.reload_key_ring().await => {
+                untrusted.verify(&self.public_keys())
+            }
+            verified => verified,
+        }
+        .map_err(ServiceError::InvalidToken)?
+        .into_claims();
         let license_id = Uuid::from_bytes(old.license_id.0);
         let license = self.store.license_by_id(license_id).await?.ok_or(ServiceError::LicenseNotFound)?;
         let at = ctx.at();
@@ -735,9 +746,22 @@ impl Licensing {
         Ok((license, used))
     }
 
-    /// The public keys apps should trust.
-    pub fn public_keys(&self) -> &KeySet {
-        &self.keys
+    /// Reloads the key ring if its files changed; whether a new ring is now in use.
+    async fn reload_key_ring(&self) -> bool {
+        let ring = Arc::clone(&self.ring);
+        match tokio::task::spawn_blocking(move || ring.reload_if_changed()).await {
+            Ok(Ok(reloaded)) => reloaded,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot reload the signing key ring; still using the previous one");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The public keys apps should trust: every key of the ring in use now.
+    pub fn public_keys(&self) -> KeySet {
+        self.ring.current().public_key_set()
     }
 
     fn issue(
@@ -770,7 +794,7 @@ impl Licensing {
             refresh_after,
             token_expires_at,
         };
-        let token = self.ring.sign(&claims)?;
+        let token = self.ring.current().sign(&claims)?;
         Ok(Issued { token, claims, refresh_after, token_expires_at, license, machines_used, new_machine })
     }
 

@@ -363,7 +363,7 @@ KEY ID            STATUS  CREATED
         &format!(
             "
 New active signing key: [..]. The previous key {old_id} is retired: tokens it signed keep verifying.
-Restart the issuer service so it signs with the new key.
+A running issuer service picks the new key up within 5 seconds; no restart is needed.
 Public key set to distribute to your apps (the new key first):
 lpk1.[..]
 {old_line}

@@ -99,6 +99,6 @@ pub async fn seed(data_dir: &Path, database_url: Option<&str>, n: usize, slots: 
     while let Some(r) = batch.join_next().await {
         r.map_err(err)?.map_err(err)?;
     }
-    let keys = licensing.public_keys().clone();
+    let keys = licensing.public_keys();
     Ok(Seeded { licenses, keys, seconds: started_at.elapsed().as_secs_f64() })
 }

@@ -579,3 +579,36 @@ async fn openapi_document_is_served_and_lists_every_route() {
     assert_eq!(operations, expected.len(), "the document lists exactly the served operations");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_reaches_the_running_service_without_a_restart() {
+    let server = start(NO_LIMIT).await;
+    let license = server.create(license_body(2)).await;
+    let (status, activated) = server.activate(s(&license["key"]), "machine-one").await;
+    assert_eq!(status, StatusCode::OK, "{activated}");
+    let old_token = s(&activated["token"]).to_string();
+    let old_key = verifier::UntrustedToken::parse(&old_token).unwrap().key_id();
+
+    // Rotate the ring on disk, as `issuer keys rotate` (or another instance's distribution) does.
+    let keys_dir = server._dir.path().join("data").join(issuer::KEYS_DIR);
+    let mut ring = keys::KeyRing::open(&keys_dir).unwrap();
+    let new_key = ring.rotate().unwrap();
+    ring.save(&keys_dir).unwrap();
+
+    // A token signed with the new key (as another instance that already reloaded would issue) is refreshed at once:
+    // the unknown key id makes this instance reload its ring instead of refusing.
+    let claims = verifier::UntrustedToken::parse(&old_token).unwrap().untrusted_claims().unwrap();
+    let from_elsewhere = ring.sign(&claims).unwrap();
+    let (status, refreshed) = server.post("/v1/refresh", json!({ "token": from_elsewhere })).await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    let signed_by = verifier::UntrustedToken::parse(s(&refreshed["token"])).unwrap().key_id();
+    assert_eq!(signed_by, new_key, "new tokens are signed with the new active key");
+
+    // The published key set has both keys, and tokens of the retired key still refresh.
+    let (_, keys) = server.send(Method::GET, "/v1/keys", None, false).await;
+    let ids: Vec<&str> = keys["keys"].as_array().unwrap().iter().map(|k| s(&k["key_id"])).collect();
+    assert_eq!(ids, [new_key.to_string(), old_key.to_string()]);
+    let (status, body) = server.post("/v1/refresh", json!({ "token": old_token })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    server.stop().await;
+}

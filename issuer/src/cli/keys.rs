@@ -28,7 +28,7 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Make a new active signing key; earlier keys stay trusted (retired). Restart the service afterwards.
+    /// Make a new active signing key; earlier keys stay trusted (retired). A running service reloads within 5 s.
     Rotate,
     /// Remove a retired key from the ring: tokens it signed stop verifying once apps get the new key set.
     Retire {
@@ -130,7 +130,7 @@ pub(crate) async fn run(command: KeysCommand, global: &GlobalArgs, out: &mut dyn
                 out,
                 "New active signing key: {new}. The previous key {old} is retired: tokens it signed keep verifying."
             )?;
-            writeln!(out, "Restart the issuer service so it signs with the new key.")?;
+            writeln!(out, "A running issuer service picks the new key up within 5 seconds; no restart is needed.")?;
             writeln!(out, "Public key set to distribute to your apps (the new key first):")?;
             write_lines(out, &ring)
         }
@@ -142,8 +142,8 @@ pub(crate) async fn run(command: KeysCommand, global: &GlobalArgs, out: &mut dyn
             ring.save(&dir).map_err(key_error)?;
             writeln!(
                 out,
-                "Removed key {id} from the ring. Tokens it signed stop verifying once apps get the new public key set; \
-                 restart the issuer service."
+                "Removed key {id} from the ring. Tokens it signed stop verifying once apps get the new public key set \
+                 (a running issuer service reloads its ring within 5 seconds)."
             )?;
             writeln!(out, "Public key set to distribute to your apps:")?;
             write_lines(out, &ring)
