@@ -580,8 +580,12 @@ impl Licensing {
         if let Err(why) = usable(&license, at) {
             return Err(ServiceError::Unusable(why));
         }
+        let offline = kind == TokenKind::Offline;
+        let detail = if offline { serde_json::json!({ "offline": true }) } else { serde_json::json!({}) };
+        // The store completes the detail with new_machine and machines_used, in the activation's transaction.
+        let event = self.event(license.id, EventKind::Activated, Some(fingerprint), ctx, detail);
         let (new_machine, machines_used) =
-            match self.store.activate_machine(license.id, fingerprint, name, platform, at).await? {
+            match self.store.activate_machine_logged(license.id, fingerprint, name, platform, &event).await? {
                 Activated::New { machines_used, .. } => (true, machines_used),
                 Activated::Existing { machines_used, .. } => (false, machines_used),
                 Activated::NoSlotLeft { machines_used } => {
@@ -589,11 +593,6 @@ impl Licensing {
                 }
                 Activated::NoLicense => return Err(ServiceError::LicenseNotFound),
             };
-        let offline = kind == TokenKind::Offline;
-        let mut detail = serde_json::json!({ "new_machine": new_machine, "machines_used": machines_used });
-        if offline {
-            detail["offline"] = true.into();
-        }
         let license_id = license.id;
         let issued = self.issue(license, fingerprint, at, machines_used, new_machine, kind)?;
         if offline {
@@ -603,7 +602,6 @@ impl Licensing {
                 return Err(ServiceError::NotActivated);
             }
         }
-        self.log(license_id, EventKind::Activated, Some(fingerprint), ctx, detail).await?;
         Ok(issued)
     }
 
@@ -650,10 +648,11 @@ impl Licensing {
     ) -> Result<Validated, ServiceError> {
         let key = LicenseKey::parse(key)?;
         check_fingerprint(fingerprint)?;
-        let Some(license) = self.store.license_by_key(key.as_str()).await? else {
+        let Some((license, machines_used, machine_active)) =
+            self.store.license_for_machine(key.as_str(), fingerprint).await?
+        else {
             return Ok(Validated { code: ValidationCode::NotFound, license: None, machines_used: None });
         };
-        let machines_used = self.store.count_machines(license.id).await?;
         let code = if product.is_some_and(|p| p != license.product) {
             ValidationCode::ProductMismatch
         } else {
@@ -662,7 +661,7 @@ impl Licensing {
                 Err(Unusable::Suspended) => ValidationCode::Suspended,
                 Err(Unusable::Expired) => ValidationCode::Expired,
                 Ok(()) => {
-                    if self.store.machine(license.id, fingerprint).await?.is_none() {
+                    if !machine_active {
                         ValidationCode::NotActivated
                     } else if machines_used > license.max_machines {
                         ValidationCode::TooManyMachines
@@ -699,33 +698,25 @@ impl Licensing {
         let license_id = Uuid::from_bytes(old.license_id.0);
         let license = self.store.license_by_id(license_id).await?.ok_or(ServiceError::LicenseNotFound)?;
         let at = ctx.at();
+        let refused = |outcome: &str| serde_json::json!({ "outcome": outcome });
         let refusal = match usable(&license, at) {
-            Err(why) => Some(ServiceError::Unusable(why)),
-            Ok(()) if !self.store.touch_machine(license.id, &old.fingerprint, at).await? => {
-                Some(ServiceError::NotActivated)
+            Ok(()) => {
+                // The usual case: the machine is marked as seen and the event logged in one transaction.
+                let event =
+                    self.event(license.id, EventKind::Refreshed, Some(&old.fingerprint), ctx, refused("refreshed"));
+                if let Some(machines_used) =
+                    self.store.touch_machine_logged(license.id, &old.fingerprint, &event).await?
+                {
+                    return self.issue(license, &old.fingerprint, at, machines_used, false, TokenKind::Online);
+                }
+                (ServiceError::NotActivated, "not_activated")
             }
-            Ok(()) => None,
+            Err(Unusable::Revoked) => (ServiceError::Unusable(Unusable::Revoked), "revoked"),
+            Err(Unusable::Suspended) => (ServiceError::Unusable(Unusable::Suspended), "suspended"),
+            Err(Unusable::Expired) => (ServiceError::Unusable(Unusable::Expired), "expired"),
         };
-        let outcome = match &refusal {
-            None => "refreshed",
-            Some(ServiceError::Unusable(Unusable::Revoked)) => "revoked",
-            Some(ServiceError::Unusable(Unusable::Suspended)) => "suspended",
-            Some(ServiceError::Unusable(Unusable::Expired)) => "expired",
-            Some(_) => "not_activated",
-        };
-        self.log(
-            license.id,
-            EventKind::Refreshed,
-            Some(&old.fingerprint),
-            ctx,
-            serde_json::json!({ "outcome": outcome }),
-        )
-        .await?;
-        if let Some(err) = refusal {
-            return Err(err);
-        }
-        let machines_used = self.store.count_machines(license.id).await?;
-        self.issue(license, &old.fingerprint, at, machines_used, false, TokenKind::Online)
+        self.log(license.id, EventKind::Refreshed, Some(&old.fingerprint), ctx, refused(refusal.1)).await?;
+        Err(refusal.0)
     }
 
     /// Deactivates this machine, freeing its slot. Returns the license and the machines still active.
@@ -738,12 +729,11 @@ impl Licensing {
         let key = LicenseKey::parse(key)?;
         check_fingerprint(fingerprint)?;
         let license = self.store.license_by_key(key.as_str()).await?.ok_or(ServiceError::LicenseNotFound)?;
-        if !self.store.remove_machine(license.id, fingerprint).await? {
-            return Err(ServiceError::NotActivated);
+        let event = self.event(license.id, EventKind::Deactivated, Some(fingerprint), ctx, serde_json::json!({}));
+        match self.store.remove_machine_logged(license.id, fingerprint, &event).await? {
+            Some(used) => Ok((license, used)),
+            None => Err(ServiceError::NotActivated),
         }
-        self.log(license.id, EventKind::Deactivated, Some(fingerprint), ctx, serde_json::json!({})).await?;
-        let used = self.store.count_machines(license.id).await?;
-        Ok((license, used))
     }
 
     /// Reloads the key ring if its files changed; whether a new ring is now in use.
@@ -798,6 +788,24 @@ impl Licensing {
         Ok(Issued { token, claims, refresh_after, token_expires_at, license, machines_used, new_machine })
     }
 
+    fn event(
+        &self,
+        license_id: Uuid,
+        kind: EventKind,
+        fingerprint: Option<&str>,
+        ctx: &Context,
+        detail: serde_json::Value,
+    ) -> NewEvent {
+        NewEvent {
+            license_id,
+            kind,
+            at: ctx.at(),
+            fingerprint: fingerprint.map(Into::into),
+            client_ip: ctx.client_ip.clone(),
+            detail,
+        }
+    }
+
     async fn log(
         &self,
         license_id: Uuid,
@@ -806,15 +814,7 @@ impl Licensing {
         ctx: &Context,
         detail: serde_json::Value,
     ) -> Result<(), ServiceError> {
-        let event = NewEvent {
-            license_id,
-            kind,
-            at: ctx.at(),
-            fingerprint: fingerprint.map(Into::into),
-            client_ip: ctx.client_ip.clone(),
-            detail,
-        };
-        self.store.append_event(&event).await?;
+        self.store.append_event(&self.event(license_id, kind, fingerprint, ctx, detail)).await?;
         Ok(())
     }
 }

@@ -45,6 +45,8 @@ macro_rules! store_conformance_tests {
             admin_token_hashes_are_stored,
             offline_deactivation_frees_the_slot_once_and_only_on_its_license,
             concurrent_redemptions_of_one_code_free_one_slot_once,
+            license_for_machine_answers_what_a_validation_needs,
+            logged_machine_changes_write_their_event_only_when_they_happen,
         );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
@@ -473,4 +475,59 @@ pub async fn concurrent_redemptions_of_one_code_free_one_slot_once(store: Arc<dy
     }
     assert_eq!(freed, 1);
     assert_eq!(store.count_machines(l.id).await.unwrap(), 2);
+}
+
+/// The validation read: license, active machine count, and whether this machine is one of them.
+pub async fn license_for_machine_answers_what_a_validation_needs(store: Arc<dyn Store>) {
+    let l = created(&store, 3).await;
+    store.activate_machine(l.id, "here", None, None, now()).await.unwrap();
+    store.activate_machine(l.id, "there", None, None, now()).await.unwrap();
+    let (found, used, active) = store.license_for_machine(&l.key, "here").await.unwrap().unwrap();
+    assert_eq!((found.id, used, active), (l.id, 2, true));
+    let (_, used, active) = store.license_for_machine(&l.key, "elsewhere").await.unwrap().unwrap();
+    assert_eq!((used, active), (2, false));
+    assert!(store.license_for_machine("NOKEY-NOKEY-NOKEY-NOKEY", "here").await.unwrap().is_none());
+}
+
+/// Activation, touch and removal with their event: the event is written with the change, and only when the change
+/// happened; the activation event's detail says what the activation did.
+pub async fn logged_machine_changes_write_their_event_only_when_they_happen(store: Arc<dyn Store>) {
+    let l = created(&store, 1).await;
+    let event = |kind, fingerprint: &str| NewEvent {
+        license_id: l.id,
+        kind,
+        at: now(),
+        fingerprint: Some(fingerprint.into()),
+        client_ip: Some("192.0.2.9".into()),
+        detail: serde_json::json!({ "offline": false }),
+    };
+    let first = store.activate_machine_logged(l.id, "a", Some("pc"), None, &event(EventKind::Activated, "a")).await;
+    assert!(matches!(first.unwrap(), Activated::New { machines_used: 1, .. }));
+    let again = store.activate_machine_logged(l.id, "a", None, None, &event(EventKind::Activated, "a")).await;
+    assert!(matches!(again.unwrap(), Activated::Existing { machines_used: 1, .. }));
+    let full = store.activate_machine_logged(l.id, "b", None, None, &event(EventKind::Activated, "b")).await;
+    assert!(matches!(full.unwrap(), Activated::NoSlotLeft { machines_used: 1 }));
+    assert_eq!(store.touch_machine_logged(l.id, "a", &event(EventKind::Refreshed, "a")).await.unwrap(), Some(1));
+    assert_eq!(store.touch_machine_logged(l.id, "b", &event(EventKind::Refreshed, "b")).await.unwrap(), None);
+    assert_eq!(store.remove_machine_logged(l.id, "a", &event(EventKind::Deactivated, "a")).await.unwrap(), Some(0));
+    assert_eq!(store.remove_machine_logged(l.id, "a", &event(EventKind::Deactivated, "a")).await.unwrap(), None);
+
+    let events = store.list_events(l.id, 0, 100).await.unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| (e.event.kind, e.event.fingerprint.clone().unwrap())).collect();
+    let a = || "a".to_string();
+    assert_eq!(
+        kinds,
+        [
+            (EventKind::Activated, a()),
+            (EventKind::Activated, a()),
+            (EventKind::Refreshed, a()),
+            (EventKind::Deactivated, a())
+        ]
+    );
+    assert_eq!(
+        events[0].event.detail,
+        serde_json::json!({ "offline": false, "new_machine": true, "machines_used": 1 })
+    );
+    assert_eq!(events[1].event.detail["new_machine"], false);
+    assert_eq!(events[2].event.detail, serde_json::json!({ "offline": false }));
 }

@@ -367,6 +367,9 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// A batch of writes could not be committed (the whole batch was rolled back).
+    #[error("the write could not be committed: {0}")]
+    CommitFailed(String),
     /// The database failed (connection, I/O, lock timeout, ...).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -387,6 +390,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// The license with this key (canonical grouped form).
     async fn license_by_key(&self, key: &str) -> Result<Option<License>, StoreError>;
+
+    /// What a validation needs: the license with this key, how many machines are active on it, and whether
+    /// `fingerprint` is one of them. Backends override it to answer in one round trip.
+    async fn license_for_machine(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Option<(License, u32, bool)>, StoreError> {
+        let Some(license) = self.license_by_key(key).await? else { return Ok(None) };
+        let used = self.count_machines(license.id).await?;
+        let active = self.machine(license.id, fingerprint).await?.is_some();
+        Ok(Some((license, used, active)))
+    }
 
     /// Licenses matching the filter, ordered by (created_at, id), one page.
     async fn list_licenses(&self, filter: &LicenseFilter) -> Result<LicensePage, StoreError>;
@@ -417,6 +433,54 @@ pub trait Store: Send + Sync + 'static {
         platform: Option<&str>,
         at: OffsetDateTime,
     ) -> Result<Activated, StoreError>;
+
+    /// [`Store::activate_machine`] and, when a machine was activated (new or existing), appending `event` in the same
+    /// transaction, its detail object completed with `new_machine` and `machines_used`. Backends override it to do
+    /// both in one round trip; the event log then never disagrees with the machines.
+    async fn activate_machine_logged(
+        &self,
+        license_id: Uuid,
+        fingerprint: &str,
+        name: Option<&str>,
+        platform: Option<&str>,
+        event: &NewEvent,
+    ) -> Result<Activated, StoreError> {
+        let activated = self.activate_machine(license_id, fingerprint, name, platform, event.at).await?;
+        if let Some(event) = activation_event(event, &activated) {
+            self.append_event(&event).await?;
+        }
+        Ok(activated)
+    }
+
+    /// [`Store::touch_machine`] and, when the machine is active, appending `event`; returns the license's active
+    /// machine count, or `None` (nothing logged) when the machine is not active.
+    async fn touch_machine_logged(
+        &self,
+        license_id: Uuid,
+        fingerprint: &str,
+        event: &NewEvent,
+    ) -> Result<Option<u32>, StoreError> {
+        if !self.touch_machine(license_id, fingerprint, event.at).await? {
+            return Ok(None);
+        }
+        self.append_event(event).await?;
+        Ok(Some(self.count_machines(license_id).await?))
+    }
+
+    /// [`Store::remove_machine`] and, when a machine was removed, appending `event`; returns the license's active
+    /// machine count afterwards, or `None` (nothing logged) when the machine was not active.
+    async fn remove_machine_logged(
+        &self,
+        license_id: Uuid,
+        fingerprint: &str,
+        event: &NewEvent,
+    ) -> Result<Option<u32>, StoreError> {
+        if !self.remove_machine(license_id, fingerprint).await? {
+            return Ok(None);
+        }
+        self.append_event(event).await?;
+        Ok(Some(self.count_machines(license_id).await?))
+    }
 
     /// Marks an active machine as seen (on refresh); `false` when it is not active.
     async fn touch_machine(&self, license_id: Uuid, fingerprint: &str, at: OffsetDateTime) -> Result<bool, StoreError>;
@@ -462,6 +526,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// The SHA-256 hashes of every stored admin token.
     async fn admin_token_hashes(&self) -> Result<Vec<[u8; 32]>, StoreError>;
+}
+
+/// The event of an activation, its detail completed with what the activation did; `None` when nothing was activated.
+pub(crate) fn activation_event(event: &NewEvent, activated: &Activated) -> Option<NewEvent> {
+    let (new_machine, machines_used) = match activated {
+        Activated::New { machines_used, .. } => (true, *machines_used),
+        Activated::Existing { machines_used, .. } => (false, *machines_used),
+        Activated::NoSlotLeft { .. } | Activated::NoLicense => return None,
+    };
+    let mut event = event.clone();
+    if let serde_json::Value::Object(detail) = &mut event.detail {
+        detail.insert("new_machine".into(), new_machine.into());
+        detail.insert("machines_used".into(), machines_used.into());
+    }
+    Some(event)
 }
 
 pub(crate) fn event_kind_from_str(s: &str) -> Option<EventKind> {
