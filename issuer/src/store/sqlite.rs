@@ -11,6 +11,8 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -56,14 +58,16 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Copies committed WAL frames into the database file every [`CHECKPOINT_EVERY`] (a PASSIVE checkpoint: it never
 /// waits for, nor blocks, the writer or readers), until `stop` resolves.
-async fn checkpointer(pool: SqlitePool, mut stop: oneshot::Receiver<()>) {
+async fn checkpointer(pool: SqlitePool, mut stop: oneshot::Receiver<()>, backfilled: Arc<AtomicBool>) {
     loop {
         tokio::select! {
             _ = &mut stop => return,
             () = tokio::time::sleep(CHECKPOINT_EVERY) => {}
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            // The writer finishes the checkpoint after its next batch (see `writer`).
+            Ok(_) => backfilled.store(true, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; will retry"),
         }
     }
 }
@@ -117,7 +121,7 @@ where
 }
 
 /// The writer task: takes every queued write (up to [`MAX_BATCH`]), runs them in one transaction, commits, replies.
-async fn writer(pool: SqlitePool, mut queue: mpsc::Receiver<Box<dyn WriteJob>>) {
+async fn writer(pool: SqlitePool, mut queue: mpsc::Receiver<Box<dyn WriteJob>>, backfilled: Arc<AtomicBool>) {
     let mut jobs: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let mut conn = match pool.acquire().await {
@@ -164,6 +168,15 @@ async fn writer(pool: SqlitePool, mut queue: mpsc::Receiver<Box<dyn WriteJob>>) 
         for reply in replies {
             reply(commit_error.clone());
         }
+        // The checkpointer copied the WAL up to some frame while this task kept appending, so its checkpoint never
+        // covers the whole WAL and SQLite would never start the WAL over: it would grow without bound under steady
+        // writes. Here no write can come in between, and only the frames since the checkpointer's pass are left to
+        // copy, so this completes the checkpoint cheaply and the next transaction restarts the WAL from its start.
+        if backfilled.swap(false, Ordering::Relaxed) {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *conn).await {
+                tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+            }
+        }
     }
 }
 
@@ -191,15 +204,17 @@ impl SqliteStore {
             .foreign_keys(true);
         // The writer never checkpoints: an automatic checkpoint would run inside a commit and stall every queued
         // write for milliseconds (it was the whole p99 tail); the checkpointer task does it beside the writer.
-        let writer_options = options.clone().pragma("wal_autocheckpoint", "0");
+        // After the WAL starts over, it is truncated back to 64 MiB so a burst does not keep its disk space forever.
+        let writer_options = options.clone().pragma("wal_autocheckpoint", "0").pragma("journal_size_limit", "67108864");
         let writer_pool =
             SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(writer_options).await?;
         migrate(&writer_pool).await?;
         let pool = SqlitePoolOptions::new().max_connections(8).min_connections(1).connect_with(options).await?;
         let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer(writer_pool, queue));
+        let backfilled = Arc::new(AtomicBool::new(false));
+        tokio::spawn(writer(writer_pool, queue, backfilled.clone()));
         let (stop_checkpoints, stop) = oneshot::channel();
-        tokio::spawn(checkpointer(pool.clone(), stop));
+        tokio::spawn(checkpointer(pool.clone(), stop, backfilled));
         Ok(SqliteStore { pool, writes, _stop_checkpoints: stop_checkpoints })
     }
 
