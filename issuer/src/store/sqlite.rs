@@ -774,11 +774,7 @@ impl Store for SqliteStore {
                 .bind(secs(at))
                 .execute(&mut *conn)
                 .await?;
-                let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM machines WHERE license_id = ?1")
-                    .bind(&id)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                Ok(Redeemed::Freed { fingerprint, machines_used: count_from(used)? })
+                Ok(Redeemed::Freed { fingerprint, machines_used: count_on(conn, &id).await? })
             })
         })
         .await
@@ -910,6 +906,14 @@ mod tests {
             created_at: now(),
             updated_at: now(),
         }
+    }
+
+    #[tokio::test]
+    async fn in_memory_database_is_one_database_for_writer_and_readers() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        let l = license(1);
+        store.create_license(&l, None).await.unwrap();
+        assert_eq!(store.license_by_id(l.id).await.unwrap(), Some(l));
     }
 
     #[tokio::test]
