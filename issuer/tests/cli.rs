@@ -620,3 +620,16 @@ dave@example.com,acme-cad,many,,,A-5,line 6: slots: `many` is not a whole number
          email,product,slots,expiry[,entitlements][,order_id]\n",
     );
 }
+
+#[test]
+fn fingerprints_starting_with_a_dash_are_values_not_options() {
+    // base64url fingerprints start with `-` one time in 64.
+    let sandbox = Sandbox::initialized();
+    let license = sandbox.create_license();
+    let id = license["id"].as_str().unwrap();
+    let issued = sandbox.json(&["token", "issue", "--license", id, "--fingerprint", "-cXbQ2", "--json"]);
+    assert_eq!(issued["fingerprint"], "-cXbQ2");
+    sandbox.run(&["machine", "remove", id, "-cXbQ2"]).success();
+    let machines = sandbox.json(&["machine", "list", id, "--json"]);
+    assert_eq!(machines["machines"].as_array().unwrap().len(), 0);
+}

@@ -158,7 +158,8 @@ pub enum MachineCommand {
         /// License id or key.
         #[arg(value_name = "ID|KEY")]
         license: String,
-        /// The machine's fingerprint.
+        /// The machine's fingerprint. May start with `-` (base64url fingerprints do, one in 64).
+        #[arg(allow_hyphen_values = true)]
         fingerprint: String,
     },
 }

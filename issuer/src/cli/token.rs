@@ -27,8 +27,8 @@ pub enum TokenCommand {
         /// License id or key.
         #[arg(long, value_name = "ID|KEY", required_unless_present = "request", conflicts_with = "request")]
         license: Option<String>,
-        /// The machine's fingerprint (as the app computed it).
-        #[arg(long, required_unless_present = "request", requires = "license")]
+        /// The machine's fingerprint (as the app computed it; may start with `-`).
+        #[arg(long, required_unless_present = "request", requires = "license", allow_hyphen_values = true)]
         fingerprint: Option<String>,
         /// A name for the machine.
         #[arg(long, requires = "license")]
