@@ -73,6 +73,11 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// Largest accepted request body in bytes. Default 65,536. Config `max_body_bytes`, env `ISSUER_MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
+    /// Addresses of reverse proxies / load balancers in front of this instance. A request from one of them is
+    /// attributed (rate limit, event log) to the client named in its `X-Forwarded-For` header. Default none: the
+    /// header is ignored, so clients cannot forge their address. Config `trusted_proxies = ["10.0.0.5"]`, env
+    /// `ISSUER_TRUSTED_PROXIES` (comma-separated).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Config {
@@ -88,6 +93,7 @@ impl Default for Config {
             rate_limit_per_second: 10,
             rate_limit_burst: 30,
             max_body_bytes: 64 * 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -105,6 +111,7 @@ struct FileConfig {
     rate_limit_per_second: Option<u32>,
     rate_limit_burst: Option<u32>,
     max_body_bytes: Option<usize>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 /// Settings given on the command line; `None` leaves the lower layers' value.
@@ -223,6 +230,9 @@ impl Config {
         if let Some(n) = file.max_body_bytes {
             self.max_body_bytes = n;
         }
+        if let Some(list) = file.trusted_proxies {
+            self.trusted_proxies = parse_ips("trusted_proxies", list.iter().map(String::as_str))?;
+        }
         Ok(())
     }
 
@@ -257,6 +267,9 @@ impl Config {
         }
         if let Some(v) = get("ISSUER_MAX_BODY_BYTES") {
             self.max_body_bytes = parse_number("ISSUER_MAX_BODY_BYTES", &v)?;
+        }
+        if let Some(v) = get("ISSUER_TRUSTED_PROXIES") {
+            self.trusted_proxies = parse_ips("ISSUER_TRUSTED_PROXIES", v.split(',').filter(|s| !s.trim().is_empty()))?;
         }
         Ok(())
     }
@@ -315,9 +328,25 @@ rate_limit_burst = 30
 # Largest accepted request body in bytes (ISSUER_MAX_BODY_BYTES).
 max_body_bytes = 65536
 
+# Reverse proxies / load balancers in front of this instance (ISSUER_TRUSTED_PROXIES, comma-separated). Requests from
+# them are attributed to the client in X-Forwarded-For, for the rate limit and the event log; from anyone else the
+# header is ignored. Empty: every request is attributed to its TCP peer.
+trusted_proxies = []
+
 # The admin API token is not configured here: one is created and printed at first start, and ISSUER_ADMIN_TOKEN
 # (environment only) adds one for automation.
 "#;
+
+fn parse_ips<'a>(name: &str, values: impl Iterator<Item = &'a str>) -> Result<Vec<std::net::IpAddr>, ConfigError> {
+    values
+        .map(|v| {
+            v.trim().parse().map_err(|_| ConfigError::Invalid {
+                name: name.into(),
+                message: format!("`{}` is not an IP address such as 10.0.0.5", v.trim()),
+            })
+        })
+        .collect()
+}
 
 fn parse_addr(name: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.trim().parse().map_err(|_| ConfigError::Invalid {
@@ -403,6 +432,18 @@ mod tests {
         let config = Config::load(Some(file.path()), env, flags).unwrap();
         assert_eq!(config.listen.port(), 3000);
         assert_eq!(config.data_dir, PathBuf::from("/from/env"), "a flag not given leaves the env value");
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_the_file_or_the_environment_and_bad_addresses_are_refused() {
+        let file = write_file("trusted_proxies = [\"10.0.0.5\", \"::1\"]\n");
+        let config = Config::load(Some(file.path()), env_of(&[]), Flags::default()).unwrap();
+        assert_eq!(config.trusted_proxies, ["10.0.0.5".parse::<std::net::IpAddr>().unwrap(), "::1".parse().unwrap()]);
+        let env = env_of(&[("ISSUER_TRUSTED_PROXIES", "192.0.2.1, 192.0.2.2")]);
+        assert_eq!(Config::load(Some(file.path()), env, Flags::default()).unwrap().trusted_proxies.len(), 2);
+        let err = Config::load(None, env_of(&[("ISSUER_TRUSTED_PROXIES", "10.0.0.5,lb.internal")]), Flags::default());
+        assert!(err.unwrap_err().to_string().contains("lb.internal"));
+        assert!(Config::load(None, env_of(&[]), Flags::default()).unwrap().trusted_proxies.is_empty());
     }
 
     #[test]

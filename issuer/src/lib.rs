@@ -112,7 +112,8 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
         config.rate_limit_per_second,
         config.rate_limit_burst,
         config.max_body_bytes,
-    );
+    )
+    .with_trusted_proxies(&config.trusted_proxies);
     Ok(Started { state, new_admin_token: opened.new_admin_token })
 }
 

@@ -22,9 +22,10 @@ struct Options {
     rate_per_second: u32,
     rate_burst: u32,
     env_admin_token: Option<&'static str>,
+    trusted_proxies: &'static [&'static str],
 }
 
-const NO_LIMIT: Options = Options { rate_per_second: 0, rate_burst: 0, env_admin_token: None };
+const NO_LIMIT: Options = Options { rate_per_second: 0, rate_burst: 0, env_admin_token: None, trusted_proxies: &[] };
 
 async fn start(options: Options) -> Server {
     let dir = tempfile::tempdir().unwrap();
@@ -33,6 +34,7 @@ async fn start(options: Options) -> Server {
     config.rate_limit_per_second = options.rate_per_second;
     config.rate_limit_burst = options.rate_burst;
     config.admin_token = options.env_admin_token.map(issuer::Secret::new);
+    config.trusted_proxies = options.trusted_proxies.iter().map(|ip| ip.parse().unwrap()).collect();
     let started = issuer::start(&config).await.unwrap();
     let admin = started.new_admin_token.clone().expect("a fresh data dir creates an admin token");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -502,7 +504,7 @@ async fn admin_lists_filters_pages_gets_by_key_and_removes_machines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_endpoints_are_rate_limited_per_ip_with_retry_after() {
-    let server = start(Options { rate_per_second: 1, rate_burst: 3, env_admin_token: None }).await;
+    let server = start(Options { rate_per_second: 1, rate_burst: 3, ..NO_LIMIT }).await;
     let key = issuer::LicenseKey::generate().unwrap().to_string();
     let mut statuses = Vec::new();
     let mut retry_after = None;
@@ -610,5 +612,47 @@ async fn a_key_rotation_reaches_the_running_service_without_a_restart() {
     assert_eq!(ids, [new_key.to_string(), old_key.to_string()]);
     let (status, body) = server.post("/v1/refresh", json!({ "token": old_token })).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_clients_are_told_apart_by_x_forwarded_for() {
+    let validate = |server: &Server, forwarded_for: &'static str| {
+        let req = server.client.post(format!("{}/v1/validate", server.base));
+        let key = issuer::LicenseKey::generate().unwrap().to_string();
+        async move {
+            req.header("X-Forwarded-For", forwarded_for)
+                .json(&json!({ "key": key, "fingerprint": "m" }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // 127.0.0.1 (the test client) is the proxy: each forwarded client has its own bucket of 2.
+    let server =
+        start(Options { rate_per_second: 1, rate_burst: 2, trusted_proxies: &["127.0.0.1"], ..NO_LIMIT }).await;
+    for _ in 0..2 {
+        assert_eq!(validate(&server, "203.0.113.7").await, StatusCode::OK);
+    }
+    assert_eq!(validate(&server, "203.0.113.7").await, StatusCode::TOO_MANY_REQUESTS);
+    // Another client behind the same proxy is not limited by the first one; a forged left part is ignored.
+    assert_eq!(validate(&server, "198.51.100.1, 203.0.113.8").await, StatusCode::OK);
+    assert_eq!(validate(&server, "203.0.113.8").await, StatusCode::OK);
+    // The event log records the forwarded client.
+    let license = server.create(license_body(1)).await;
+    let req = server.client.post(format!("{}/v1/activate", server.base)).header("X-Forwarded-For", "192.0.2.44");
+    let resp = req.json(&json!({ "key": s(&license["key"]), "fingerprint": "m1" })).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let id = s(&license["id"]);
+    let (_, events) = server.admin(Method::GET, &format!("/v1/licenses/{id}/events"), None).await;
+    assert_eq!(events["events"][1]["client_ip"], "192.0.2.44");
+    server.stop().await;
+
+    // Without trusted proxies the header is ignored: every request is the TCP peer's.
+    let server = start(Options { rate_per_second: 1, rate_burst: 2, ..NO_LIMIT }).await;
+    assert_eq!(validate(&server, "203.0.113.7").await, StatusCode::OK);
+    assert_eq!(validate(&server, "203.0.113.8").await, StatusCode::OK);
+    assert_eq!(validate(&server, "203.0.113.9").await, StatusCode::TOO_MANY_REQUESTS);
     server.stop().await;
 }

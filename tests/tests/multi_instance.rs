@@ -259,3 +259,44 @@ async fn two_issuer_processes_on_one_database_give_out_exactly_the_slots() {
         }
     }
 }
+
+/// `/healthz` asks the database: an instance whose database stops answering reports 503 `store_unavailable` (so the
+/// load balancer takes it out), and 200 again once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_fails_while_the_database_refuses_connections() {
+    use sqlx::Connection as _;
+    let Some(db) = pg::test_database("health_check").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let instance = start_instance(&dir.path().join("data"), db.url()).await;
+    let client = Client::new();
+    let health = || async { client.get(format!("{}/healthz", instance.base)).send().await.unwrap() };
+    assert_eq!(health().await.status(), StatusCode::OK);
+
+    // Cut the instance off: no new connections to its database, and its open ones ended.
+    let name = db.name();
+    // ALTER DATABASE needs a connection to another database of the same server.
+    let maintenance_url = db.url().replacen(&format!("/{name}"), "/postgres", 1);
+    let mut admin = sqlx::PgConnection::connect(&maintenance_url).await.unwrap();
+    sqlx::raw_sql(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false")).execute(&mut admin).await.unwrap();
+    sqlx::raw_sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let down = health().await;
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(down.json::<Value>().await.unwrap()["code"], "store_unavailable");
+
+    sqlx::raw_sql(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true")).execute(&mut admin).await.unwrap();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if health().await.status() == StatusCode::OK {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the instance reports healthy again once the database accepts connections");
+    instance.stop().await;
+}

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
@@ -35,12 +35,25 @@ pub struct AppState {
     pub limiter: Option<Arc<IpRateLimiter>>,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+    /// Proxies whose `X-Forwarded-For` names the client (see [`crate::Config::trusted_proxies`]).
+    pub trusted_proxies: Arc<[std::net::IpAddr]>,
 }
 
 impl AppState {
     /// State with a rate limit of `per_second` (0: none) and `burst`, and a body size limit.
     pub fn new(licensing: Arc<Licensing>, per_second: u32, burst: u32, max_body_bytes: usize) -> Self {
-        AppState { licensing, limiter: IpRateLimiter::new(per_second, burst).map(Arc::new), max_body_bytes }
+        AppState {
+            licensing,
+            limiter: IpRateLimiter::new(per_second, burst).map(Arc::new),
+            max_body_bytes,
+            trusted_proxies: Arc::from([]),
+        }
+    }
+
+    /// Trusts these proxies' `X-Forwarded-For` headers for the client address.
+    pub fn with_trusted_proxies(mut self, proxies: &[std::net::IpAddr]) -> Self {
+        self.trusted_proxies = Arc::from(proxies);
+        self
     }
 }
 
@@ -77,8 +90,25 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+/// How long `/healthz` waits for the store before calling the instance unhealthy.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /healthz`: 200 `{"status":"ok"}` when the store answers within [`HEALTH_TIMEOUT`], else 503
+/// `store_unavailable`, so a load balancer stops sending traffic to an instance that lost its database.
+async fn healthz(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let unavailable = |why: String| {
+        tracing::warn!(reason = %why, "health check failed: the store does not answer");
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store does not answer; the instance cannot serve requests",
+        )
+    };
+    match tokio::time::timeout(HEALTH_TIMEOUT, state.licensing.store().ping()).await {
+        Ok(Ok(())) => Ok(axum::Json(serde_json::json!({ "status": "ok" }))),
+        Ok(Err(e)) => Err(unavailable(e.to_string())),
+        Err(_) => Err(unavailable(format!("no answer within {HEALTH_TIMEOUT:?}"))),
+    }
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -56,14 +56,11 @@ impl IpRateLimiter {
 
 /// Middleware: 429 with `Retry-After` when the client IP is over its limit.
 pub(crate) async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let (Some(limiter), Some(ip)) = (state.limiter.as_ref().map(Arc::as_ref), client_ip_of(&request)) {
+    let ip = client_ip(request.extensions(), request.headers(), &state.trusted_proxies);
+    if let (Some(limiter), Some(ip)) = (state.limiter.as_ref().map(Arc::as_ref), ip) {
         if let Err(wait) = limiter.check(ip) {
             return ApiError::rate_limited(wait.max(1)).into_response();
         }
     }
     next.run(request).await
-}
-
-fn client_ip_of(request: &Request) -> Option<IpAddr> {
-    client_ip(request.extensions())
 }

@@ -404,6 +404,11 @@ pub trait Store: Send + Sync + 'static {
         Ok(Some((license, used, active)))
     }
 
+    /// Whether the store answers: a cheap read, for health checks.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.license_by_id(Uuid::nil()).await.map(|_| ())
+    }
+
     /// Licenses matching the filter, ordered by (created_at, id), one page.
     async fn list_licenses(&self, filter: &LicenseFilter) -> Result<LicensePage, StoreError>;
 

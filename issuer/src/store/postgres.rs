@@ -279,6 +279,11 @@ impl Store for PostgresStore {
         row.as_ref().map(license_from_row).transpose()
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn license_for_machine(
         &self,
         key: &str,

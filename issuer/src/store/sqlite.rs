@@ -549,6 +549,11 @@ impl Store for SqliteStore {
         self.license_where("license_key", key).await
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn license_for_machine(
         &self,
         key: &str,
