@@ -423,6 +423,14 @@ impl Licensing {
 
     /// A page of licenses.
     pub async fn list_licenses(&self, filter: &LicenseFilter) -> Result<LicensePage, ServiceError> {
+        let printable =
+            |v: &Option<String>| v.as_deref().is_none_or(|v| v.len() <= 254 && !v.chars().any(char::is_control));
+        if !printable(&filter.email) {
+            return Err(invalid("email", "must be at most 254 bytes without control characters"));
+        }
+        if !printable(&filter.product) {
+            return Err(invalid("product", "must be at most 254 bytes without control characters"));
+        }
         Ok(self.store.list_licenses(filter).await?)
     }
 
@@ -450,7 +458,8 @@ impl Licensing {
             current.entitlements.clone_from(e);
             detail.insert("entitlements".into(), e.clone().into());
         }
-        if update.metadata.is_some() {
+        if let Some(m) = &update.metadata {
+            current.metadata.clone_from(m);
             detail.insert("metadata".into(), true.into());
         }
         check_license(&current)?;
@@ -507,6 +516,7 @@ impl Licensing {
         fingerprint: &str,
         ctx: &Context,
     ) -> Result<(), ServiceError> {
+        check_fingerprint(fingerprint)?;
         let license = self.license(which).await?;
         if !self.store.remove_machine(license.id, fingerprint).await? {
             return Err(ServiceError::NotActivated);
@@ -831,6 +841,10 @@ fn usable(license: &License, now: OffsetDateTime) -> Result<(), Unusable> {
 
 /// Checks a license against the token format's limits (the verifier's own checks), so signing never fails later.
 fn check_license(license: &License) -> Result<(), ServiceError> {
+    if license.metadata.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)) {
+        // PostgreSQL refuses NUL in text and jsonb; refusing it here keeps every backend's answer the same.
+        return Err(invalid("metadata", "must not contain NUL (\\u0000) characters"));
+    }
     if license.expires_at.is_some_and(|t| t.unix_timestamp() < 0 || t.unix_timestamp() as u64 > MAX_TIME) {
         return Err(invalid("expires_at", "must lie between 1970-01-01 and 9999-12-31"));
     }
@@ -859,6 +873,16 @@ fn check_license(license: &License) -> Result<(), ServiceError> {
         };
         invalid(field, e.problem)
     })
+}
+
+/// Whether a JSON value holds a NUL character in any string, key or value, at any depth.
+fn json_has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(json_has_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
+    }
 }
 
 fn check_fingerprint(fingerprint: &str) -> Result<(), ServiceError> {

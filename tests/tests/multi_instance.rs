@@ -300,3 +300,37 @@ async fn health_check_fails_while_the_database_refuses_connections() {
     assert!(recovered, "the instance reports healthy again once the database accepts connections");
     instance.stop().await;
 }
+
+/// PostgreSQL refuses NUL characters in text and jsonb; a client sending one gets a 422 naming the field, never a
+/// 500 (SQLite would have stored them, so only this backend shows the difference).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_from_clients_are_refused_not_a_server_error() {
+    let Some(db) = pg::test_database("nul_characters").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let instance = start_instance(&dir.path().join("data"), db.url()).await;
+    let admin = instance.new_admin_token.clone().unwrap();
+    let client = Client::new();
+    let base = instance.base.clone();
+    let body = json!({ "email": "ada@example.com", "product": "acme-cad", "max_machines": 1,
+                       "metadata": { "order": "A\u{0}1", "nested": { "k\u{0}": 1 } } });
+    let (status, error) = post(&client, format!("{base}/v1/licenses"), body, Some(&admin)).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_field")), "{error}");
+    assert!(error["message"].as_str().unwrap().contains("metadata"), "{error}");
+
+    let license = create_license(&client, &base, &admin, 1).await;
+    let id = license["id"].as_str().unwrap();
+    let patch = client
+        .patch(format!("{base}/v1/licenses/{id}"))
+        .bearer_auth(&admin)
+        .json(&json!({ "metadata": { "note": "\u{0}" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let list = client.get(format!("{base}/v1/licenses?email=a%00b")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(list.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let remove =
+        client.delete(format!("{base}/v1/licenses/{id}/machines/m%00x")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(remove.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    instance.stop().await;
+}
