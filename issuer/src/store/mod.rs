@@ -168,6 +168,20 @@ pub struct LicensePage {
     pub next: Option<Cursor>,
 }
 
+impl LicensePage {
+    /// The page out of up to `limit + 1` licenses in list order, as backends fetch them: the extra one only says that
+    /// another page follows.
+    pub(crate) fn from_overfetched(mut licenses: Vec<License>, limit: u32) -> Self {
+        let more = licenses.len() > limit as usize;
+        licenses.truncate(limit as usize);
+        let next = match licenses.last() {
+            Some(last) if more => Some(Cursor { created_at: last.created_at, id: last.id }),
+            _ => None,
+        };
+        LicensePage { licenses, next }
+    }
+}
+
 /// Changes to a license; `None` fields stay as they are.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LicenseUpdate {

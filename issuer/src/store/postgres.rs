@@ -33,8 +33,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    event_kind_from_str, Activated, Created, Cursor, Event, Idempotency, License, LicenseFilter, LicensePage,
-    LicenseStatus, LicenseUpdate, Machine, NewEvent, Redeemed, Store, StoreError,
+    event_kind_from_str, Activated, Created, Event, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus,
+    LicenseUpdate, Machine, NewEvent, Redeemed, Store, StoreError,
 };
 
 /// Migrations in order: (version, SQL). Applied at start-up; `schema_version` records those applied.
@@ -322,14 +322,8 @@ impl Store for PostgresStore {
         // One extra row tells whether another page follows.
         q.push(" ORDER BY created_at, id LIMIT ").push_bind(i64::from(filter.limit) + 1);
         let rows = q.build().fetch_all(&self.pool).await?;
-        let mut licenses = rows.iter().map(license_from_row).collect::<Result<Vec<_>, _>>()?;
-        let more = licenses.len() > filter.limit as usize;
-        licenses.truncate(filter.limit as usize);
-        let next = match licenses.last() {
-            Some(last) if more => Some(Cursor { created_at: last.created_at, id: last.id }),
-            _ => None,
-        };
-        Ok(LicensePage { licenses, next })
+        let licenses = rows.iter().map(license_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(LicensePage::from_overfetched(licenses, filter.limit))
     }
 
     async fn update_license(

@@ -592,14 +592,8 @@ impl Store for SqliteStore {
         // One extra row tells whether another page follows.
         q.push(" ORDER BY created_at, id LIMIT ").push_bind(i64::from(filter.limit) + 1);
         let rows = q.build().fetch_all(&self.pool).await?;
-        let mut licenses = rows.iter().map(license_from_row).collect::<Result<Vec<_>, _>>()?;
-        let more = licenses.len() > filter.limit as usize;
-        licenses.truncate(filter.limit as usize);
-        let next = match licenses.last() {
-            Some(last) if more => Some(super::Cursor { created_at: last.created_at, id: last.id }),
-            _ => None,
-        };
-        Ok(LicensePage { licenses, next })
+        let licenses = rows.iter().map(license_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(LicensePage::from_overfetched(licenses, filter.limit))
     }
 
     async fn update_license(
