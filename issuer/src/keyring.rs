@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use keys::{KeyError, KeyRing};
+use verifier::KeySet;
 
 /// The manifest file of a key ring directory (see the `keys` crate).
 const MANIFEST: &str = "ring.txt";
@@ -28,6 +29,8 @@ pub struct SharedKeyRing {
 #[derive(Debug)]
 struct Loaded {
     ring: Arc<KeyRing>,
+    /// The ring's public keys, built once per load: every refresh verifies against them.
+    keys: Arc<KeySet>,
     /// The manifest's bytes when `ring` was loaded.
     manifest: Vec<u8>,
 }
@@ -37,7 +40,7 @@ impl SharedKeyRing {
     pub fn open(dir: &Path) -> Result<Self, KeyError> {
         let manifest = read_manifest(dir)?;
         let ring = Arc::new(KeyRing::open(dir)?);
-        Ok(SharedKeyRing { dir: dir.to_path_buf(), loaded: RwLock::new(Loaded { ring, manifest }) })
+        Ok(SharedKeyRing { dir: dir.to_path_buf(), loaded: RwLock::new(Loaded::new(ring, manifest)) })
     }
 
     /// The directory the ring is loaded from.
@@ -49,6 +52,11 @@ impl SharedKeyRing {
     /// reload happens meanwhile.
     pub fn current(&self) -> Arc<KeyRing> {
         self.loaded.read().unwrap_or_else(|poisoned| poisoned.into_inner()).ring.clone()
+    }
+
+    /// The public keys of the ring loaded last.
+    pub fn public_keys(&self) -> Arc<KeySet> {
+        self.loaded.read().unwrap_or_else(|poisoned| poisoned.into_inner()).keys.clone()
     }
 
     /// Reloads the ring when `ring.txt` changed since the last load; `Ok(true)` when a new ring is now in use.
@@ -70,7 +78,7 @@ impl SharedKeyRing {
             dir = %self.dir.display(),
             "reloaded the signing key ring"
         );
-        *loaded = Loaded { ring, manifest };
+        *loaded = Loaded::new(ring, manifest);
         Ok(true)
     }
 
@@ -97,6 +105,12 @@ impl SharedKeyRing {
                 }
             }
         })
+    }
+}
+
+impl Loaded {
+    fn new(ring: Arc<KeyRing>, manifest: Vec<u8>) -> Self {
+        Loaded { keys: Arc::new(ring.public_key_set()), ring, manifest }
     }
 }
 

@@ -696,10 +696,10 @@ impl Licensing {
     /// the machine is still activated.
     pub async fn refresh(&self, token: &str, ctx: &Context) -> Result<Issued, ServiceError> {
         let untrusted = UntrustedToken::parse(token.trim()).map_err(ServiceError::InvalidToken)?;
-        let old = match untrusted.verify(&self.public_keys()) {
+        let old = match untrusted.verify(&self.ring.public_keys()) {
             // Signed by a key this instance has not loaded yet: another instance may have rotated first.
             Err(verifier::Error::UnknownKey { .. }) if self.reload_key_ring().await => {
-                untrusted.verify(&self.public_keys())
+                untrusted.verify(&self.ring.public_keys())
             }
             verified => verified,
         }
@@ -761,7 +761,7 @@ impl Licensing {
 
     /// The public keys apps should trust: every key of the ring in use now.
     pub fn public_keys(&self) -> KeySet {
-        self.ring.current().public_key_set()
+        KeySet::clone(&self.ring.public_keys())
     }
 
     fn issue(
