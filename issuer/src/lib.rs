@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod cli;
+mod clock;
 mod config;
 pub mod http;
 mod keyring;
@@ -35,6 +36,7 @@ mod license_key;
 mod service;
 mod store;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     parse_duration_secs, Config, ConfigError, Flags, Secret, DEFAULT_DATA_DIR, DEFAULT_LISTEN, MAX_TOKEN_PERIOD_SECS,
 };
@@ -47,7 +49,8 @@ pub use service::{
 pub use store::{connect as connect_store, is_postgres_url, DEFAULT_POOL_SIZE};
 pub use store::{
     Activated, Created, Cursor, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus,
-    LicenseUpdate, Machine, NewEvent, PostgresStore, Redeemed, SqliteStore, Store, StoreError,
+    LicenseUpdate, Lookup, Machine, NewEvent, PostgresStore, Redeemed, SqliteStore, Store, StoreError, StoreExt, Tx,
+    Work,
 };
 
 /// Name of the SQLite database file in the data directory.
@@ -103,7 +106,12 @@ pub struct Opened {
 /// Opens (creating on first start) the data directory, the store, the key ring and the first admin token, and builds
 /// the HTTP state over them.
 pub async fn start(config: &Config) -> Result<Started, StartError> {
-    let opened = open(config).await?;
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with the service reading `clock` instead of the system clock (tests move a [`ManualClock`]).
+pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Started, StartError> {
+    let opened = open_with_clock(config, clock).await?;
     // A rotation done elsewhere (`issuer keys rotate`, or the vendor's distribution of the ring to every instance)
     // reaches this service without a restart.
     opened.licensing.key_ring_handle().spawn_watcher(KEY_RING_RELOAD_INTERVAL);
@@ -119,6 +127,11 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
 
 /// Opens (creating on first start) the data directory, the store, the key ring and the first admin token.
 pub async fn open(config: &Config) -> Result<Opened, StartError> {
+    open_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`open`] with the service reading `clock` instead of the system clock.
+pub async fn open_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Opened, StartError> {
     let dir = &config.data_dir;
     create_private_dir(dir).map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
     let store: Arc<dyn Store> = match &config.database_url {
@@ -136,7 +149,7 @@ pub async fn open(config: &Config) -> Result<Opened, StartError> {
         offline_grace: seconds(config.offline_grace_secs),
     };
     let extra = config.admin_token.as_ref().map(Secret::expose);
-    let licensing = Arc::new(Licensing::new(store.clone(), ring, policy, extra));
+    let licensing = Arc::new(Licensing::new(store.clone(), ring, policy, extra).with_clock(clock));
     let new_admin_token = if store.admin_token_hashes().await?.is_empty() {
         Some(licensing.create_admin_token("created at first start").await?)
     } else {

@@ -316,7 +316,7 @@ fn license_lifecycle_and_errors() {
     sandbox.run(&["license", "reinstate", &id]).assert(
         1,
         "",
-        "error: the license is revoked; a revocation cannot be undone\n",
+        "error: the license is revoked; it cannot be reinstated (a revocation is final)\n",
     );
     sandbox.run(&["license", "show", "0190f5a4-7c1e-7a3b-9c4d-5e6f708192a3"]).assert(
         1,

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use issuer::{Config, Flags, License, LicenseKey, LicenseStatus, Store};
+use issuer::{Config, Flags, License, LicenseKey, LicenseStatus, Store, StoreExt as _};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use verifier::{Claims, KeySet, LicenseId, TokenKind};
@@ -87,8 +87,15 @@ pub async fn seed(data_dir: &Path, database_url: Option<&str>, n: usize, slots: 
         licenses.push(SeededLicense { key, fingerprint: fingerprint.clone(), token });
         let store: std::sync::Arc<dyn Store> = store.clone();
         batch.spawn(async move {
-            store.create_license(&license, None).await?;
-            store.activate_machine(license.id, &fingerprint, Some("seed"), None, now).await.map(|_| ())
+            // One unit per license: the license and its machine, as an activation would leave them.
+            store
+                .transact(move |tx| {
+                    Box::pin(async move {
+                        tx.insert_license(&license, None).await?;
+                        tx.activate_machine(license.id, &fingerprint, Some("seed"), None, now).await.map(|_| ())
+                    })
+                })
+                .await
         });
         if batch.len() >= 256 {
             if let Some(r) = batch.join_next().await {

@@ -28,6 +28,10 @@ struct Options {
 const NO_LIMIT: Options = Options { rate_per_second: 0, rate_burst: 0, env_admin_token: None, trusted_proxies: &[] };
 
 async fn start(options: Options) -> Server {
+    start_with_clock(options, std::sync::Arc::new(issuer::SystemClock)).await
+}
+
+async fn start_with_clock(options: Options, clock: std::sync::Arc<dyn issuer::Clock>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let flags = issuer::Flags::new(None, Some(dir.path().join("data")), None);
     let mut config = issuer::Config::load(None, |_| None, flags).unwrap();
@@ -35,7 +39,7 @@ async fn start(options: Options) -> Server {
     config.rate_limit_burst = options.rate_burst;
     config.admin_token = options.env_admin_token.map(issuer::Secret::new);
     config.trusted_proxies = options.trusted_proxies.iter().map(|ip| ip.parse().unwrap()).collect();
-    let started = issuer::start(&config).await.unwrap();
+    let started = issuer::start_with_clock(&config, clock).await.unwrap();
     let admin = started.new_admin_token.clone().expect("a fresh data dir creates an admin token");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -223,7 +227,12 @@ async fn validate_reports_every_result_code() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(server.validate(&key, "m1").await["code"], "REVOKED");
     let (status, refused) = server.admin(Method::POST, &format!("/v1/licenses/{id}/reinstate"), None).await;
-    assert_eq!((status, s(&refused["code"])), (StatusCode::CONFLICT, "conflict"));
+    assert_eq!((status, s(&refused["code"])), (StatusCode::CONFLICT, "status_conflict"));
+    // The answer carries the state the request lost to.
+    assert_eq!((s(&refused["status"]), s(&refused["license"]["id"])), ("revoked", id.as_str()));
+    assert!(s(&refused["message"]).contains("revocation is final"), "{refused}");
+    let (status, again) = server.admin(Method::POST, &format!("/v1/licenses/{id}/revoke"), None).await;
+    assert_eq!((status, s(&again["status"])), (StatusCode::OK, "revoked"), "revoking again is a no-op");
 
     let mut expired_body = license_body(1);
     expired_body["duration"] = Value::Null;
@@ -262,12 +271,13 @@ async fn two_hundred_concurrent_activations_on_three_slots_give_exactly_three() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reactivating_an_active_machine_returns_a_fresh_token_without_using_a_slot() {
-    let server = start(NO_LIMIT).await;
+    let clock = std::sync::Arc::new(issuer::ManualClock::starting_now());
+    let server = start_with_clock(NO_LIMIT, clock.clone()).await;
     let license = server.create(license_body(1)).await;
     let key = s(&license["key"]);
     let (_, first) = server.activate(key, "m1").await;
     assert_eq!(first["new_machine"], true);
-    tokio::time::sleep(Duration::from_millis(1100)).await; // tokens carry whole seconds
+    clock.advance(time::Duration::seconds(1)); // tokens carry whole seconds: a later second, another token
     let (status, second) = server.activate(key, "m1").await;
     assert_eq!(status, StatusCode::OK, "{second}");
     assert_eq!(second["new_machine"], false);
@@ -300,7 +310,7 @@ async fn idempotency_key_creates_one_license_and_refuses_a_different_body() {
     assert_eq!(retry["key"], first["key"]);
     let other = post(license_body(5), "order-42").await.unwrap();
     assert_eq!(other.status(), StatusCode::CONFLICT);
-    assert_eq!(other.json::<Value>().await.unwrap()["code"], "conflict");
+    assert_eq!(other.json::<Value>().await.unwrap()["code"], "idempotency_conflict");
     let (_, list) = server.admin(Method::GET, "/v1/licenses", None).await;
     assert_eq!(list["licenses"].as_array().unwrap().len(), 1);
     server.stop().await;

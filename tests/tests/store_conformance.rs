@@ -3,23 +3,51 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use e2e_tests::conformance::TestStore;
+use e2e_tests::conformance::{races, Backend, RawSql, TestStore};
 use e2e_tests::pg;
 use issuer::{PostgresStore, SqliteStore, Store};
+use sqlx::{Connection as _, Executor as _};
+
+/// SQL on the SQLite file over a connection of its own, as another process would write.
+fn sqlite_sql(path: std::path::PathBuf) -> RawSql {
+    Arc::new(move |sql: String| {
+        let path = path.clone();
+        Box::pin(async move {
+            let options =
+                sqlx::sqlite::SqliteConnectOptions::new().filename(&path).busy_timeout(Duration::from_secs(15));
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.map_err(|e| e.to_string())?;
+            conn.execute(sql.as_str()).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    })
+}
+
+/// SQL on the PostgreSQL database over a connection of its own.
+fn postgres_sql(url: String) -> RawSql {
+    Arc::new(move |sql: String| {
+        let url = url.clone();
+        Box::pin(async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await.map_err(|e| e.to_string())?;
+            conn.execute(sql.as_str()).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    })
+}
 
 /// A fresh SQLite store in a temporary directory.
 async fn sqlite(_test: &str) -> Option<TestStore> {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("issuer.db")).await.unwrap();
-    Some(TestStore { store: Arc::new(store), keep: Box::new(dir) })
+    let path = dir.path().join("issuer.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    Some(TestStore { store: Arc::new(store), backend: Backend::Sqlite, sql: sqlite_sql(path), keep: Box::new(dir) })
 }
 
 /// A fresh PostgreSQL store on its own database, opened through the URL dispatch the service uses.
 async fn postgres(test: &str) -> Option<TestStore> {
     let db = pg::test_database(test).await?;
     let store = issuer::connect_store(db.url(), 20).await.unwrap();
-    Some(TestStore { store, keep: Box::new(db) })
+    let sql = postgres_sql(db.url().to_string());
+    Some(TestStore { store, backend: Backend::Postgres, sql, keep: Box::new(db) })
 }
 
 mod sqlite {
@@ -57,16 +85,48 @@ async fn postgres_instances_starting_together_migrate_once() {
         created_at: time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
         updated_at: time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
     };
-    stores[0].create_license(&l, None).await.unwrap();
+    let stored = l.clone();
+    let _: issuer::Created = issuer::StoreExt::transact(&stores[0], move |tx| {
+        Box::pin(async move { tx.insert_license(&stored, None).await })
+    })
+    .await
+    .unwrap();
     let reopened = PostgresStore::connect(db.url(), 2).await.unwrap();
     assert_eq!(reopened.license_by_id(l.id).await.unwrap(), Some(l));
     use sqlx::Connection as _;
     let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
     let versions: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version").fetch_all(&mut conn).await.unwrap();
-    assert_eq!(versions, [1], "each migration recorded once");
+    assert_eq!(versions, [1, 2], "each migration recorded once");
     for s in stores {
         s.close().await;
     }
     reopened.close().await;
+}
+
+/// Two instances on one PostgreSQL database (two pools, two services, as two processes would be): the
+/// revoke/reinstate/suspend race sent to both, alternately, never undoes a revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_instances_never_undo_a_revocation() {
+    let Some(db) = pg::test_database("two_instances_revocation").await else { return };
+    let a = issuer::connect_store(db.url(), 10).await.unwrap();
+    let b = issuer::connect_store(db.url(), 10).await.unwrap();
+    let ((a, _da), (b, _db)) = (races::licensing(a), races::licensing(b));
+    let undone = races::revocation_holds_against_concurrent_reinstate(&[a, b]).await;
+    println!("Postgres, two instances: revocations undone: {undone} of {}", races::RACE_ROUNDS);
+    assert_eq!(undone, 0);
+}
+
+/// Two SQLite stores on one file (each with its own writer, as two processes would have): only the database's
+/// write lock orders them, and the race still never undoes a revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_two_stores_on_one_file_never_undo_a_revocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.db");
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let ((a, _da), (b, _db)) = (races::licensing(a), races::licensing(b));
+    let undone = races::revocation_holds_against_concurrent_reinstate(&[a, b]).await;
+    println!("SQLite, two stores: revocations undone: {undone} of {}", races::RACE_ROUNDS);
+    assert_eq!(undone, 0);
 }

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::{write_json, CliError, CliResult};
 use crate::config::parse_duration_secs;
-use crate::service::{Context, Expiry, Licensing, NewLicense, ServiceError};
+use crate::service::{Expiry, Licensing, NewLicense, ServiceError};
 
 /// The columns `license import` reads: the first four are required, `entitlements` (separated by `;`) and `order_id`
 /// (the idempotency key, so a re-import skips rows already created) are optional. Other columns are ignored.
@@ -151,10 +151,10 @@ pub(crate) async fn run(
                 if row.order_id.is_none() {
                     rows_without_order += 1;
                 }
-                let ctx = Context::now(None);
+                let ctx = licensing.context(None);
                 match licensing.create_license(row.new, row.order_id.as_deref(), &ctx).await {
                     Ok((_, created)) => Ok(created),
-                    Err(ServiceError::Conflict(_)) => {
+                    Err(ServiceError::IdempotencyConflict) => {
                         Err("order_id: already imported with different values (a license exists for this order)"
                             .to_string())
                     }

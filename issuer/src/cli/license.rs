@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::{fmt_opt_time, fmt_time, open_service, write_json, write_table, CliError, CliResult, GlobalArgs};
 use crate::config::parse_duration_secs;
 use crate::http::admin::{EventView, LicenseView, MachineView};
-use crate::service::{Context, Expiry, LicenseRef, NewLicense};
+use crate::service::{Expiry, LicenseRef, NewLicense};
 use crate::store::{Cursor, Event, License, LicenseFilter, LicenseStatus, LicenseUpdate, Machine};
 
 /// How many events `license show` lists.
@@ -274,7 +274,7 @@ pub(crate) async fn run(
         return super::import::run(&licensing, file, reject_file.as_deref(), *json, out, err).await;
     }
     let licensing = open_service(global, err).await?;
-    let ctx = Context::now(None);
+    let ctx = licensing.context(None);
     match command {
         LicenseCommand::Import { .. } => Ok(()),
         LicenseCommand::Create {
@@ -478,7 +478,7 @@ pub(crate) async fn run_machine(
         }
         MachineCommand::Remove { license, fingerprint } => {
             let which = license_ref(&license)?;
-            let ctx = Context::now(None);
+            let ctx = licensing.context(None);
             match licensing.remove_machine(&which, &fingerprint, &ctx).await {
                 Ok(()) => {}
                 Err(crate::ServiceError::NotActivated) => {

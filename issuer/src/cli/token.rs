@@ -14,7 +14,7 @@ use super::{
     GlobalArgs,
 };
 use crate::http::admin::LicenseView;
-use crate::service::{Context, Issued, ServiceError};
+use crate::service::{Issued, ServiceError};
 
 /// `issuer token ...`.
 #[derive(Debug, Subcommand)]
@@ -167,7 +167,7 @@ pub(crate) async fn run(
                 None => None,
             };
             let licensing = open_service(global, err).await?;
-            let ctx = Context::now(None);
+            let ctx = licensing.context(None);
             let issued = match (&request, license, fingerprint) {
                 (Some(request), _, _) => licensing.activate_offline(request, &ctx).await?,
                 (None, Some(license), Some(fingerprint)) => {
@@ -206,7 +206,7 @@ pub(crate) async fn run(
                     )));
                 }
             }
-            let done = match licensing.redeem_deactivation(&code, &Context::now(None)).await {
+            let done = match licensing.redeem_deactivation(&code, &licensing.context(None)).await {
                 Ok(done) => done,
                 Err(ServiceError::UnknownDeactivationCode) => {
                     return Err(CliError::Failed(format!(

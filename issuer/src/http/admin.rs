@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::extract::{ClientIp, Json, Path, Query};
 use super::AppState;
 use crate::config::parse_duration_secs;
-use crate::service::{Context, Expiry, LicenseRef, NewLicense, ServiceError};
+use crate::service::{Expiry, LicenseRef, NewLicense, ServiceError};
 use crate::store::{Cursor, Event, License, LicenseFilter, LicenseStatus, LicenseUpdate, Machine};
 
 /// Default and largest page sizes of the list endpoints.
@@ -131,7 +131,7 @@ pub(crate) async fn create(
         entitlements: req.entitlements,
         metadata: metadata_object(req.metadata)?.unwrap_or_default(),
     };
-    let ctx = Context::now(ip.text());
+    let ctx = state.licensing.context(ip.text());
     let (license, created) = state.licensing.create_license(new, idempotency_key.as_deref(), &ctx).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, JsonResponse(license.into())))
@@ -211,7 +211,7 @@ pub(crate) async fn update(
     Json(req): Json<UpdateRequest>,
 ) -> Result<JsonResponse<LicenseView>, ApiError> {
     let which = LicenseRef::parse(&id)?;
-    let ctx = Context::now(ip.text());
+    let ctx = state.licensing.context(ip.text());
     let expires_at = match (req.expires_at, req.duration.as_deref()) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid_field("expires_at", "give either expires_at or duration, not both"))
@@ -244,7 +244,7 @@ pub(crate) async fn suspend(
     Path(id): Path<String>,
 ) -> Result<JsonResponse<LicenseView>, ApiError> {
     let which = LicenseRef::parse(&id)?;
-    Ok(JsonResponse(state.licensing.suspend(&which, &Context::now(ip.text())).await?.into()))
+    Ok(JsonResponse(state.licensing.suspend(&which, &state.licensing.context(ip.text())).await?.into()))
 }
 
 /// `POST /v1/licenses/{id}/reinstate`.
@@ -254,7 +254,7 @@ pub(crate) async fn reinstate(
     Path(id): Path<String>,
 ) -> Result<JsonResponse<LicenseView>, ApiError> {
     let which = LicenseRef::parse(&id)?;
-    Ok(JsonResponse(state.licensing.reinstate(&which, &Context::now(ip.text())).await?.into()))
+    Ok(JsonResponse(state.licensing.reinstate(&which, &state.licensing.context(ip.text())).await?.into()))
 }
 
 /// `POST /v1/licenses/{id}/revoke`.
@@ -264,7 +264,7 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
 ) -> Result<JsonResponse<LicenseView>, ApiError> {
     let which = LicenseRef::parse(&id)?;
-    Ok(JsonResponse(state.licensing.revoke(&which, &Context::now(ip.text())).await?.into()))
+    Ok(JsonResponse(state.licensing.revoke(&which, &state.licensing.context(ip.text())).await?.into()))
 }
 
 #[derive(Debug, Serialize)]
@@ -318,7 +318,7 @@ pub(crate) async fn remove_machine(
     Path((id, fingerprint)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let which = LicenseRef::parse(&id)?;
-    match state.licensing.remove_machine(&which, &fingerprint, &Context::now(ip.text())).await {
+    match state.licensing.remove_machine(&which, &fingerprint, &state.licensing.context(ip.text())).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(ServiceError::NotActivated) => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::service::{ServiceError, Unusable};
+use crate::store::License;
 
 /// An error response: `{"code": "...", "message": "..."}` with an HTTP status.
 ///
@@ -20,18 +21,23 @@ pub struct ApiError {
     pub message: String,
     /// Seconds to wait before retrying (sent as `Retry-After`), for 429.
     pub retry_after: Option<u64>,
+    /// More fields of the body beside `code` and `message` (e.g. the current `status` and `license` of a 409
+    /// `status_conflict`).
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Serialize)]
 struct Body<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    details: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
     /// An error with this status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError { status, code, message: message.into(), retry_after: None, details: None }
     }
 
     /// 404 for a route that does not exist.
@@ -82,7 +88,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = axum::Json(Body { code: self.code, message: &self.message });
+        let body = axum::Json(Body { code: self.code, message: &self.message, details: self.details.as_ref() });
         let mut response = (self.status, body).into_response();
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -122,7 +128,17 @@ impl From<ServiceError> for ApiError {
             ServiceError::UnknownDeactivationCode => {
                 ApiError::new(S::NOT_FOUND, "unknown_deactivation_code", e.to_string())
             }
-            ServiceError::Conflict(message) => ApiError::new(S::CONFLICT, "conflict", message),
+            ServiceError::IdempotencyConflict => ApiError::new(S::CONFLICT, "idempotency_conflict", e.to_string()),
+            ServiceError::StatusConflict { current, ref license, .. } => {
+                // The state the request lost to, so a client need not ask again.
+                let mut details = serde_json::Map::new();
+                details.insert("status".into(), current.as_str().into());
+                if let Some(license) = license {
+                    let view = super::admin::LicenseView::from(License::clone(license));
+                    details.insert("license".into(), serde_json::to_value(view).unwrap_or_default());
+                }
+                ApiError { details: Some(details), ..ApiError::new(S::CONFLICT, "status_conflict", e.to_string()) }
+            }
             ServiceError::Store(ref err) => ApiError::internal(err),
             ServiceError::Signing(ref err) => ApiError::internal(err),
             other => ApiError::internal(&other),
@@ -183,7 +199,16 @@ mod tests {
             (ServiceError::LicenseNotFound, StatusCode::NOT_FOUND, "license_not_found"),
             (ServiceError::Unusable(Unusable::Revoked), StatusCode::FORBIDDEN, "revoked"),
             (ServiceError::NoSlotLeft { max_machines: 3, machines_used: 3 }, StatusCode::CONFLICT, "too_many_machines"),
-            (ServiceError::Conflict("x".into()), StatusCode::CONFLICT, "conflict"),
+            (ServiceError::IdempotencyConflict, StatusCode::CONFLICT, "idempotency_conflict"),
+            (
+                ServiceError::StatusConflict {
+                    current: crate::store::LicenseStatus::Revoked,
+                    wanted: crate::store::LicenseStatus::Active,
+                    license: None,
+                },
+                StatusCode::CONFLICT,
+                "status_conflict",
+            ),
             (
                 ServiceError::InvalidCode(verifier::Error::MistypedCode),
                 StatusCode::UNPROCESSABLE_ENTITY,

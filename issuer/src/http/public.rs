@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::error::ApiError;
 use super::extract::{ClientIp, Json};
 use super::AppState;
-use crate::service::{Context, Issued, ServiceError};
+use crate::service::{Issued, ServiceError};
 use crate::store::{License, LicenseStatus};
 use verifier::{ActivationRequest, DeactivationCode};
 
@@ -80,7 +80,7 @@ pub(crate) async fn activate(
     ip: ClientIp,
     Json(req): Json<ActivateRequest>,
 ) -> Result<JsonResponse<TokenResponse>, ApiError> {
-    let ctx = Context::now(ip.text());
+    let ctx = state.licensing.context(ip.text());
     let issued = state
         .licensing
         .activate(&req.key, &req.fingerprint, req.name.as_deref(), req.platform.as_deref(), &ctx)
@@ -112,7 +112,7 @@ pub(crate) async fn validate(
     ip: ClientIp,
     Json(req): Json<ValidateRequest>,
 ) -> Result<JsonResponse<ValidateResponse>, ApiError> {
-    let ctx = Context::now(ip.text());
+    let ctx = state.licensing.context(ip.text());
     let v = state.licensing.validate(&req.key, &req.fingerprint, req.product.as_deref(), &ctx).await?;
     Ok(JsonResponse(ValidateResponse {
         valid: v.code == crate::service::ValidationCode::Valid,
@@ -135,7 +135,7 @@ pub(crate) async fn refresh(
     ip: ClientIp,
     Json(req): Json<RefreshRequest>,
 ) -> Result<JsonResponse<TokenResponse>, ApiError> {
-    let ctx = Context::now(ip.text());
+    let ctx = state.licensing.context(ip.text());
     let issued = state.licensing.refresh(&req.token, &ctx).await?;
     Ok(JsonResponse(TokenResponse::from_issued(issued)))
 }
@@ -159,7 +159,7 @@ pub(crate) async fn deactivate(
     ip: ClientIp,
     Json(req): Json<DeactivateRequest>,
 ) -> Result<JsonResponse<DeactivateResponse>, ApiError> {
-    let ctx = Context::now(ip.text());
+    let ctx = state.licensing.context(ip.text());
     match state.licensing.deactivate(&req.key, &req.fingerprint, &ctx).await {
         Ok((license, used)) => Ok(JsonResponse(DeactivateResponse {
             deactivated: true,
@@ -229,7 +229,7 @@ pub(crate) async fn offline_activate(
     Json(req): Json<OfflineActivateRequest>,
 ) -> Result<JsonResponse<OfflineTokenResponse>, ApiError> {
     let request = ActivationRequest::from_code(&req.request).map_err(ServiceError::InvalidCode)?;
-    let ctx = Context::now(ip.text());
+    let ctx = state.licensing.context(ip.text());
     let issued = state.licensing.activate_offline(&request, &ctx).await?;
     Ok(JsonResponse(OfflineTokenResponse {
         token: issued.token,
@@ -254,7 +254,7 @@ pub(crate) async fn offline_deactivate(
     Json(req): Json<OfflineDeactivateRequest>,
 ) -> Result<JsonResponse<DeactivateResponse>, ApiError> {
     let code = DeactivationCode::from_code(&req.code).map_err(ServiceError::InvalidCode)?;
-    let ctx = Context::now(ip.text());
+    let ctx = state.licensing.context(ip.text());
     let done = state.licensing.redeem_deactivation(&code, &ctx).await?;
     Ok(JsonResponse(DeactivateResponse {
         deactivated: true,

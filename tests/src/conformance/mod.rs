@@ -3,23 +3,48 @@
 //! `tests/tests/store_conformance.rs`).
 //!
 //! Each case gets a fresh, empty store. The cases cover every store operation, and the guarantees that only show
-//! under concurrency: the slot limit, idempotent creation and one-time redemption of a deactivation code.
+//! under concurrency: the slot limit, idempotent creation and one-time redemption of a deactivation code. `units`
+//! holds the unit-of-work cases (atomicity, a failure injected between the writes of one operation, a foreign writer
+//! trying to undo a revocation), and `races` the service operations racing on one license.
 
 use std::any::Any;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use issuer::{
     Activated, Created, Cursor, EventKind, Idempotency, License, LicenseFilter, LicenseStatus, LicenseUpdate, NewEvent,
     Redeemed, Store, StoreError,
 };
+use one::OneUnit as _;
+
+pub mod one;
+pub mod races;
+pub mod units;
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+/// The backend of a [`TestStore`], for cases that speak its SQL dialect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// [`issuer::SqliteStore`].
+    Sqlite,
+    /// [`issuer::PostgresStore`].
+    Postgres,
+}
+
+/// Runs SQL statements on the test store's database over a connection of its own, as another writer would (the
+/// failure-injection and foreign-writer cases). The error is the database's message.
+pub type RawSql = Arc<dyn Fn(String) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// A fresh store for one test, and whatever must live as long as it (a temporary directory, a test database).
 pub struct TestStore {
     /// The store under test.
     pub store: Arc<dyn Store>,
+    /// Which backend it is.
+    pub backend: Backend,
+    /// SQL on the same database, beside the store.
+    pub sql: RawSql,
     /// Kept alive until the test ends.
     pub keep: Box<dyn Any + Send>,
 }
@@ -40,13 +65,19 @@ macro_rules! store_conformance_tests {
             machines_are_looked_up_listed_and_touched,
             list_filters_and_pages_with_a_cursor,
             update_changes_only_the_given_fields,
-            status_changes_are_stored,
             events_are_appended_in_order_and_paged_per_license,
             admin_token_hashes_are_stored,
             offline_deactivation_frees_the_slot_once_and_only_on_its_license,
             concurrent_redemptions_of_one_code_free_one_slot_once,
             license_for_machine_answers_what_a_validation_needs,
-            logged_machine_changes_write_their_event_only_when_they_happen,
+            status_changes_are_compare_and_set_and_revoked_is_final,
+        );
+        $crate::store_conformance_tests!(@whole $open;
+            units::a_unit_commits_all_its_writes_or_none,
+            units::a_failure_between_the_writes_of_an_operation_leaves_neither,
+            units::a_foreign_writer_cannot_undo_a_revocation,
+            units::every_change_has_exactly_one_event_after_a_concurrent_load,
+            races::concurrent_transitions_never_undo_a_revocation,
         );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
@@ -60,9 +91,20 @@ macro_rules! store_conformance_tests {
             }
         )*
     };
+    (@whole $open:path; $($module:ident :: $case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                if let Some(test_store) = $open(stringify!($case)).await {
+                    $crate::conformance::$module::$case(&test_store).await;
+                    drop(test_store);
+                }
+            }
+        )*
+    };
 }
 
-fn now() -> OffsetDateTime {
+pub(crate) fn now() -> OffsetDateTime {
     whole_seconds(OffsetDateTime::now_utc())
 }
 
@@ -70,7 +112,7 @@ fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap()
 }
 
-fn license(max_machines: u32) -> License {
+pub(crate) fn license(max_machines: u32) -> License {
     License {
         id: Uuid::now_v7(),
         key: issuer::LicenseKey::generate().unwrap().to_string(),
@@ -86,7 +128,7 @@ fn license(max_machines: u32) -> License {
     }
 }
 
-async fn created(store: &Arc<dyn Store>, max_machines: u32) -> License {
+pub(crate) async fn created(store: &Arc<dyn Store>, max_machines: u32) -> License {
     let l = license(max_machines);
     store.create_license(&l, None).await.unwrap();
     l
@@ -302,7 +344,7 @@ pub async fn list_filters_and_pages_with_a_cursor(store: Arc<dyn Store>) {
     assert!(bobs.next.is_none());
     let viewers = all(LicenseFilter { product: Some("acme-viewer".into()), ..LicenseFilter::default() }).await;
     assert_eq!(viewers.licenses.iter().map(|l| l.id).collect::<Vec<_>>(), [ids[0], ids[3], ids[6]]);
-    store.set_status(ids[3], LicenseStatus::Suspended, now()).await.unwrap();
+    store.change_status(ids[3], LicenseStatus::Active, LicenseStatus::Suspended, now()).await.unwrap();
     let suspended = all(LicenseFilter { status: Some(LicenseStatus::Suspended), ..LicenseFilter::default() }).await;
     assert_eq!(suspended.licenses.iter().map(|l| l.id).collect::<Vec<_>>(), [ids[3]]);
     let both = all(LicenseFilter {
@@ -346,16 +388,25 @@ pub async fn update_changes_only_the_given_fields(store: Arc<dyn Store>) {
     assert!(store.update_license(Uuid::now_v7(), &update, at).await.unwrap().is_none());
 }
 
-/// Status changes are stored with their time; unknown ids give `None`.
-pub async fn status_changes_are_stored(store: Arc<dyn Store>) {
+/// A status change is compare-and-set: it applies only from the status it names, and is stored with its time. The
+/// database refuses any change away from revoked. Unknown ids give `None`.
+pub async fn status_changes_are_compare_and_set_and_revoked_is_final(store: Arc<dyn Store>) {
+    use LicenseStatus::{Active, Revoked, Suspended};
     let l = created(&store, 1).await;
     let at = now() + time::Duration::seconds(3);
-    for status in [LicenseStatus::Suspended, LicenseStatus::Active, LicenseStatus::Revoked] {
-        let changed = store.set_status(l.id, status, at).await.unwrap().unwrap();
-        assert_eq!((changed.status, changed.updated_at), (status, at));
-        assert_eq!(store.license_by_key(&l.key).await.unwrap().unwrap().status, status);
+    assert_eq!(store.change_status(l.id, Suspended, Active, at).await.unwrap(), None, "not suspended: no change");
+    assert_eq!(store.license_by_id(l.id).await.unwrap().unwrap(), l);
+    for (from, to) in [(Active, Suspended), (Suspended, Active), (Active, Suspended), (Suspended, Revoked)] {
+        let changed = store.change_status(l.id, from, to, at).await.unwrap().unwrap();
+        assert_eq!((changed.status, changed.updated_at), (to, at));
+        assert_eq!(store.license_by_key(&l.key).await.unwrap().unwrap().status, to);
     }
-    assert!(store.set_status(Uuid::now_v7(), LicenseStatus::Revoked, now()).await.unwrap().is_none());
+    for to in [Active, Suspended] {
+        let undo = store.change_status(l.id, Revoked, to, at).await;
+        assert!(matches!(undo, Err(StoreError::RevokedIsFinal)), "{undo:?}");
+    }
+    assert_eq!(store.license_by_id(l.id).await.unwrap().unwrap().status, Revoked);
+    assert!(store.change_status(Uuid::now_v7(), Active, Revoked, now()).await.unwrap().is_none());
 }
 
 /// Events read back equal, oldest first, only the license's own, paged by id.
@@ -487,47 +538,4 @@ pub async fn license_for_machine_answers_what_a_validation_needs(store: Arc<dyn 
     let (_, used, active) = store.license_for_machine(&l.key, "elsewhere").await.unwrap().unwrap();
     assert_eq!((used, active), (2, false));
     assert!(store.license_for_machine("NOKEY-NOKEY-NOKEY-NOKEY", "here").await.unwrap().is_none());
-}
-
-/// Activation, touch and removal with their event: the event is written with the change, and only when the change
-/// happened; the activation event's detail says what the activation did.
-pub async fn logged_machine_changes_write_their_event_only_when_they_happen(store: Arc<dyn Store>) {
-    let l = created(&store, 1).await;
-    let event = |kind, fingerprint: &str| NewEvent {
-        license_id: l.id,
-        kind,
-        at: now(),
-        fingerprint: Some(fingerprint.into()),
-        client_ip: Some("192.0.2.9".into()),
-        detail: serde_json::json!({ "offline": false }),
-    };
-    let first = store.activate_machine_logged(l.id, "a", Some("pc"), None, &event(EventKind::Activated, "a")).await;
-    assert!(matches!(first.unwrap(), Activated::New { machines_used: 1, .. }));
-    let again = store.activate_machine_logged(l.id, "a", None, None, &event(EventKind::Activated, "a")).await;
-    assert!(matches!(again.unwrap(), Activated::Existing { machines_used: 1, .. }));
-    let full = store.activate_machine_logged(l.id, "b", None, None, &event(EventKind::Activated, "b")).await;
-    assert!(matches!(full.unwrap(), Activated::NoSlotLeft { machines_used: 1 }));
-    assert_eq!(store.touch_machine_logged(l.id, "a", &event(EventKind::Refreshed, "a")).await.unwrap(), Some(1));
-    assert_eq!(store.touch_machine_logged(l.id, "b", &event(EventKind::Refreshed, "b")).await.unwrap(), None);
-    assert_eq!(store.remove_machine_logged(l.id, "a", &event(EventKind::Deactivated, "a")).await.unwrap(), Some(0));
-    assert_eq!(store.remove_machine_logged(l.id, "a", &event(EventKind::Deactivated, "a")).await.unwrap(), None);
-
-    let events = store.list_events(l.id, 0, 100).await.unwrap();
-    let kinds: Vec<_> = events.iter().map(|e| (e.event.kind, e.event.fingerprint.clone().unwrap())).collect();
-    let a = || "a".to_string();
-    assert_eq!(
-        kinds,
-        [
-            (EventKind::Activated, a()),
-            (EventKind::Activated, a()),
-            (EventKind::Refreshed, a()),
-            (EventKind::Deactivated, a())
-        ]
-    );
-    assert_eq!(
-        events[0].event.detail,
-        serde_json::json!({ "offline": false, "new_machine": true, "machines_used": 1 })
-    );
-    assert_eq!(events[1].event.detail["new_machine"], false);
-    assert_eq!(events[2].event.detail, serde_json::json!({ "offline": false }));
 }

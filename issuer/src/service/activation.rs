@@ -1,0 +1,347 @@
+//! Machines and tokens: online activation within the slot limit, validation, token refresh (how a revocation reaches
+//! online apps) and deactivation, and signing the tokens.
+//!
+//! Activation, refresh and deactivation are each one unit of work: the license is read under the unit's lock and
+//! checked (usable, not revoked meanwhile), then the machine change and its event are written together. An online
+//! token is signed after the unit committed, from the license as the unit read it.
+
+use std::sync::Arc;
+
+use keys::KeyRing;
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+use verifier::{Claims, LicenseId, TokenKind, UntrustedToken};
+
+use super::checks::{check_fingerprint, check_machine_text, usable};
+use super::{Context, LicenseRef, Licensing, ServiceError, TokenPolicy, Unusable};
+use crate::license_key::LicenseKey;
+use crate::store::{Activated, EventKind, License, Lookup, StoreExt as _};
+
+/// A signed token and what it says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Issued {
+    /// The token text.
+    pub token: String,
+    /// The claims it carries.
+    pub claims: Claims,
+    /// When the app should refresh the token; `None` for an offline token.
+    pub refresh_after: Option<OffsetDateTime>,
+    /// When the token stops being valid; `None` for an offline token (the license's own expiry still applies).
+    pub token_expires_at: Option<OffsetDateTime>,
+    /// The license.
+    pub license: License,
+    /// Machines active on the license.
+    pub machines_used: u32,
+    /// Whether this activation took a new slot (`false` for a re-activation or a refresh).
+    pub new_machine: bool,
+}
+
+/// Result codes of validation, stable for clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ValidationCode {
+    /// The license is good and this machine is activated.
+    Valid,
+    /// No license has this key.
+    NotFound,
+    /// The license is suspended.
+    Suspended,
+    /// The license is revoked.
+    Revoked,
+    /// The license expired.
+    Expired,
+    /// This machine is not activated on the license.
+    NotActivated,
+    /// More machines are active than the license has slots (slots were lowered).
+    TooManyMachines,
+    /// The license is for another product than the one asked about.
+    ProductMismatch,
+}
+
+impl ValidationCode {
+    /// The code as sent to clients.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValidationCode::Valid => "VALID",
+            ValidationCode::NotFound => "NOT_FOUND",
+            ValidationCode::Suspended => "SUSPENDED",
+            ValidationCode::Revoked => "REVOKED",
+            ValidationCode::Expired => "EXPIRED",
+            ValidationCode::NotActivated => "NOT_ACTIVATED",
+            ValidationCode::TooManyMachines => "TOO_MANY_MACHINES",
+            ValidationCode::ProductMismatch => "PRODUCT_MISMATCH",
+        }
+    }
+
+    /// A sentence for people.
+    pub fn message(self) -> &'static str {
+        match self {
+            ValidationCode::Valid => "the license is valid on this machine",
+            ValidationCode::NotFound => "no license has this key",
+            ValidationCode::Suspended => "the license is suspended",
+            ValidationCode::Revoked => "the license is revoked",
+            ValidationCode::Expired => "the license has expired",
+            ValidationCode::NotActivated => "this machine is not activated on the license",
+            ValidationCode::TooManyMachines => "more machines are active than the license allows",
+            ValidationCode::ProductMismatch => "the license is for another product",
+        }
+    }
+}
+
+/// The outcome of a validation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Validated {
+    /// The result code; only [`ValidationCode::Valid`] means valid.
+    pub code: ValidationCode,
+    /// The license, when the key was found.
+    pub license: Option<License>,
+    /// Machines active on the license, when found.
+    pub machines_used: Option<u32>,
+}
+
+impl Licensing {
+    /// Activates this machine on the license and returns a fresh online token. An already active machine gets a new
+    /// token without using another slot.
+    pub async fn activate(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        name: Option<&str>,
+        platform: Option<&str>,
+        ctx: &Context,
+    ) -> Result<Issued, ServiceError> {
+        let key = LicenseKey::parse(key)?;
+        self.activate_license(&LicenseRef::Key(key), fingerprint, name, platform, TokenKind::Online, ctx).await
+    }
+
+    /// Activates a machine on a license given by id or key, exactly as [`Licensing::activate`] does (slot limit,
+    /// events), and signs a token of `kind`. An [`TokenKind::Offline`] token has no token expiry; it is signed inside
+    /// the unit, and its deactivation proof is stored with the activation, so a [`verifier::DeactivationCode`] can
+    /// free the slot later. The vendor CLI's `token issue` calls this.
+    pub async fn activate_license(
+        &self,
+        which: &LicenseRef,
+        fingerprint: &str,
+        name: Option<&str>,
+        platform: Option<&str>,
+        kind: TokenKind,
+        ctx: &Context,
+    ) -> Result<Issued, ServiceError> {
+        check_fingerprint(fingerprint)?;
+        check_machine_text("name", name)?;
+        check_machine_text("platform", platform)?;
+        let (which, fp, unit_ctx) = (which.clone(), fingerprint.to_string(), ctx.clone());
+        let (name, platform) = (name.map(str::to_string), platform.map(str::to_string));
+        let (ring, policy) = (self.ring.current(), self.policy);
+        let offline = kind == TokenKind::Offline;
+        let (license, machines_used, new_machine, signed) = self
+            .store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    let (ctx, fingerprint) = (unit_ctx, fp);
+                    let license = tx.license(which.lookup()).await?.ok_or(ServiceError::LicenseNotFound)?;
+                    let at = ctx.at();
+                    usable(&license, at).map_err(ServiceError::Unusable)?;
+                    let activated =
+                        tx.activate_machine(license.id, &fingerprint, name.as_deref(), platform.as_deref(), at).await?;
+                    let (new_machine, machines_used) = match activated {
+                        Activated::New { machines_used, .. } => (true, machines_used),
+                        Activated::Existing { machines_used, .. } => (false, machines_used),
+                        Activated::NoSlotLeft { machines_used } => {
+                            return Err(ServiceError::NoSlotLeft { max_machines: license.max_machines, machines_used });
+                        }
+                        Activated::NoLicense => return Err(ServiceError::LicenseNotFound),
+                    };
+                    let mut detail = serde_json::json!({ "new_machine": new_machine, "machines_used": machines_used });
+                    let signed = if offline {
+                        detail["offline"] = true.into();
+                        let issued =
+                            sign(&ring, policy, license.clone(), &fingerprint, at, machines_used, new_machine, kind)?;
+                        let proof = verifier::token_proof(&issued.token).map_err(ServiceError::InvalidToken)?;
+                        if !tx.set_offline_proof(license.id, &fingerprint, &proof).await? {
+                            return Err(ServiceError::NotActivated);
+                        }
+                        Some(issued)
+                    } else {
+                        None
+                    };
+                    tx.append_event(&ctx.event(license.id, EventKind::Activated, Some(&fingerprint), detail)).await?;
+                    Ok((license, machines_used, new_machine, signed))
+                })
+            })
+            .await?;
+        match signed {
+            Some(issued) => Ok(issued),
+            None => {
+                self.issue(license, fingerprint.to_string(), ctx.at(), machines_used, new_machine, TokenKind::Online)
+            }
+        }
+    }
+
+    /// Checks the license and this machine's activation. Changes nothing: it reads committed state and appends its
+    /// `validated` event alone.
+    pub async fn validate(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        product: Option<&str>,
+        ctx: &Context,
+    ) -> Result<Validated, ServiceError> {
+        let key = LicenseKey::parse(key)?;
+        check_fingerprint(fingerprint)?;
+        let Some((license, machines_used, machine_active)) =
+            self.store.license_for_machine(key.as_str(), fingerprint).await?
+        else {
+            return Ok(Validated { code: ValidationCode::NotFound, license: None, machines_used: None });
+        };
+        let code = if product.is_some_and(|p| p != license.product) {
+            ValidationCode::ProductMismatch
+        } else {
+            match usable(&license, ctx.at()) {
+                Err(Unusable::Revoked) => ValidationCode::Revoked,
+                Err(Unusable::Suspended) => ValidationCode::Suspended,
+                Err(Unusable::Expired) => ValidationCode::Expired,
+                Ok(()) => {
+                    if !machine_active {
+                        ValidationCode::NotActivated
+                    } else if machines_used > license.max_machines {
+                        ValidationCode::TooManyMachines
+                    } else {
+                        ValidationCode::Valid
+                    }
+                }
+            }
+        };
+        let detail = serde_json::json!({ "code": code.as_str() });
+        self.store.append_event(&ctx.event(license.id, EventKind::Validated, Some(fingerprint), detail)).await?;
+        Ok(Validated { code, license: Some(license), machines_used: Some(machines_used) })
+    }
+
+    /// Exchanges a token this issuer signed (even an expired one) for a new one, while the license is usable and
+    /// the machine is still activated. The check, the machine's `last_seen_at` and the `refreshed` event (also of a
+    /// refusal) are one unit: a refresh that commits after a revocation is refused.
+    pub async fn refresh(&self, token: &str, ctx: &Context) -> Result<Issued, ServiceError> {
+        let untrusted = UntrustedToken::parse(token.trim()).map_err(ServiceError::InvalidToken)?;
+        let old = match untrusted.verify(&self.ring.public_keys()) {
+            // Signed by a key this instance has not loaded yet: another instance may have rotated first.
+            Err(verifier::Error::UnknownKey { .. }) if self.reload_key_ring().await => {
+                untrusted.verify(&self.ring.public_keys())
+            }
+            verified => verified,
+        }
+        .map_err(ServiceError::InvalidToken)?
+        .into_claims();
+        let (license_id, fingerprint) = (Uuid::from_bytes(old.license_id.0), old.fingerprint);
+        let unit_ctx = ctx.clone();
+        let fp = fingerprint.clone();
+        let refreshed = self
+            .store
+            .transact::<_, ServiceError, _>(move |tx| {
+                Box::pin(async move {
+                    let ctx = unit_ctx;
+                    let license = tx.license(Lookup::Id(license_id)).await?.ok_or(ServiceError::LicenseNotFound)?;
+                    let outcome = |outcome: &str| serde_json::json!({ "outcome": outcome });
+                    let (refusal, why) = match usable(&license, ctx.at()) {
+                        Ok(()) => {
+                            if tx.touch_machine(license.id, &fp, ctx.at()).await? {
+                                let used = tx.count_machines(license.id).await?;
+                                let event =
+                                    ctx.event(license.id, EventKind::Refreshed, Some(&fp), outcome("refreshed"));
+                                tx.append_event(&event).await?;
+                                return Ok(Ok((license, used)));
+                            }
+                            (ServiceError::NotActivated, "not_activated")
+                        }
+                        Err(Unusable::Revoked) => (ServiceError::Unusable(Unusable::Revoked), "revoked"),
+                        Err(Unusable::Suspended) => (ServiceError::Unusable(Unusable::Suspended), "suspended"),
+                        Err(Unusable::Expired) => (ServiceError::Unusable(Unusable::Expired), "expired"),
+                    };
+                    // The refusal is committed as an event; the caller gets the refusal.
+                    tx.append_event(&ctx.event(license.id, EventKind::Refreshed, Some(&fp), outcome(why))).await?;
+                    Ok(Err(refusal))
+                })
+            })
+            .await?;
+        let (license, machines_used) = refreshed?;
+        self.issue(license, fingerprint, ctx.at(), machines_used, false, TokenKind::Online)
+    }
+
+    /// Deactivates this machine, freeing its slot, with its `deactivated` event. Returns the license and the machines
+    /// still active.
+    pub async fn deactivate(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        ctx: &Context,
+    ) -> Result<(License, u32), ServiceError> {
+        let key = LicenseKey::parse(key)?;
+        check_fingerprint(fingerprint)?;
+        let (fingerprint, ctx) = (fingerprint.to_string(), ctx.clone());
+        self.store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    let license = tx.license(Lookup::Key(key.as_str())).await?.ok_or(ServiceError::LicenseNotFound)?;
+                    if !tx.remove_machine(license.id, &fingerprint).await? {
+                        return Err(ServiceError::NotActivated);
+                    }
+                    let used = tx.count_machines(license.id).await?;
+                    let event =
+                        ctx.event(license.id, EventKind::Deactivated, Some(&fingerprint), serde_json::json!({}));
+                    tx.append_event(&event).await?;
+                    Ok((license, used))
+                })
+            })
+            .await
+    }
+
+    /// Signs a token for `license` on this machine with the ring in use now.
+    fn issue(
+        &self,
+        license: License,
+        fingerprint: String,
+        at: OffsetDateTime,
+        machines_used: u32,
+        new_machine: bool,
+        kind: TokenKind,
+    ) -> Result<Issued, ServiceError> {
+        sign(&self.ring.current(), self.policy, license, &fingerprint, at, machines_used, new_machine, kind)
+    }
+}
+
+/// Signs a token of `kind` for `license` on the machine `fingerprint`, issued at `at`.
+#[allow(clippy::too_many_arguments)]
+fn sign(
+    ring: &Arc<KeyRing>,
+    policy: TokenPolicy,
+    license: License,
+    fingerprint: &str,
+    at: OffsetDateTime,
+    machines_used: u32,
+    new_machine: bool,
+    kind: TokenKind,
+) -> Result<Issued, ServiceError> {
+    let (refresh_after, token_expires_at) = match kind {
+        TokenKind::Online => {
+            let refresh_after = at + policy.refresh_interval;
+            (Some(refresh_after), Some(refresh_after + policy.offline_grace))
+        }
+        TokenKind::Offline => (None, None),
+    };
+    let claims = Claims {
+        kind,
+        license_id: LicenseId(license.id.into_bytes()),
+        license_key: license.key.clone(),
+        email: license.email.clone(),
+        product: license.product.clone(),
+        entitlements: license.entitlements.clone(),
+        max_machines: license.max_machines,
+        fingerprint: fingerprint.to_string(),
+        issued_at: at,
+        license_expires_at: license.expires_at,
+        refresh_after,
+        token_expires_at,
+    };
+    let token = ring.sign(&claims)?;
+    Ok(Issued { token, claims, refresh_after, token_expires_at, license, machines_used, new_machine })
+}

@@ -1,0 +1,127 @@
+//! Why a licensing operation failed: one error type for the service, mapped to HTTP statuses and codes by
+//! `http::error` and to messages by the CLI.
+
+use keys::KeyError;
+use time::OffsetDateTime;
+
+use crate::license_key::LicenseKeyError;
+use crate::store::{License, LicenseStatus, StoreError};
+
+/// Why a license cannot be used right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unusable {
+    /// Suspended by the vendor.
+    Suspended,
+    /// Revoked by the vendor.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+}
+
+/// Why a licensing operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The license key is malformed (caught before any lookup).
+    #[error(transparent)]
+    InvalidLicenseKey(#[from] LicenseKeyError),
+    /// A field of the request is invalid.
+    #[error("invalid {field}: {message}")]
+    InvalidField {
+        /// The field's name in the request.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// No license has this key or id.
+    #[error("no license with this key or id exists")]
+    LicenseNotFound,
+    /// The machine is not activated on the license.
+    #[error("this machine is not activated on the license")]
+    NotActivated,
+    /// The license is suspended, revoked or expired.
+    #[error("the license is {}", match .0 { Unusable::Suspended => "suspended", Unusable::Revoked => "revoked", Unusable::Expired => "expired" })]
+    Unusable(Unusable),
+    /// Every machine slot is taken.
+    #[error("all {max_machines} machine slots of the license are in use; deactivate a machine first")]
+    NoSlotLeft {
+        /// The license's slots.
+        max_machines: u32,
+        /// Active machines.
+        machines_used: u32,
+    },
+    /// The token is malformed, altered or not signed by this issuer.
+    #[error("invalid token: {0}")]
+    InvalidToken(verifier::Error),
+    /// An activation request or deactivation code is mistyped ([`verifier::Error::MistypedCode`]) or not valid
+    /// ([`verifier::Error::InvalidCode`]).
+    #[error("{0}")]
+    InvalidCode(verifier::Error),
+    /// The deactivation code was redeemed before; nothing changed.
+    #[error("this deactivation code was already redeemed at {} (it freed machine {fingerprint}); nothing changed", rfc3339(*.redeemed_at))]
+    AlreadyRedeemed {
+        /// The machine it freed then.
+        fingerprint: String,
+        /// When.
+        redeemed_at: OffsetDateTime,
+    },
+    /// No machine of the code's license holds the token the code was made for: a code of another license, or of a
+    /// token the machine has since replaced.
+    #[error("no machine of the license holds the token this deactivation code is for (a code of another license, or of a token since replaced)")]
+    UnknownDeactivationCode,
+    /// The Idempotency-Key was used before with a different request.
+    #[error("this Idempotency-Key was already used with a different request; use a new key for a new license")]
+    IdempotencyConflict,
+    /// The license's current status does not allow the change: a revoked license can be neither suspended nor
+    /// reinstated (a revocation is final), also when the revocation won a race with this request.
+    #[error("the license is {current}; it cannot be {}{}", verb(*.wanted), if *.current == LicenseStatus::Revoked { " (a revocation is final)" } else { "" })]
+    StatusConflict {
+        /// The status the license has now.
+        current: LicenseStatus,
+        /// The status the request asked for.
+        wanted: LicenseStatus,
+        /// The license as it is now, when known.
+        license: Option<Box<License>>,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Signing(#[from] KeyError),
+    /// The operating system's random source failed.
+    #[error("the random source failed: {0}")]
+    Random(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::IdempotencyConflict => ServiceError::IdempotencyConflict,
+            // The database's own guard; the service's compare-and-set under the license lock normally answers first.
+            StoreError::RevokedIsFinal => ServiceError::StatusConflict {
+                current: LicenseStatus::Revoked,
+                wanted: LicenseStatus::Active,
+                license: None,
+            },
+            other => ServiceError::Store(other),
+        }
+    }
+}
+
+/// The past participle of the transition to `status`, for messages.
+fn verb(status: LicenseStatus) -> &'static str {
+    match status {
+        LicenseStatus::Active => "reinstated",
+        LicenseStatus::Suspended => "suspended",
+        LicenseStatus::Revoked => "revoked",
+    }
+}
+
+pub(super) fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+pub(super) fn invalid(field: &'static str, message: impl Into<String>) -> ServiceError {
+    ServiceError::InvalidField { field, message: message.into() }
+}

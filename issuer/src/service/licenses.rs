@@ -1,0 +1,327 @@
+//! Licenses: create, read, list, update, the status transitions (suspend, reinstate, revoke), admin removal of a
+//! machine, and the event log.
+//!
+//! Each change is one unit of work: the license is read under the unit's lock, the change is decided on what was
+//! read, and the change and its event are written together. A status change is also written as compare-and-set on
+//! the status read, and the database refuses any change away from revoked, so a revocation answered as done stays
+//! done whatever runs beside it. Updates (`PATCH`) are merged field by field into the locked license: two updates
+//! of different fields both apply; of the same field, the later one wins (documented in docs/api.md).
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::checks::{check_fingerprint, check_license, hex};
+use super::error::invalid;
+use super::{Context, Licensing, ServiceError};
+use crate::license_key::LicenseKey;
+use crate::store::{
+    Created, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup,
+    Machine, StoreExt as _,
+};
+
+/// When a new license ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expiry {
+    /// Perpetual.
+    Never,
+    /// At this time.
+    At(#[serde(with = "time::serde::timestamp")] OffsetDateTime),
+    /// This many seconds after creation.
+    After(u64),
+}
+
+/// What a new license holds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NewLicense {
+    /// The licensee's email.
+    pub email: String,
+    /// The product.
+    pub product: String,
+    /// Machine slots (at least 1).
+    pub max_machines: u32,
+    /// Expiry.
+    pub expiry: Expiry,
+    /// Feature names.
+    pub entitlements: Vec<String>,
+    /// Free-form JSON object.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A license given by id or by key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LicenseRef {
+    /// By id.
+    Id(Uuid),
+    /// By key.
+    Key(LicenseKey),
+}
+
+impl LicenseRef {
+    /// A UUID, or else a license key.
+    pub fn parse(text: &str) -> Result<LicenseRef, ServiceError> {
+        if let Ok(id) = Uuid::parse_str(text.trim()) {
+            return Ok(LicenseRef::Id(id));
+        }
+        LicenseKey::parse(text)
+            .map(LicenseRef::Key)
+            .map_err(|_| invalid("id", "expected a license id (UUID) or a license key (XXXXX-XXXXX-XXXXX-XXXXX)"))
+    }
+
+    /// How the store looks it up.
+    pub(super) fn lookup(&self) -> Lookup<'_> {
+        match self {
+            LicenseRef::Id(id) => Lookup::Id(*id),
+            LicenseRef::Key(key) => Lookup::Key(key.as_str()),
+        }
+    }
+}
+
+impl Licensing {
+    /// Creates a license, with its `created` event. With an idempotency key, a retry of the same request returns
+    /// the first license (`false` in the pair) and another request with the same key is a conflict.
+    pub async fn create_license(
+        &self,
+        new: NewLicense,
+        idempotency_key: Option<&str>,
+        ctx: &Context,
+    ) -> Result<(License, bool), ServiceError> {
+        let at = ctx.at();
+        let expires_at = match new.expiry {
+            Expiry::Never => None,
+            Expiry::At(t) => Some(t.replace_nanosecond(0).unwrap_or(t)),
+            Expiry::After(secs) => Some(
+                i64::try_from(secs)
+                    .ok()
+                    .and_then(|s| at.checked_add(Duration::seconds(s)))
+                    .ok_or_else(|| invalid("duration", "is too long"))?,
+            ),
+        };
+        let idempotency = match idempotency_key {
+            Some(key) => {
+                if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
+                    return Err(invalid("Idempotency-Key", "must be 1-255 characters without control characters"));
+                }
+                let canonical = serde_json::to_vec(&new).map_err(|e| invalid("body", e.to_string()))?;
+                Some(Idempotency { key: key.into(), request_hash: hex(&Sha256::digest(&canonical)) })
+            }
+            None => None,
+        };
+        let key = LicenseKey::generate().map_err(|e| ServiceError::Random(e.to_string()))?;
+        let license = License {
+            id: Uuid::now_v7(),
+            key: key.to_string(),
+            email: new.email.trim().to_string(),
+            product: new.product,
+            max_machines: new.max_machines,
+            expires_at,
+            entitlements: new.entitlements,
+            metadata: new.metadata,
+            status: LicenseStatus::Active,
+            created_at: at,
+            updated_at: at,
+        };
+        check_license(&license)?;
+        let detail = serde_json::json!({
+            "email": license.email, "product": license.product, "max_machines": license.max_machines,
+        });
+        let event = ctx.event(license.id, EventKind::Created, None, detail);
+        self.store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    match tx.insert_license(&license, idempotency.as_ref()).await? {
+                        Created::New(license) => {
+                            tx.append_event(&event).await?;
+                            Ok((license, true))
+                        }
+                        Created::Replayed(license) => Ok((license, false)),
+                    }
+                })
+            })
+            .await
+    }
+
+    /// A license by id or key.
+    pub async fn license(&self, which: &LicenseRef) -> Result<License, ServiceError> {
+        let found = match which {
+            LicenseRef::Id(id) => self.store.license_by_id(*id).await?,
+            LicenseRef::Key(key) => self.store.license_by_key(key.as_str()).await?,
+        };
+        found.ok_or(ServiceError::LicenseNotFound)
+    }
+
+    /// A page of licenses.
+    pub async fn list_licenses(&self, filter: &LicenseFilter) -> Result<LicensePage, ServiceError> {
+        let printable =
+            |v: &Option<String>| v.as_deref().is_none_or(|v| v.len() <= 254 && !v.chars().any(char::is_control));
+        if !printable(&filter.email) {
+            return Err(invalid("email", "must be at most 254 bytes without control characters"));
+        }
+        if !printable(&filter.product) {
+            return Err(invalid("product", "must be at most 254 bytes without control characters"));
+        }
+        Ok(self.store.list_licenses(filter).await?)
+    }
+
+    /// Changes slots, expiry, entitlements or metadata, with an `updated` event naming the fields. The update is
+    /// merged into the license as it is under the unit's lock and checked as a whole before it is written.
+    pub async fn update_license(
+        &self,
+        which: &LicenseRef,
+        update: LicenseUpdate,
+        ctx: &Context,
+    ) -> Result<License, ServiceError> {
+        let (which, ctx) = (which.clone(), ctx.clone());
+        self.store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    let mut current = tx.license(which.lookup()).await?.ok_or(ServiceError::LicenseNotFound)?;
+                    if update.is_empty() {
+                        return Ok(current);
+                    }
+                    let mut detail = serde_json::Map::new();
+                    if let Some(n) = update.max_machines {
+                        current.max_machines = n;
+                        detail.insert("max_machines".into(), n.into());
+                    }
+                    if let Some(e) = update.expires_at {
+                        current.expires_at = e;
+                        detail.insert("expires_at".into(), e.map(|t| t.unix_timestamp()).into());
+                    }
+                    if let Some(e) = &update.entitlements {
+                        current.entitlements.clone_from(e);
+                        detail.insert("entitlements".into(), e.clone().into());
+                    }
+                    if let Some(m) = &update.metadata {
+                        current.metadata.clone_from(m);
+                        detail.insert("metadata".into(), true.into());
+                    }
+                    check_license(&current)?;
+                    let updated =
+                        tx.update_license(current.id, &update, ctx.at()).await?.ok_or(ServiceError::LicenseNotFound)?;
+                    tx.append_event(&ctx.event(updated.id, EventKind::Updated, None, detail.into())).await?;
+                    Ok(updated)
+                })
+            })
+            .await
+    }
+
+    /// Suspends an active license (a suspended one stays suspended, unchanged); a revoked license cannot be
+    /// suspended ([`ServiceError::StatusConflict`]).
+    pub async fn suspend(&self, which: &LicenseRef, ctx: &Context) -> Result<License, ServiceError> {
+        self.transition(which, LicenseStatus::Suspended, ctx).await
+    }
+
+    /// Reinstates a suspended license (an active one stays active, unchanged); a revoked license cannot be
+    /// reinstated ([`ServiceError::StatusConflict`]).
+    pub async fn reinstate(&self, which: &LicenseRef, ctx: &Context) -> Result<License, ServiceError> {
+        self.transition(which, LicenseStatus::Active, ctx).await
+    }
+
+    /// Revokes a license for good (a revoked one stays revoked, unchanged). Once this returns `Ok`, nothing changes
+    /// the status again.
+    pub async fn revoke(&self, which: &LicenseRef, ctx: &Context) -> Result<License, ServiceError> {
+        self.transition(which, LicenseStatus::Revoked, ctx).await
+    }
+
+    /// One status transition as a unit: read under the lock, decide, compare-and-set, event.
+    async fn transition(&self, which: &LicenseRef, to: LicenseStatus, ctx: &Context) -> Result<License, ServiceError> {
+        let (which, ctx) = (which.clone(), ctx.clone());
+        self.store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    let current = tx.license(which.lookup()).await?.ok_or(ServiceError::LicenseNotFound)?;
+                    if current.status == to {
+                        return Ok(current);
+                    }
+                    if current.status == LicenseStatus::Revoked {
+                        return Err(ServiceError::StatusConflict {
+                            current: current.status,
+                            wanted: to,
+                            license: Some(Box::new(current)),
+                        });
+                    }
+                    let kind = match to {
+                        LicenseStatus::Active => EventKind::Reinstated,
+                        LicenseStatus::Suspended => EventKind::Suspended,
+                        LicenseStatus::Revoked => EventKind::Revoked,
+                    };
+                    // The lock makes a mismatch impossible here; the compare-and-set keeps it so if a backend's lock
+                    // ever did not hold.
+                    let Some(updated) = tx.change_status(current.id, current.status, to, ctx.at()).await? else {
+                        return Err(ServiceError::StatusConflict {
+                            current: current.status,
+                            wanted: to,
+                            license: None,
+                        });
+                    };
+                    let detail = serde_json::json!({ "from": current.status.as_str() });
+                    tx.append_event(&ctx.event(updated.id, kind, None, detail)).await?;
+                    Ok(updated)
+                })
+            })
+            .await
+    }
+
+    /// The license's active machines.
+    pub async fn machines(&self, which: &LicenseRef) -> Result<(License, Vec<Machine>), ServiceError> {
+        let license = self.license(which).await?;
+        let machines = self.store.list_machines(license.id).await?;
+        Ok((license, machines))
+    }
+
+    /// Removes a machine from a license (admin), freeing its slot, with a `machine_removed` event.
+    pub async fn remove_machine(
+        &self,
+        which: &LicenseRef,
+        fingerprint: &str,
+        ctx: &Context,
+    ) -> Result<(), ServiceError> {
+        check_fingerprint(fingerprint)?;
+        let (which, fingerprint, ctx) = (which.clone(), fingerprint.to_string(), ctx.clone());
+        self.store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    let license = tx.license(which.lookup()).await?.ok_or(ServiceError::LicenseNotFound)?;
+                    if !tx.remove_machine(license.id, &fingerprint).await? {
+                        return Err(ServiceError::NotActivated);
+                    }
+                    let event =
+                        ctx.event(license.id, EventKind::MachineRemoved, Some(&fingerprint), serde_json::json!({}));
+                    tx.append_event(&event).await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    /// The license's latest `count` events, oldest first.
+    pub async fn recent_events(&self, which: &LicenseRef, count: usize) -> Result<Vec<Event>, ServiceError> {
+        const PAGE: u32 = 1000;
+        let license = self.license(which).await?;
+        let mut recent = std::collections::VecDeque::with_capacity(count + 1);
+        let mut after = 0;
+        loop {
+            let page = self.store.list_events(license.id, after, PAGE).await?;
+            let full = page.len() == PAGE as usize;
+            for event in page {
+                after = event.id;
+                recent.push_back(event);
+                if recent.len() > count {
+                    recent.pop_front();
+                }
+            }
+            if !full {
+                return Ok(recent.into());
+            }
+        }
+    }
+
+    /// The license's events after event id `after`, at most `limit`.
+    pub async fn events(&self, which: &LicenseRef, after: i64, limit: u32) -> Result<Vec<Event>, ServiceError> {
+        let license = self.license(which).await?;
+        Ok(self.store.list_events(license.id, after, limit).await?)
+    }
+}

@@ -1,0 +1,311 @@
+//! The PostgreSQL backend, for several issuer instances on one database.
+//!
+//! A unit of work ([`Store::run`]) is one transaction at PostgreSQL's default isolation, READ COMMITTED, made
+//! race-free by locks rather than by a stricter isolation level (no serialization failures to retry):
+//!
+//! - **The license lock.** [`Tx::license`] reads the license `FOR NO KEY UPDATE`: every unit that reads a license,
+//!   from any instance, waits for the previous one to commit, and under READ COMMITTED each statement after the lock
+//!   takes a fresh snapshot, so it sees what the previous holder committed. A status change decided on what the unit
+//!   read is then written as compare-and-set (`WHERE status = <read>`), and a trigger refuses any change away from
+//!   revoked (migration 0002), so a revocation cannot be undone by a race or by another writer.
+//! - **Slot limit.** Activation locks the license row, then counts and inserts (see `machines`).
+//! - **Idempotent create.** The license and its idempotency key are inserted in a savepoint (see `licenses`).
+//! - **Offline deactivation.** `DELETE ... RETURNING` takes the machine row's lock (see `machines`).
+//! - **Event order.** Appending an event takes a per-license advisory transaction lock before the identity value is
+//!   drawn, so one license's events commit in id order (see `events`).
+//!
+//! Migrations (`migrations/postgres/*.sql`) are applied at start-up, each in a transaction holding an advisory lock,
+//! so instances starting together apply each migration once. Statements are prepared and cached per connection
+//! (sqlx's default).
+//!
+//! Layout: this file (connection, migrations, the unit of work), then one file per domain: `licenses`, `machines`,
+//! `events`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Executor as _, PgConnection};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    Activated, Created, Event, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup,
+    Machine, NewEvent, Redeemed, Store, StoreError, Tx, Work,
+};
+
+mod events;
+mod licenses;
+mod machines;
+
+/// Migrations in order: (version, SQL). Applied at start-up; `schema_version` records those applied.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../../migrations/postgres/0002_revoked_is_final.sql")),
+];
+
+/// Advisory lock key held while migrating (the bytes of "issuer" and a 1).
+const MIGRATION_LOCK: i64 = 0x6973_7375_6572_0001;
+
+/// Default connections per instance when the configuration gives none.
+pub const DEFAULT_POOL_SIZE: u32 = 10;
+
+/// How long a request waits for a free pooled connection before failing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The PostgreSQL implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to a `postgres://` or `postgresql://` URL with a pool of at most `pool_size` connections, and applies
+    /// pending migrations.
+    pub async fn connect(url: &str, pool_size: u32) -> Result<Self, StoreError> {
+        if !is_postgres_url(url) {
+            return Err(StoreError::UnsupportedUrl("a PostgreSQL URL starts with postgres:// or postgresql://".into()));
+        }
+        let mut options = PgConnectOptions::from_str(url)?;
+        if !url.contains("application_name=") {
+            // Shows the issuer's connections as such in pg_stat_activity.
+            options = options.application_name("issuer");
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size.max(1))
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        migrate(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// Closes every pooled connection; later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    for &(version, sql) in MIGRATIONS {
+        if apply(pool, version, sql).await.map_err(|source| StoreError::Migration { version, source })? {
+            tracing::info!(version, "applied database migration");
+        }
+    }
+    let newest: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetch_one(pool).await?;
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if newest > known {
+        tracing::warn!(newest, known, "the database schema is newer than this issuer version; upgrade this instance");
+    }
+    Ok(())
+}
+
+/// Applies one migration unless it is recorded as applied; `true` when it was applied now.
+async fn apply(pool: &PgPool, version: i64, sql: &'static str) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // Released at commit or rollback; another instance starting now waits here, then finds this version applied.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
+    // A query string without arguments runs as a simple query, which may hold several statements. (Not
+    // `sqlx::raw_sql(..).execute(..)`: its future is not provably `Send`, launchbadge/sqlx#3150.)
+    (&mut *tx)
+        .execute(
+            "CREATE TABLE IF NOT EXISTS schema_version \
+             (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let applied: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM schema_version WHERE version = $1)")
+        .bind(version)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !applied {
+        (&mut *tx).execute(sql).await?;
+        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)").bind(version).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(!applied)
+}
+
+/// Whole seconds, as SQLite stores them, so both backends read back equal values.
+fn secs(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
+fn count_from(n: i64) -> Result<u32, StoreError> {
+    u32::try_from(n).map_err(|_| StoreError::Corrupt("machine count out of range".into()))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(value).map_err(|e| StoreError::Corrupt(format!("cannot encode JSON: {e}")))
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// A unit of work's view of its transaction.
+struct PgTx<'c> {
+    conn: &'c mut PgConnection,
+}
+
+#[async_trait]
+impl Tx for PgTx<'_> {
+    async fn license(&mut self, which: Lookup<'_>) -> Result<Option<License>, StoreError> {
+        licenses::find(&mut *self.conn, which, true).await
+    }
+
+    async fn insert_license(
+        &mut self,
+        license: &License,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Created, StoreError> {
+        licenses::insert(self.conn, license, idempotency).await
+    }
+
+    async fn update_license(
+        &mut self,
+        id: Uuid,
+        update: &LicenseUpdate,
+        at: OffsetDateTime,
+    ) -> Result<Option<License>, StoreError> {
+        licenses::update(self.conn, id, update, at).await
+    }
+
+    async fn change_status(
+        &mut self,
+        id: Uuid,
+        from: LicenseStatus,
+        to: LicenseStatus,
+        at: OffsetDateTime,
+    ) -> Result<Option<License>, StoreError> {
+        licenses::change_status(self.conn, id, from, to, at).await
+    }
+
+    async fn activate_machine(
+        &mut self,
+        license_id: Uuid,
+        fingerprint: &str,
+        name: Option<&str>,
+        platform: Option<&str>,
+        at: OffsetDateTime,
+    ) -> Result<Activated, StoreError> {
+        machines::activate(self.conn, license_id, fingerprint, name, platform, at).await
+    }
+
+    async fn touch_machine(
+        &mut self,
+        license_id: Uuid,
+        fingerprint: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        machines::touch(self.conn, license_id, fingerprint, at).await
+    }
+
+    async fn remove_machine(&mut self, license_id: Uuid, fingerprint: &str) -> Result<bool, StoreError> {
+        machines::remove(self.conn, license_id, fingerprint).await
+    }
+
+    async fn set_offline_proof(
+        &mut self,
+        license_id: Uuid,
+        fingerprint: &str,
+        proof: &[u8; 16],
+    ) -> Result<bool, StoreError> {
+        machines::set_offline_proof(self.conn, license_id, fingerprint, proof).await
+    }
+
+    async fn redeem_deactivation(
+        &mut self,
+        license_id: Uuid,
+        proof: &[u8; 16],
+        at: OffsetDateTime,
+    ) -> Result<Redeemed, StoreError> {
+        machines::redeem(self.conn, license_id, proof, at).await
+    }
+
+    async fn count_machines(&mut self, license_id: Uuid) -> Result<u32, StoreError> {
+        machines::count(&mut *self.conn, license_id).await
+    }
+
+    async fn append_event(&mut self, event: &NewEvent) -> Result<(), StoreError> {
+        events::insert(&mut *self.conn, event).await
+    }
+
+    async fn add_admin_token(&mut self, hash: &[u8; 32], label: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        events::add_admin_token(&mut *self.conn, hash, label, at).await
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn run(&self, work: Work) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let result = work(&mut PgTx { conn: &mut tx }).await;
+        match result {
+            Ok(()) => Ok(tx.commit().await?),
+            Err(e) => {
+                // A failed rollback leaves nothing committed either: the server rolls back when the connection ends.
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(error = %rollback, "cannot roll a unit of work back; the connection is discarded");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn append_event(&self, event: &NewEvent) -> Result<(), StoreError> {
+        events::insert(&self.pool, event).await
+    }
+
+    async fn license_by_id(&self, id: Uuid) -> Result<Option<License>, StoreError> {
+        licenses::find(&self.pool, Lookup::Id(id), false).await
+    }
+
+    async fn license_by_key(&self, key: &str) -> Result<Option<License>, StoreError> {
+        licenses::find(&self.pool, Lookup::Key(key), false).await
+    }
+
+    async fn license_for_machine(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Option<(License, u32, bool)>, StoreError> {
+        licenses::for_machine(&self.pool, key, fingerprint).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn list_licenses(&self, filter: &LicenseFilter) -> Result<LicensePage, StoreError> {
+        licenses::list(&self.pool, filter).await
+    }
+
+    async fn machine(&self, license_id: Uuid, fingerprint: &str) -> Result<Option<Machine>, StoreError> {
+        machines::find(&self.pool, license_id, fingerprint).await
+    }
+
+    async fn count_machines(&self, license_id: Uuid) -> Result<u32, StoreError> {
+        machines::count(&self.pool, license_id).await
+    }
+
+    async fn list_machines(&self, license_id: Uuid) -> Result<Vec<Machine>, StoreError> {
+        machines::list(&self.pool, license_id).await
+    }
+
+    async fn list_events(&self, license_id: Uuid, after: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        events::list(&self.pool, license_id, after, limit).await
+    }
+
+    async fn admin_token_hashes(&self) -> Result<Vec<[u8; 32]>, StoreError> {
+        events::admin_token_hashes(&self.pool).await
+    }
+}

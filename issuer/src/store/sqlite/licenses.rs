@@ -1,0 +1,207 @@
+//! Licenses in SQLite: reading (by id or key, the validation read, pages), and the writes of a unit of work (insert
+//! with its idempotency key, update, guarded status change).
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Executor, QueryBuilder, Row, Sqlite, SqliteConnection};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{count_from, is_unique_violation, json_text, secs, time_from, uuid_from};
+use crate::store::{
+    Created, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup, StoreError,
+};
+
+/// The license by id or key. Inside the writer's transaction this is also the unit's lock: the writer holds SQLite's
+/// write lock, so nothing else changes the license until the unit ends.
+pub(super) async fn find<'e, E>(db: E, which: Lookup<'_>) -> Result<Option<License>, StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    let row = match which {
+        Lookup::Id(id) => sqlx::query("SELECT * FROM licenses WHERE id = ?1").bind(id.to_string()),
+        Lookup::Key(key) => sqlx::query("SELECT * FROM licenses WHERE license_key = ?1").bind(key.to_string()),
+    }
+    .fetch_optional(db)
+    .await?;
+    row.as_ref().map(license_from_row).transpose()
+}
+
+/// The validation read in one query: the license, its active machines, and whether `fingerprint` is one of them.
+pub(super) async fn for_machine<'e, E>(
+    db: E,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Option<(License, u32, bool)>, StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    let row = sqlx::query(
+        "SELECT l.*, (SELECT COUNT(*) FROM machines m WHERE m.license_id = l.id) AS machines_used, \
+         EXISTS (SELECT 1 FROM machines m WHERE m.license_id = l.id AND m.fingerprint = ?2) AS machine_active \
+         FROM licenses l WHERE l.license_key = ?1",
+    )
+    .bind(key)
+    .bind(fingerprint)
+    .fetch_optional(db)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let used = count_from(row.try_get("machines_used")?)?;
+    Ok(Some((license_from_row(&row)?, used, row.try_get("machine_active")?)))
+}
+
+/// One page of licenses matching the filter.
+pub(super) async fn list<'e, E>(db: E, filter: &LicenseFilter) -> Result<LicensePage, StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM licenses WHERE 1 = 1");
+    if let Some(email) = &filter.email {
+        q.push(" AND email = ").push_bind(email.clone()).push(" COLLATE NOCASE");
+    }
+    if let Some(product) = &filter.product {
+        q.push(" AND product = ").push_bind(product.clone());
+    }
+    if let Some(status) = filter.status {
+        q.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(after) = filter.after {
+        let (t, id) = (secs(after.created_at), after.id.to_string());
+        q.push(" AND (created_at > ").push_bind(t);
+        q.push(" OR (created_at = ").push_bind(t).push(" AND id > ").push_bind(id).push("))");
+    }
+    // One extra row tells whether another page follows.
+    q.push(" ORDER BY created_at, id LIMIT ").push_bind(i64::from(filter.limit) + 1);
+    let rows = q.build().fetch_all(db).await?;
+    let licenses = rows.iter().map(license_from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(LicensePage::from_overfetched(licenses, filter.limit))
+}
+
+/// Inserts a license and its idempotency key; a replay or a conflict is decided before anything is written.
+pub(super) async fn insert(
+    conn: &mut SqliteConnection,
+    license: &License,
+    idempotency: Option<&Idempotency>,
+) -> Result<Created, StoreError> {
+    let id = license.id.to_string();
+    if let Some(idem) = idempotency {
+        let row = sqlx::query("SELECT request_hash, license_id FROM idempotency_keys WHERE idempotency_key = ?1")
+            .bind(&idem.key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(row) = row {
+            let hash: String = row.try_get("request_hash")?;
+            if hash != idem.request_hash {
+                return Err(StoreError::IdempotencyConflict);
+            }
+            let first = uuid_from(&row.try_get::<String, _>("license_id")?)?;
+            return match find(&mut *conn, Lookup::Id(first)).await? {
+                Some(license) => Ok(Created::Replayed(license)),
+                None => Err(StoreError::Corrupt("idempotency key names a missing license".into())),
+            };
+        }
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO licenses (id, license_key, email, product, max_machines, expires_at, entitlements, \
+         metadata, status, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .bind(&id)
+    .bind(&license.key)
+    .bind(&license.email)
+    .bind(&license.product)
+    .bind(i64::from(license.max_machines))
+    .bind(license.expires_at.map(secs))
+    .bind(json_text(&license.entitlements)?)
+    .bind(json_text(&license.metadata)?)
+    .bind(license.status.as_str())
+    .bind(secs(license.created_at))
+    .bind(secs(license.updated_at))
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => return Err(StoreError::Duplicate),
+        other => other?,
+    };
+    if let Some(idem) = idempotency {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (idempotency_key, request_hash, license_id, created_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(&idem.key)
+        .bind(&idem.request_hash)
+        .bind(&id)
+        .bind(secs(license.created_at))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Created::New(license.clone()))
+}
+
+/// Applies the given fields only.
+pub(super) async fn update(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+    update: &LicenseUpdate,
+    at: OffsetDateTime,
+) -> Result<Option<License>, StoreError> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE licenses SET updated_at = ");
+    q.push_bind(secs(at));
+    if let Some(n) = update.max_machines {
+        q.push(", max_machines = ").push_bind(i64::from(n));
+    }
+    if let Some(expires) = update.expires_at {
+        q.push(", expires_at = ").push_bind(expires.map(secs));
+    }
+    if let Some(e) = &update.entitlements {
+        q.push(", entitlements = ").push_bind(json_text(e)?);
+    }
+    if let Some(m) = &update.metadata {
+        q.push(", metadata = ").push_bind(json_text(m)?);
+    }
+    q.push(" WHERE id = ").push_bind(id.to_string()).push(" RETURNING *");
+    q.build().fetch_optional(&mut *conn).await?.as_ref().map(license_from_row).transpose()
+}
+
+/// Compare and set: the status becomes `to` only where it is `from`. The trigger of migration 0003 refuses a
+/// change away from revoked.
+pub(super) async fn change_status(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+    from: LicenseStatus,
+    to: LicenseStatus,
+    at: OffsetDateTime,
+) -> Result<Option<License>, StoreError> {
+    let row = sqlx::query("UPDATE licenses SET status = ?1, updated_at = ?2 WHERE id = ?3 AND status = ?4 RETURNING *")
+        .bind(to.as_str())
+        .bind(secs(at))
+        .bind(id.to_string())
+        .bind(from.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.message().contains("revoked_is_final") => StoreError::RevokedIsFinal,
+            _ => StoreError::Database(e),
+        })?;
+    row.as_ref().map(license_from_row).transpose()
+}
+
+pub(super) fn license_from_row(row: &SqliteRow) -> Result<License, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("license {what}"));
+    let id: String = row.try_get("id")?;
+    let status: String = row.try_get("status")?;
+    let entitlements: String = row.try_get("entitlements")?;
+    let metadata: String = row.try_get("metadata")?;
+    let max_machines: i64 = row.try_get("max_machines")?;
+    Ok(License {
+        id: uuid_from(&id)?,
+        key: row.try_get("license_key")?,
+        email: row.try_get("email")?,
+        product: row.try_get("product")?,
+        max_machines: u32::try_from(max_machines).map_err(|_| corrupt("max_machines"))?,
+        expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(time_from).transpose()?,
+        entitlements: serde_json::from_str(&entitlements).map_err(|_| corrupt("entitlements"))?,
+        metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("metadata"))?,
+        status: status.parse().map_err(|_| corrupt("status"))?,
+        created_at: time_from(row.try_get("created_at")?)?,
+        updated_at: time_from(row.try_get("updated_at")?)?,
+    })
+}

@@ -1,0 +1,152 @@
+//! The unit of work: the writes of one service operation, committed together or not at all.
+//!
+//! A unit is a closure that gets a [`Tx`] and makes its reads and writes through it. [`StoreExt::transact`] runs it
+//! on the store as one transaction: on SQLite as one savepoint inside a batch of the group-commit writer (which holds
+//! the database's write lock, so nothing else writes while the unit runs), on PostgreSQL as BEGIN ... COMMIT with row
+//! locks. The unit's result decides: `Ok` commits every write it made, `Err` rolls every one of them back.
+//!
+//! What a unit must not do: wait on anything but its `Tx` (a network call, a user, another unit). On SQLite every
+//! other write queues behind it.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    Activated, Created, Idempotency, License, LicenseStatus, LicenseUpdate, Lookup, NewEvent, Redeemed, Store,
+    StoreError,
+};
+
+/// A unit of work as a backend runs it: `Ok` commits, `Err` rolls back. Made by [`StoreExt::transact`].
+pub type Work = Box<dyn for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<(), StoreError>> + Send>;
+
+/// The reads and writes a unit of work makes, all inside its transaction.
+#[async_trait]
+pub trait Tx: Send {
+    /// The license, locked until the unit ends: no other unit changes it, activates on it or locks it meanwhile.
+    async fn license(&mut self, which: Lookup<'_>) -> Result<Option<License>, StoreError>;
+
+    /// Stores a new license. With `idempotency`, a license created before with the same key and request hash is
+    /// [`Created::Replayed`] (nothing is written); the same key with another hash fails with
+    /// [`StoreError::IdempotencyConflict`]; an existing license key with [`StoreError::Duplicate`].
+    async fn insert_license(
+        &mut self,
+        license: &License,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Created, StoreError>;
+
+    /// Applies changes and sets `updated_at`; `None` when no license has this id.
+    async fn update_license(
+        &mut self,
+        id: Uuid,
+        update: &LicenseUpdate,
+        at: OffsetDateTime,
+    ) -> Result<Option<License>, StoreError>;
+
+    /// Changes the status to `to` only if it is `from` now (compare and set in the database); `None` when it is not,
+    /// or when no license has this id. The database refuses any change away from revoked
+    /// ([`StoreError::RevokedIsFinal`]), whoever writes.
+    async fn change_status(
+        &mut self,
+        id: Uuid,
+        from: LicenseStatus,
+        to: LicenseStatus,
+        at: OffsetDateTime,
+    ) -> Result<Option<License>, StoreError>;
+
+    /// Activates a machine: an already active fingerprint is refreshed without using a slot; a new one is stored only
+    /// while fewer machines than `max_machines` are active, checked and inserted in one step.
+    async fn activate_machine(
+        &mut self,
+        license_id: Uuid,
+        fingerprint: &str,
+        name: Option<&str>,
+        platform: Option<&str>,
+        at: OffsetDateTime,
+    ) -> Result<Activated, StoreError>;
+
+    /// Marks an active machine as seen (on refresh); `false` when it is not active.
+    async fn touch_machine(
+        &mut self,
+        license_id: Uuid,
+        fingerprint: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes a machine, freeing its slot; `false` when it was not active.
+    async fn remove_machine(&mut self, license_id: Uuid, fingerprint: &str) -> Result<bool, StoreError>;
+
+    /// Records the deactivation proof of the offline token issued to an active machine (replacing an earlier one);
+    /// `false` when the machine is not active.
+    async fn set_offline_proof(
+        &mut self,
+        license_id: Uuid,
+        fingerprint: &str,
+        proof: &[u8; 16],
+    ) -> Result<bool, StoreError>;
+
+    /// Redeems an offline deactivation: removes the license's machine whose offline proof is `proof` and records the
+    /// proof as redeemed, so one code frees one slot once, and only on its own license.
+    async fn redeem_deactivation(
+        &mut self,
+        license_id: Uuid,
+        proof: &[u8; 16],
+        at: OffsetDateTime,
+    ) -> Result<Redeemed, StoreError>;
+
+    /// How many machines are active on the license, as this unit sees it.
+    async fn count_machines(&mut self, license_id: Uuid) -> Result<u32, StoreError>;
+
+    /// Appends an event to the log; it commits with the unit's other writes.
+    async fn append_event(&mut self, event: &NewEvent) -> Result<(), StoreError>;
+
+    /// Stores the SHA-256 of an admin token.
+    async fn add_admin_token(&mut self, hash: &[u8; 32], label: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+}
+
+/// [`Store::run`] with a typed result and the caller's own error type.
+pub trait StoreExt: Store {
+    /// Runs `unit` as one transaction (see [`Store::run`]) and returns what it returned. `Ok` commits every write the
+    /// unit made through its [`Tx`]; `Err` rolls all of them back and is returned as it is. A commit that fails
+    /// after an `Ok` is returned as the store's error (nothing was written).
+    fn transact<T, E, F>(&self, unit: F) -> BoxFuture<'_, Result<T, E>>
+    where
+        F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let slot: Arc<Mutex<Option<Result<T, E>>>> = Arc::new(Mutex::new(None));
+        let out = Arc::clone(&slot);
+        let work: Work = Box::new(move |tx| {
+            Box::pin(async move {
+                let result = unit(tx).await;
+                let commit = result.is_ok();
+                if let Ok(mut out) = out.lock() {
+                    *out = Some(result);
+                }
+                if commit {
+                    Ok(())
+                } else {
+                    Err(StoreError::RolledBack)
+                }
+            })
+        });
+        Box::pin(async move {
+            let ran = self.run(work).await;
+            let result = slot.lock().ok().and_then(|mut s| s.take());
+            match (ran, result) {
+                (Ok(()), Some(result)) => result,
+                // The unit's own error: it was rolled back.
+                (Err(StoreError::RolledBack), Some(Err(e))) => Err(e),
+                // The commit failed after the unit succeeded, or the unit never ran.
+                (Err(e), _) => Err(E::from(e)),
+                (Ok(()), None) => Err(E::from(StoreError::CommitFailed("the unit of work did not run".into()))),
+            }
+        })
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}
