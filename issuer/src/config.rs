@@ -78,6 +78,103 @@ pub struct Config {
     /// header is ignored, so clients cannot forge their address. Config `trusted_proxies = ["10.0.0.5"]`, env
     /// `ISSUER_TRUSTED_PROXIES` (comma-separated).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Connection limits and timeouts of the HTTP server. Config section `[http]`, env `ISSUER_HTTP_*`.
+    pub http: HttpSettings,
+}
+
+/// Connection limits and timeouts of the HTTP server: what keeps one client from holding every connection or file
+/// descriptor (idle connections, half-sent heads, slow bodies). Config section `[http]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HttpSettings {
+    /// Most connections open at once. When every one is taken, the connection idle the longest (between requests,
+    /// or not done sending its head) is closed to make room; when none is idle, the new one is closed. Lowered at
+    /// start to fit the process's open-file limit. Default 4,096. Config `max_connections`, env
+    /// `ISSUER_HTTP_MAX_CONNECTIONS`.
+    pub max_connections: usize,
+    /// Seconds a client has to send a complete request head: from connecting, or from the first byte of a later
+    /// request on a kept-alive connection. Default 10. Config `header_timeout = "10s"`, env
+    /// `ISSUER_HTTP_HEADER_TIMEOUT`.
+    pub header_timeout_secs: u64,
+    /// Seconds a request body has to arrive in full after its head; slower is 408 `body_timeout`. Default 30.
+    /// Config `body_timeout = "30s"`, env `ISSUER_HTTP_BODY_TIMEOUT`.
+    pub body_timeout_secs: u64,
+    /// Seconds a kept-alive connection may stay idle between requests before the server closes it. Default 75:
+    /// longer than reverse proxies keep idle upstream connections (nginx 60 s), so a proxy never reuses a connection
+    /// the issuer is closing. Config `keepalive_timeout = "75s"`, env `ISSUER_HTTP_KEEPALIVE_TIMEOUT`.
+    pub keepalive_timeout_secs: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            max_connections: 4096,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            keepalive_timeout_secs: 75,
+        }
+    }
+}
+
+/// The `[http]` section of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    max_connections: Option<usize>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    keepalive_timeout: Option<String>,
+}
+
+impl HttpSettings {
+    fn apply_file(&mut self, file: HttpFile) -> Result<(), ConfigError> {
+        if let Some(n) = file.max_connections {
+            self.max_connections = n;
+        }
+        if let Some(d) = file.header_timeout {
+            self.header_timeout_secs = parse_setting_duration("http.header_timeout", &d)?;
+        }
+        if let Some(d) = file.body_timeout {
+            self.body_timeout_secs = parse_setting_duration("http.body_timeout", &d)?;
+        }
+        if let Some(d) = file.keepalive_timeout {
+            self.keepalive_timeout_secs = parse_setting_duration("http.keepalive_timeout", &d)?;
+        }
+        Ok(())
+    }
+
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("ISSUER_HTTP_MAX_CONNECTIONS") {
+            self.max_connections = parse_number("ISSUER_HTTP_MAX_CONNECTIONS", &v)?;
+        }
+        for (name, field) in [
+            ("ISSUER_HTTP_HEADER_TIMEOUT", &mut self.header_timeout_secs),
+            ("ISSUER_HTTP_BODY_TIMEOUT", &mut self.body_timeout_secs),
+            ("ISSUER_HTTP_KEEPALIVE_TIMEOUT", &mut self.keepalive_timeout_secs),
+        ] {
+            if let Some(v) = get(name) {
+                *field = parse_setting_duration(name, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |name: &str, message: &str| Err(ConfigError::Invalid { name: name.into(), message: message.into() });
+        if self.max_connections == 0 {
+            return bad("http.max_connections", "must be at least 1");
+        }
+        for (name, secs) in [
+            ("http.header_timeout", self.header_timeout_secs),
+            ("http.body_timeout", self.body_timeout_secs),
+            ("http.keepalive_timeout", self.keepalive_timeout_secs),
+        ] {
+            if secs == 0 || secs > 86_400 {
+                return bad(name, "must be between 1s and 1d");
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -94,6 +191,7 @@ impl Default for Config {
             rate_limit_burst: 30,
             max_body_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -112,6 +210,7 @@ struct FileConfig {
     rate_limit_burst: Option<u32>,
     max_body_bytes: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
+    http: Option<HttpFile>,
 }
 
 /// Settings given on the command line; `None` leaves the lower layers' value.
@@ -233,6 +332,9 @@ impl Config {
         if let Some(list) = file.trusted_proxies {
             self.trusted_proxies = parse_ips("trusted_proxies", list.iter().map(String::as_str))?;
         }
+        if let Some(http) = file.http {
+            self.http.apply_file(http)?;
+        }
         Ok(())
     }
 
@@ -271,6 +373,7 @@ impl Config {
         if let Some(v) = get("ISSUER_TRUSTED_PROXIES") {
             self.trusted_proxies = parse_ips("ISSUER_TRUSTED_PROXIES", v.split(',').filter(|s| !s.trim().is_empty()))?;
         }
+        self.http.apply_env(get)?;
         Ok(())
     }
 
@@ -289,7 +392,7 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");
         }
-        Ok(())
+        self.http.check()
     }
 
     /// An example config file with every key and its default, printed by `issuer config example`.
@@ -320,8 +423,9 @@ database_pool_size = 10
 refresh_interval = "24h"
 offline_grace = "7d"
 
-# Per-client-IP limit on the public endpoints (activate, validate, refresh, deactivate, keys): a steady rate in
-# requests per second and a burst above it (ISSUER_RATE_LIMIT_PER_SECOND, ISSUER_RATE_LIMIT_BURST). 0 switches it off.
+# Per-client-IP limit on the public endpoints (activate, validate, refresh, deactivate, keys, offline/activate,
+# offline/deactivate): a steady rate in requests per second and a burst above it (ISSUER_RATE_LIMIT_PER_SECOND,
+# ISSUER_RATE_LIMIT_BURST). 0 switches it off.
 rate_limit_per_second = 10
 rate_limit_burst = 30
 
@@ -332,6 +436,15 @@ max_body_bytes = 65536
 # them are attributed to the client in X-Forwarded-For, for the rate limit and the event log; from anyone else the
 # header is ignored. Empty: every request is attributed to its TCP peer.
 trusted_proxies = []
+
+# Connection limits and timeouts (ISSUER_HTTP_MAX_CONNECTIONS, ISSUER_HTTP_HEADER_TIMEOUT, ISSUER_HTTP_BODY_TIMEOUT,
+# ISSUER_HTTP_KEEPALIVE_TIMEOUT). When max_connections are open, the longest-idle one is closed for a new client;
+# max_connections is lowered at start to fit the open-file limit (which the issuer raises to its hard limit).
+[http]
+max_connections = 4096
+header_timeout = "10s"
+body_timeout = "30s"
+keepalive_timeout = "75s"
 
 # The admin API token is not configured here: one is created and printed at first start, and ISSUER_ADMIN_TOKEN
 # (environment only) adds one for automation.

@@ -30,6 +30,7 @@ use std::sync::Arc;
 pub mod cli;
 mod clock;
 mod config;
+pub mod datadir;
 pub mod http;
 mod keyring;
 mod license_key;
@@ -38,7 +39,8 @@ mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    parse_duration_secs, Config, ConfigError, Flags, Secret, DEFAULT_DATA_DIR, DEFAULT_LISTEN, MAX_TOKEN_PERIOD_SECS,
+    parse_duration_secs, Config, ConfigError, Flags, HttpSettings, Secret, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
+    MAX_TOKEN_PERIOD_SECS,
 };
 pub use keyring::SharedKeyRing;
 pub use license_key::{LicenseKey, LicenseKeyError, ALPHABET, KEY_CHARS, RANDOM_CHARS};
@@ -48,9 +50,9 @@ pub use service::{
 };
 pub use store::{connect as connect_store, is_postgres_url, DEFAULT_POOL_SIZE};
 pub use store::{
-    Activated, Created, Cursor, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus,
-    LicenseUpdate, Lookup, Machine, NewEvent, PostgresStore, Redeemed, SqliteStore, Store, StoreError, StoreExt, Tx,
-    Work,
+    Activated, Created, Cursor, EffectiveStatus, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage,
+    LicenseStatus, LicenseUpdate, Lookup, Machine, NewEvent, PostgresStore, Redeemed, SqliteStore, Store, StoreError,
+    StoreExt, Tx, Work,
 };
 
 /// Name of the SQLite database file in the data directory.
@@ -74,14 +76,14 @@ pub struct Started {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// The data directory could not be created.
-    #[error("cannot create data directory {}: {source}", path.display())]
-    DataDir {
-        /// The directory.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+    /// The data directory could not be created, made private or locked.
+    #[error("cannot use the data directory: {0}")]
+    DataDir(#[from] datadir::DataDirError),
+    /// `init` found the data directory initialized already (decided under the initialization lock).
+    #[error("{} is already initialized (its key ring {} exists); nothing was changed", data_dir.display(), data_dir.join(KEYS_DIR).display())]
+    AlreadyInitialized {
+        /// The data directory.
+        data_dir: PathBuf,
     },
     /// The store could not be opened or migrated.
     #[error("cannot open the store: {0}")]
@@ -121,8 +123,28 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         config.rate_limit_burst,
         config.max_body_bytes,
     )
-    .with_trusted_proxies(&config.trusted_proxies);
+    .with_trusted_proxies(&config.trusted_proxies)
+    .with_http_settings(http_settings_for_this_process(config.http));
     Ok(Started { state, new_admin_token: opened.new_admin_token })
+}
+
+/// The connection limits under the process's open-file limit, which is raised to its hard limit first: each
+/// connection holds a file descriptor, and running out of them stops `accept` for everyone.
+fn http_settings_for_this_process(mut http: HttpSettings) -> HttpSettings {
+    let limit = http::raise_open_file_limit();
+    let fitted = http::fit_connections(http.max_connections, limit);
+    if fitted < http.max_connections {
+        tracing::warn!(
+            open_file_limit = limit,
+            configured = http.max_connections,
+            max_connections = fitted,
+            "the open-file limit is too low for http.max_connections; serving fewer connections"
+        );
+    } else {
+        tracing::info!(open_file_limit = limit, max_connections = fitted, "connection limit");
+    }
+    http.max_connections = fitted;
+    http
 }
 
 /// Opens (creating on first start) the data directory, the store, the key ring and the first admin token.
@@ -132,13 +154,34 @@ pub async fn open(config: &Config) -> Result<Opened, StartError> {
 
 /// [`open`] with the service reading `clock` instead of the system clock.
 pub async fn open_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Opened, StartError> {
+    open_locked(config, clock, false).await
+}
+
+/// `issuer init`: [`open`] for a data directory that must not be initialized yet; one that is (also by a process
+/// that won a race to it) is [`StartError::AlreadyInitialized`], with nothing changed.
+pub async fn initialize(config: &Config) -> Result<Opened, StartError> {
+    open_locked(config, Arc::new(SystemClock), true).await
+}
+
+/// Opens the data directory under its initialization lock: the store (migrations), the key ring and the first admin
+/// token are created by exactly one of any number of processes starting at once; the others find them.
+async fn open_locked(config: &Config, clock: Arc<dyn Clock>, fresh_only: bool) -> Result<Opened, StartError> {
     let dir = &config.data_dir;
-    create_private_dir(dir).map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
+    datadir::prepare(dir)?;
+    let _init = datadir::lock(dir).await?;
+    let keys_dir = dir.join(KEYS_DIR);
+    if fresh_only && keys_dir.join("ring.txt").exists() {
+        return Err(StartError::AlreadyInitialized { data_dir: dir.clone() });
+    }
     let store: Arc<dyn Store> = match &config.database_url {
         Some(url) => connect_store(url.expose(), config.database_pool_size).await?,
-        None => Arc::new(SqliteStore::open(&dir.join(DATABASE_FILE)).await?),
+        None => {
+            let path = dir.join(DATABASE_FILE);
+            let store = SqliteStore::open(&path).await?;
+            datadir::make_database_files_private(&path)?;
+            Arc::new(store)
+        }
     };
-    let keys_dir = dir.join(KEYS_DIR);
     if !keys_dir.join("ring.txt").exists() {
         let ring = keys::KeyRing::create(&keys_dir)?;
         tracing::info!(key_id = %ring.active().key_id(), dir = %keys_dir.display(), "created the signing key ring");
@@ -150,26 +193,11 @@ pub async fn open_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<O
     };
     let extra = config.admin_token.as_ref().map(Secret::expose);
     let licensing = Arc::new(Licensing::new(store.clone(), ring, policy, extra).with_clock(clock));
-    let new_admin_token = if store.admin_token_hashes().await?.is_empty() {
-        Some(licensing.create_admin_token("created at first start").await?)
-    } else {
-        None
-    };
+    // Decided in the store, so one database shared by several data directories also gets one first token.
+    let new_admin_token = licensing.create_first_admin_token("created at first start").await?;
     Ok(Opened { licensing, new_admin_token })
 }
 
 fn seconds(secs: u64) -> time::Duration {
     time::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX))
-}
-
-/// Creates the data directory (and parents) with mode 0700: it holds the signing keys and the license database.
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
 }

@@ -4,8 +4,9 @@
 //! ids, keys, tokens and times).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::BufRead as _;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -44,13 +45,18 @@ impl Sandbox {
         sandbox
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    /// The `issuer` binary with `args`, run in this sandbox.
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_issuer"));
         cmd.args(args).current_dir(self.dir.path());
         for var in ISSUER_VARS {
             cmd.env_remove(var);
         }
-        let out = cmd.output().unwrap();
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().unwrap();
         Output {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8(out.stdout).unwrap(),
@@ -64,6 +70,13 @@ impl Sandbox {
 
     fn json(&self, args: &[&str]) -> Value {
         serde_json::from_str(&self.run(args).success()).unwrap()
+    }
+
+    /// The JSON output of a command that exits with code 1.
+    fn json_failing(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        assert_eq!(out.code, 1, "{out:?}");
+        serde_json::from_str(&out.stdout).unwrap()
     }
 
     fn create_license(&self) -> Value {
@@ -558,14 +571,20 @@ lic1.[..]
     sandbox.run(&["token", "issue", "--request", "DEA1-ABCDE"]).assert(
         2,
         "",
-        "error: not an activation request: the code is not valid (this is the other kind of code (ACT1 = activation \
-         request, DEA1 = deactivation)); ask for a new one\n",
+        "error: this is a deactivation code (DEA1-...), not an activation request (ACT1-...): redeem it with `issuer \
+         token deactivate CODE`\n",
     );
     sandbox.run(&["token", "deactivate", "DEA1-00000-00000"]).assert(
         2,
         "",
-        "error: the deactivation code is mistyped: the code was mistyped (its check characters do not match); \
-         compare it character by character\n",
+        "error: the deactivation code is mistyped: its check characters do not match; compare it character by \
+         character with the code the app shows (or carry it as a file)\n",
+    );
+    sandbox.run(&["token", "deactivate", &request]).assert(
+        2,
+        "",
+        "error: this is an activation request (ACT1-...), not a deactivation code (DEA1-...): sign a token for it \
+         with `issuer token issue --request CODE`\n",
     );
     let usage = sandbox.run(&["token", "issue", "--license", "x"]);
     assert_eq!(usage.code, 2, "{usage:?}");
@@ -590,7 +609,7 @@ fn license_import_creates_skips_and_rejects_rows() {
 created 3, skipped 0, failed 2
 Failed rows, each with its error, are in purchases.rejects.csv; fix them and import that file.
 ",
-        "error: 2 row(s) failed\n",
+        "error: 2 rows failed\n",
     );
     let rejects = std::fs::read_to_string(sandbox.path().join("purchases.rejects.csv")).unwrap();
     assert_matches(
@@ -616,7 +635,7 @@ dave@example.com,acme-cad,many,,,A-5,line 6: slots: `many` is not a whole number
     sandbox.run(&["license", "import", "bad.csv"]).assert(
         2,
         "",
-        "error: the CSV header lacks the column(s) email, slots, expiry; expected \
+        "error: the CSV header lacks the columns email, slots, expiry; expected \
          email,product,slots,expiry[,entitlements][,order_id]\n",
     );
 }
@@ -632,4 +651,264 @@ fn fingerprints_starting_with_a_dash_are_values_not_options() {
     sandbox.run(&["machine", "remove", id, "-cXbQ2"]).success();
     let machines = sandbox.json(&["machine", "list", id, "--json"]);
     assert_eq!(machines["machines"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_license_past_its_expiry_shows_and_filters_as_expired() {
+    let sandbox = Sandbox::initialized();
+    let current = sandbox.create_license();
+    let args = ["license", "create", "--email", "old@example.com", "--product", "acme-cad", "--expires"];
+    sandbox.run(&[&args[..], &["2020-01-01T00:00:00Z"]].concat()).assert(
+        0,
+        "
+Created license [..]
+id:           [..]
+key:          [..]
+email:        old@example.com
+product:      acme-cad
+status:       expired
+slots:        1
+expires:      2020-01-01T00:00:00Z
+entitlements: -
+created:      [..]
+updated:      [..]
+",
+        "warning: the expiry 2020-01-01T00:00:00Z has already passed, so the license is expired (validation answers \
+         EXPIRED and activations are refused); to give it time: `issuer license update [..] --expires TIME` (or \
+         --duration 365d, or --perpetual)\n",
+    );
+    sandbox.run(&["license", "list"]).assert(
+        0,
+        "
+ID[..]STATUS   SLOTS  EXPIRES
+[..]  ada@example.com  acme-cad  active   2      2030-01-31T00:00:00Z
+[..]  old@example.com  acme-cad  expired  1      2020-01-01T00:00:00Z
+",
+        "",
+    );
+    let emails = |status: &str| -> Vec<String> {
+        let page = sandbox.json(&["license", "list", "--status", status, "--json"]);
+        page["licenses"].as_array().unwrap().iter().map(|l| l["email"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(emails("expired"), ["old@example.com"]);
+    assert_eq!(emails("active"), ["ada@example.com"]);
+    let expired = sandbox.json(&["license", "list", "--status", "expired", "--json"]);
+    let id = expired["licenses"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(expired["licenses"][0]["status"], "expired");
+    assert_eq!(sandbox.json(&["license", "show", &id, "--json"])["license"]["status"], "expired");
+    let shown = sandbox.run(&["license", "show", &id]).success();
+    assert!(shown.lines().any(|l| l == "status:       expired"), "{shown}");
+    assert_eq!(
+        sandbox.json(&["license", "show", current["id"].as_str().unwrap(), "--json"])["license"]["status"],
+        "active"
+    );
+    // Suspended and revoked stay themselves past their expiry.
+    sandbox.run(&["license", "suspend", &id]).assert(0, "License [..] is suspended (old@example.com, acme-cad).\n", "");
+    assert_eq!(emails("expired"), Vec::<String>::new());
+    assert_eq!(emails("suspended"), ["old@example.com"]);
+    let usage = sandbox.run(&["license", "list", "--status", "lapsed"]);
+    assert_eq!(usage.code, 2, "{usage:?}");
+    assert!(usage.stderr.contains("`lapsed` is not a status (active, suspended, revoked, expired)"), "{usage:?}");
+}
+
+#[test]
+fn lowering_slots_below_the_active_machines_warns_and_counts_read_in_the_singular() {
+    let sandbox = Sandbox::initialized();
+    let id = sandbox.create_license()["id"].as_str().unwrap().to_string();
+    for fingerprint in ["machine-one", "machine-two"] {
+        sandbox.run(&["token", "issue", "--license", &id, "--fingerprint", fingerprint]).success();
+    }
+    let updated = sandbox.run(&["license", "update", &id, "--slots", "1", "--json"]);
+    assert_eq!(updated.code, 0, "{updated:?}");
+    assert_matches(
+        "stderr",
+        &updated.stderr,
+        &format!(
+            "warning: license {id} now has 1 slot but 2 machines are active: validation answers TOO_MANY_MACHINES \
+             on them until 1 machine is deactivated; see them with `issuer machine list {id}` and remove machines \
+             with `issuer machine remove {id} FINGERPRINT`\n"
+        ),
+    );
+    let shown = sandbox.run(&["license", "show", &id]).success();
+    assert!(shown.contains("\nMachines (2 of 1 slot used):\n"), "{shown}");
+    sandbox.run(&["machine", "list", &id]).assert(
+        0,
+        "
+License [..]: 2 of 1 slot used.
+FINGERPRINT  NAME  PLATFORM  TOKEN   ACTIVATED             LAST SEEN
+machine-one  -     -         online  [..]Z  [..]Z
+machine-two  -     -         online  [..]Z  [..]Z
+",
+        "",
+    );
+    sandbox.run(&["token", "issue", "--license", &id, "--fingerprint", "machine-three"]).assert(
+        1,
+        "",
+        "error: the 1 machine slot of the license is in use; deactivate a machine first\n",
+    );
+    sandbox.run(&["machine", "remove", &id, "machine-two"]).assert(
+        0,
+        "Removed machine machine-two from license [..]: 1 of 1 slot used.\n",
+        "",
+    );
+    // Enough slots again: no warning.
+    sandbox.run(&["license", "update", &id, "--slots", "3", "--json"]).success();
+}
+
+#[test]
+fn license_import_names_the_missing_columns_of_a_short_row() {
+    let sandbox = Sandbox::initialized();
+    std::fs::write(
+        sandbox.path().join("short.csv"),
+        "email,product,slots,expiry,entitlements,order_id\n\
+         ada@example.com,acme-cad,2,,pro,A-1\n\
+         bob@example.com,acme-cad\n\
+         carol@example.com,acme-cad,1,,pro\n\
+         dave@example.com,acme-cad,,,,A-4\n",
+    )
+    .unwrap();
+    sandbox.run(&["license", "import", "short.csv"]).assert(
+        1,
+        "
+created 1, skipped 0, failed 3
+Failed rows, each with its error, are in short.rejects.csv; fix them and import that file.
+",
+        "error: 3 rows failed\n",
+    );
+    assert_matches(
+        "reject file",
+        &std::fs::read_to_string(sandbox.path().join("short.rejects.csv")).unwrap(),
+        r#"
+email,product,slots,expiry,entitlements,order_id,error
+bob@example.com,acme-cad,,,,,"line 3: missing columns slots, expiry, entitlements, order_id (the row has 2 fields, the header 6)"
+carol@example.com,acme-cad,1,,pro,,"line 4: missing column order_id (the row has 5 fields, the header 6)"
+dave@example.com,acme-cad,,,,A-4,line 5: slots: empty; give the number of machine slots
+"#,
+    );
+}
+
+#[test]
+fn importing_a_reject_file_replaces_its_error_column_and_never_overwrites_it() {
+    let sandbox = Sandbox::initialized();
+    let rejects = "email,product,slots,expiry,entitlements,order_id,error\n\
+                   ada@example.com,acme-cad,2,,pro,A-1,line 2: slots: `two` is not a whole number\n\
+                   bob@example.com,acme-cad,many,,,A-2,line 3: slots: `many` is not a whole number\n";
+    std::fs::write(sandbox.path().join("purchases.rejects.csv"), rejects).unwrap();
+    sandbox.run(&["license", "import", "purchases.rejects.csv"]).assert(
+        1,
+        "
+created 1, skipped 0, failed 1
+Failed rows, each with its error, are in purchases.rejects-2.csv; fix them and import that file.
+",
+        "error: 1 row failed\n",
+    );
+    // The input is untouched; the new reject file has one `error` column, with the new error.
+    assert_eq!(std::fs::read_to_string(sandbox.path().join("purchases.rejects.csv")).unwrap(), rejects);
+    assert_matches(
+        "reject file",
+        &std::fs::read_to_string(sandbox.path().join("purchases.rejects-2.csv")).unwrap(),
+        "
+email,product,slots,expiry,entitlements,order_id,error
+bob@example.com,acme-cad,many,,,A-2,line 3: slots: `many` is not a whole number
+",
+    );
+    // The next round counts on; naming the input as the reject file is refused before anything is imported.
+    let again = sandbox.json_failing(&["license", "import", "purchases.rejects-2.csv", "--json"]);
+    assert_eq!(again["reject_file"], "purchases.rejects-3.csv");
+    sandbox
+        .run(&["license", "import", "purchases.rejects-2.csv", "--reject-file", "./purchases.rejects-2.csv"])
+        .assert(
+            2,
+            "",
+            "error: --reject-file ./purchases.rejects-2.csv is the input file; name another file for the failed rows\n",
+        );
+}
+
+#[test]
+fn a_mistyped_license_key_is_called_mistyped() {
+    let sandbox = Sandbox::initialized();
+    let key = sandbox.create_license()["key"].as_str().unwrap().to_string();
+    let mut typo = key.clone();
+    let last = typo.pop().unwrap();
+    typo.push(if last == '2' { '3' } else { '2' });
+    sandbox.run(&["license", "show", &typo]).assert(
+        2,
+        "",
+        "error: the license key looks mistyped: its check character does not match; compare it with the original\n",
+    );
+    sandbox.run(&["license", "show", &key[..key.len() - 1]]).assert(
+        2,
+        "",
+        "error: the license key looks mistyped: it has 19 characters, a key has 20 (XXXXX-XXXXX-XXXXX-XXXXX)\n",
+    );
+}
+
+#[test]
+fn token_issue_without_a_machine_names_both_ways() {
+    let sandbox = Sandbox::initialized();
+    sandbox.run(&["token", "issue"]).assert(
+        2,
+        "",
+        "error: say which machine to activate: --license ID|KEY and --fingerprint FP, or --request CODE|@FILE with an \
+         air-gapped app's activation request (ACT1-...)\n",
+    );
+    // clap's own usage errors show both forms too.
+    let half = sandbox.run(&["token", "issue", "--license", "x"]);
+    assert_eq!(half.code, 2, "{half:?}");
+    assert!(
+        half.stderr.contains(
+            "\nUsage: issuer token issue --license <ID|KEY> --fingerprint <FINGERPRINT> [OPTIONS]\n       issuer \
+             token issue --request <CODE|@FILE> [OPTIONS]\n"
+        ),
+        "{half:?}"
+    );
+    let both = sandbox.run(&["token", "issue", "--request", "ACT1-ABCDE", "--fingerprint", "fp"]);
+    assert_eq!(both.code, 2, "{both:?}");
+    assert!(
+        both.stderr.starts_with(
+            "error: the argument '--request <CODE|@FILE>' cannot be used with '--fingerprint <FINGERPRINT>'\n"
+        ),
+        "{both:?}"
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let sandbox = Sandbox::initialized();
+    // More output than a pipe holds (64 KiB), so the command meets the closed pipe whatever the timing.
+    let mut csv = String::from("email,product,slots,expiry,entitlements,order_id\n");
+    for i in 0..400 {
+        csv.push_str(&format!("{}{i}@example.com,acme-cad,1,,,O-{i}\n", "a".repeat(200)));
+    }
+    std::fs::write(sandbox.path().join("many.csv"), csv).unwrap();
+    sandbox.run(&["license", "import", "many.csv"]).success();
+    for args in [&["license", "list", "--limit", "400"][..], &["license", "list", "--limit", "400", "--json"]] {
+        // As `issuer license list | head -1`: read one line, then close the pipe.
+        let mut child = sandbox.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!((out.status.code(), stderr.as_str()), (Some(0), ""), "{args:?}");
+        assert!(first.starts_with("ID ") || first == "{\n", "{first}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_does_not_hide_failed_import_rows() {
+    let sandbox = Sandbox::initialized();
+    let csv = "email,product,slots,expiry,entitlements,order_id\nok@example.com,acme-cad,1,,,O-1\nbad@example.com,acme-cad,none,,,O-2\n";
+    std::fs::write(sandbox.path().join("mixed.csv"), csv).unwrap();
+    // The reader is gone before the summary is written (`issuer license import mixed.csv | true`).
+    let mut child = sandbox
+        .command(&["license", "import", "mixed.csv"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "the failed row still fails the command: {stderr}");
+    assert!(stderr.contains("1 row failed"), "{stderr}");
 }

@@ -17,6 +17,15 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
+    /// The key ring's manifest (or its directory) may be changed by other users, who could then switch the active
+    /// key; it is refused until its mode is fixed.
+    #[error("{} is writable by other users (mode {mode:04o}); run `chmod go-w {}`", path.display(), path.display())]
+    WritableByOthers {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
     /// A secret key file is readable by group or others; it is refused until its mode is fixed.
     #[error("{} is readable by other users (mode {mode:04o}); run `chmod 600 {}` and check who copied it", path.display(), path.display())]
     InsecurePermissions {

@@ -129,6 +129,8 @@ impl KeyRing {
     /// Loads the ring in `dir`, checking every key against the manifest.
     pub fn open(dir: &Path) -> Result<Self, KeyError> {
         let manifest_path = dir.join(MANIFEST);
+        refuse_writable_by_others(dir)?;
+        refuse_writable_by_others(&manifest_path)?;
         let text = fs::read_to_string(&manifest_path).map_err(|e| KeyError::io(&manifest_path, e))?;
         let invalid = |reason: String| KeyError::InvalidRing { dir: dir.into(), reason };
         let mut active = None;
@@ -224,6 +226,21 @@ fn create_private_dir(dir: &Path) -> Result<(), KeyError> {
     builder.create(dir).map_err(|e| KeyError::io(dir, e))
 }
 
+/// Refuses a manifest or ring directory that group or others may write (on Unix): whoever can write `ring.txt`
+/// chooses the active signing key.
+fn refuse_writable_by_others(path: &Path) -> Result<(), KeyError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = fs::metadata(path).map_err(|e| KeyError::io(path, e))?.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(KeyError::WritableByOthers { path: path.into(), mode });
+        }
+    }
+    let _ = path;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -236,6 +253,24 @@ mod tests {
         let reopened = KeyRing::open(dir.path()).unwrap();
         assert_eq!(reopened.entries(), ring.entries());
         assert_eq!(reopened.active().key_id(), ring.active().key_id());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_manifest_or_directory_writable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        KeyRing::create(dir.path()).unwrap();
+        let manifest = dir.path().join(MANIFEST);
+        fs::set_permissions(&manifest, fs::Permissions::from_mode(0o666)).unwrap();
+        let err = KeyRing::open(dir.path()).unwrap_err();
+        assert!(matches!(&err, KeyError::WritableByOthers { mode: 0o666, .. }), "{err}");
+        assert!(err.to_string().contains("chmod go-w"), "{err}");
+        fs::set_permissions(&manifest, fs::Permissions::from_mode(0o644)).unwrap();
+        KeyRing::open(dir.path()).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(KeyRing::open(dir.path()).unwrap_err(), KeyError::WritableByOthers { mode: 0o777, .. }));
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
     }
 
     #[test]

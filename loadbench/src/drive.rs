@@ -279,7 +279,7 @@ fn check(endpoint: Endpoint, status: StatusCode, body: &[u8], i: u64, fingerprin
         Endpoint::Deactivate => Check::Wrong("not deactivated"),
         Endpoint::Refresh | Endpoint::Activate => {
             let Some(token) = json["token"].as_str() else { return Check::Wrong("no token") };
-            if i % VERIFY_EVERY != 0 {
+            if !i.is_multiple_of(VERIFY_EVERY) {
                 return Check::Ok { verified: false };
             }
             let validation = Validation::new(PRODUCT, fingerprint);

@@ -165,7 +165,7 @@ fn request_token_offline_check_deactivation_and_every_failure_path() {
     // And that machine cannot take a second slot of a one-slot license.
     let full =
         vendor.run(&["token", "issue", "--request", &other.request_code(&license_key), "--out", &vendor.path("x")]);
-    assert!(full.failed(1).contains("all 1 machine slots"));
+    assert!(full.failed(1).contains("the 1 machine slot of the license is in use"));
 
     // The store records the activation like an online one, marked offline.
     let shown = vendor.run(&["license", "show", &license_id, "--json"]).json();
@@ -179,7 +179,7 @@ fn request_token_offline_check_deactivation_and_every_failure_path() {
     let deactivation = app.deactivation_code(&token).to_code();
     assert!(deactivation.starts_with("DEA1-"), "{deactivation}");
     let out = vendor.run(&["token", "deactivate", &deactivation]).ok();
-    assert!(out.contains("its slot is free, 0 of 1 slots used"), "{out}");
+    assert!(out.contains("its slot is free, 0 of 1 slot used"), "{out}");
     assert_eq!(vendor.machines_used(&license_id), 0);
 
     // 5. The same code again changes nothing.

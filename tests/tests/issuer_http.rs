@@ -666,3 +666,41 @@ async fn behind_a_trusted_proxy_clients_are_told_apart_by_x_forwarded_for() {
     assert_eq!(validate(&server, "203.0.113.9").await, StatusCode::TOO_MANY_REQUESTS);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_refuse_unknown_parameters_show_expired_licenses_and_search_by_email_prefix() {
+    let server = start(NO_LIMIT).await;
+    let mut lapsed = license_body(1);
+    lapsed["duration"] = Value::Null;
+    lapsed["expires_at"] = json!("2020-01-01T00:00:00Z");
+    lapsed["email"] = json!("Old.Customer@example.com");
+    let lapsed = server.create(lapsed).await;
+    assert_eq!(lapsed["status"], "expired", "a license created already past its expiry shows as expired");
+    let current = server.create(license_body(1)).await;
+    assert_eq!(current["status"], "active");
+
+    let (status, body) = server.admin(Method::GET, "/v1/licenses?emial=ada@example.com", None).await;
+    assert_eq!((status, s(&body["code"])), (StatusCode::BAD_REQUEST, "unknown_parameter"), "{body}");
+    assert!(s(&body["message"]).contains("emial"), "{body}");
+    let (status, body) =
+        server.admin(Method::GET, &format!("/v1/licenses/{}/events?limt=5", s(&current["id"])), None).await;
+    assert_eq!((status, s(&body["code"])), (StatusCode::BAD_REQUEST, "unknown_parameter"));
+
+    let ids =
+        |list: &Value| list["licenses"].as_array().unwrap().iter().map(|l| s(&l["id"]).to_string()).collect::<Vec<_>>();
+    let (_, expired) = server.admin(Method::GET, "/v1/licenses?status=expired", None).await;
+    assert_eq!(ids(&expired), [s(&lapsed["id"])]);
+    assert_eq!(expired["licenses"][0]["status"], "expired");
+    let (_, active) = server.admin(Method::GET, "/v1/licenses?status=active", None).await;
+    assert_eq!(ids(&active), [s(&current["id"])], "active excludes expired");
+    let (_, shown) = server.admin(Method::GET, &format!("/v1/licenses/{}", s(&lapsed["id"])), None).await;
+    assert_eq!(shown["status"], "expired");
+
+    let (_, found) = server.admin(Method::GET, "/v1/licenses?email_prefix=old.", None).await;
+    assert_eq!(ids(&found), [s(&lapsed["id"])]);
+    let (_, exact) = server.admin(Method::GET, "/v1/licenses?email=old.", None).await;
+    assert!(ids(&exact).is_empty(), "email is an exact match");
+    let (status, body) = server.admin(Method::GET, "/v1/licenses?email_prefix=", None).await;
+    assert_eq!((status, s(&body["code"])), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"));
+    server.stop().await;
+}

@@ -260,6 +260,66 @@ async fn two_issuer_processes_on_one_database_give_out_exactly_the_slots() {
     }
 }
 
+/// The race an outside test found: on a suspended license, a revoke and a reinstate (and a suspend) sent at the same
+/// moment, here to two `issuer serve` processes on one database, 300 rounds. A revoke answered 200 must leave the
+/// license revoked; the request that lost to it is answered 409 `status_conflict` with the current state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoke_racing_a_reinstate_on_two_processes_is_never_undone() {
+    let Some(binary) = issuer_binary() else {
+        let message = "the issuer binary is not built next to this test (run `cargo test -p issuer -p e2e-tests`)";
+        assert!(!pg::ci(), "{message}");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("SKIPPED: {message}\n").as_bytes());
+        return;
+    };
+    let Some(db) = pg::test_database("revoke_race_processes").await else { return };
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let data: Vec<PathBuf> = dirs.iter().map(|d| d.path().join("data")).collect();
+    let first = spawn_process(&binary, &data[0], db.url()).await;
+    let admin = first.admin_token.clone().expect("the first process creates the admin token");
+    copy_key_ring(&data[0], &data[1]);
+    let second = spawn_process(&binary, &data[1], db.url()).await;
+    let bases = [first.base.clone(), second.base.clone()];
+    let client = client();
+    let (mut undone, mut lost_with_409) = (0, 0);
+    const ROUNDS: usize = 300;
+    for round in 0..ROUNDS {
+        let license = create_license(&client, &bases[round % 2], &admin, 1).await;
+        let id = license["id"].as_str().unwrap().to_string();
+        let (status, _) =
+            post(&client, format!("{}/v1/licenses/{id}/suspend", bases[0]), json!({}), Some(&admin)).await;
+        assert_eq!(status, StatusCode::OK);
+        let send = |base: &str, action: &str| {
+            let (client, url, admin) = (client.clone(), format!("{base}/v1/licenses/{id}/{action}"), admin.clone());
+            tokio::spawn(async move { post(&client, url, json!({}), Some(&admin)).await })
+        };
+        let revoke = send(&bases[round % 2], "revoke");
+        let reinstate = send(&bases[(round + 1) % 2], "reinstate");
+        let suspend = send(&bases[round % 2], "suspend");
+        let (status, revoked) = revoke.await.unwrap();
+        assert_eq!((status, revoked["status"].as_str()), (StatusCode::OK, Some("revoked")), "round {round}");
+        for (status, body) in [reinstate.await.unwrap(), suspend.await.unwrap()] {
+            match status {
+                StatusCode::OK => assert_ne!(body["status"], "revoked", "round {round}: {body}"),
+                StatusCode::CONFLICT => {
+                    assert_eq!(
+                        (body["code"].as_str(), body["status"].as_str()),
+                        (Some("status_conflict"), Some("revoked"))
+                    );
+                    lost_with_409 += 1;
+                }
+                other => panic!("round {round}: {other} {body}"),
+            }
+        }
+        let resp = client.get(format!("{}/v1/licenses/{id}", bases[(round + 1) % 2])).bearer_auth(&admin);
+        let now: Value = resp.send().await.unwrap().json().await.unwrap();
+        if now["status"] != "revoked" {
+            undone += 1;
+        }
+    }
+    eprintln!("{undone} of {ROUNDS} answered revocations undone; {lost_with_409} racing requests answered 409");
+    assert_eq!(undone, 0);
+}
+
 /// `/healthz` asks the database: an instance whose database stops answering reports 503 `store_unavailable` (so the
 /// load balancer takes it out), and 200 again once the database is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

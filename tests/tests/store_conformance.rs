@@ -130,3 +130,19 @@ async fn sqlite_two_stores_on_one_file_never_undo_a_revocation() {
     println!("SQLite, two stores: revocations undone: {undone} of {}", races::RACE_ROUNDS);
     assert_eq!(undone, 0);
 }
+
+/// A database that refuses connections is reported as refused at once, not as a pool time-out 15 s later.
+#[tokio::test]
+async fn an_unreachable_postgres_says_connection_refused() {
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(14),
+        PostgresStore::connect("postgres://issuer@127.0.0.1:1/issuer", 2),
+    )
+    .await
+    .expect("an answer before the pool's 15 s acquire timeout")
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.to_lowercase().contains("refused"), "{text}");
+    println!("refused after {:?}: {text}", started.elapsed());
+}

@@ -8,13 +8,18 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{write_json, CliError, CliResult};
+use super::{count, write_json, CliError, CliResult};
 use crate::config::parse_duration_secs;
 use crate::service::{Expiry, Licensing, NewLicense, ServiceError};
 
 /// The columns `license import` reads: the first four are required, `entitlements` (separated by `;`) and `order_id`
-/// (the idempotency key, so a re-import skips rows already created) are optional. Other columns are ignored.
+/// (the idempotency key, so a re-import skips rows already created) are optional. Other columns are ignored, and so is
+/// an [`ERROR_COLUMN`] (a reject file's).
 pub const IMPORT_COLUMNS: [&str; 6] = ["email", "product", "slots", "expiry", "entitlements", "order_id"];
+
+/// The column a reject file adds. An input's own `error` column (importing a reject file) is dropped from the next
+/// reject file, which gets the new error instead.
+const ERROR_COLUMN: &str = "error";
 
 /// What an import did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -31,6 +36,8 @@ pub struct ImportSummary {
 
 /// Column positions in the file.
 struct Columns {
+    /// The header, trimmed.
+    names: Vec<String>,
     email: usize,
     product: usize,
     slots: usize,
@@ -46,11 +53,13 @@ impl Columns {
         let required = |name: &str| position(name).unwrap_or_default();
         if !missing.is_empty() {
             return Err(CliError::Usage(format!(
-                "the CSV header lacks the column(s) {}; expected email,product,slots,expiry[,entitlements][,order_id]",
+                "the CSV header lacks the {} {}; expected email,product,slots,expiry[,entitlements][,order_id]",
+                if missing.len() == 1 { "column" } else { "columns" },
                 missing.join(", ")
             )));
         }
         Ok(Columns {
+            names: headers.iter().map(|h| h.trim().to_string()).collect(),
             email: required("email"),
             product: required("product"),
             slots: required("slots"),
@@ -68,9 +77,26 @@ struct Row {
 }
 
 fn parse_row(record: &csv::StringRecord, columns: &Columns) -> Result<Row, String> {
+    // A short row: name the columns it lacks, rather than complain about the empty values they would have had.
+    let mut read = vec![columns.email, columns.product, columns.slots, columns.expiry];
+    read.extend(columns.entitlements.iter().chain(&columns.order_id));
+    read.sort_unstable();
+    let missing: Vec<&str> = read.iter().filter(|&&i| i >= record.len()).map(|&i| columns.names[i].as_str()).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "missing {} {} (the row has {}, the header {})",
+            if missing.len() == 1 { "column" } else { "columns" },
+            missing.join(", "),
+            count(record.len(), "field", "fields"),
+            columns.names.len()
+        ));
+    }
     let field = |i: usize| record.get(i).unwrap_or_default().trim();
-    let slots: u32 =
-        field(columns.slots).parse().map_err(|_| format!("slots: `{}` is not a whole number", field(columns.slots)))?;
+    let slots_text = field(columns.slots);
+    let slots: u32 = slots_text.parse().map_err(|_| match slots_text {
+        "" => "slots: empty; give the number of machine slots".to_string(),
+        other => format!("slots: `{other}` is not a whole number"),
+    })?;
     let expiry_text = field(columns.expiry);
     let expiry = if expiry_text.is_empty() {
         Expiry::Never
@@ -103,10 +129,28 @@ fn parse_row(record: &csv::StringRecord, columns: &Columns) -> Result<Row, Strin
     Ok(Row { new, order_id })
 }
 
+/// Where the failed rows of `file` go by default, beside it: `x.csv` -> `x.rejects.csv`, and a reject file's own
+/// failures get the next number, `x.rejects.csv` -> `x.rejects-2.csv` -> `x.rejects-3.csv`, so importing a reject file
+/// never overwrites it.
 fn default_reject_file(file: &Path) -> PathBuf {
-    let mut name = file.file_stem().map(|s| s.to_os_string()).unwrap_or_default();
-    name.push(".rejects.csv");
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match stem.rsplit_once(".rejects") {
+        Some((base, "")) => format!("{base}.rejects-2.csv"),
+        Some((base, n)) => match n.strip_prefix('-').and_then(|n| n.parse::<u64>().ok()) {
+            Some(n) => format!("{base}.rejects-{}.csv", n.saturating_add(1)),
+            None => format!("{stem}.rejects.csv"),
+        },
+        None => format!("{stem}.rejects.csv"),
+    };
     file.with_file_name(name)
+}
+
+/// Whether two paths name the same file (both exist and resolve to one path, or are spelled the same).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 fn progress_bar(rows: u64) -> ProgressBar {
@@ -139,6 +183,12 @@ pub(crate) async fn run(
         .map_err(|e| usage(&e))?;
 
     let reject_path = reject_file.map_or_else(|| default_reject_file(file), Path::to_path_buf);
+    if same_file(&reject_path, file) {
+        return Err(CliError::Usage(format!(
+            "--reject-file {} is the input file; name another file for the failed rows",
+            reject_path.display()
+        )));
+    }
     let mut rejects: Vec<(csv::StringRecord, String)> = Vec::new();
     let mut summary = ImportSummary::default();
     let bar = progress_bar(records.len() as u64);
@@ -186,26 +236,35 @@ pub(crate) async fn run(
         write_rejects(&reject_path, &headers, &rejects)?;
         summary.reject_file = Some(reject_path.display().to_string());
     }
-    if json {
-        write_json(out, &summary)?;
+    let printed = if json {
+        write_json(out, &summary)
     } else {
-        writeln!(out, "created {}, skipped {}, failed {}", summary.created, summary.skipped, summary.failed)?;
+        let mut text = format!("created {}, skipped {}, failed {}\n", summary.created, summary.skipped, summary.failed);
         if let Some(path) = &summary.reject_file {
-            writeln!(out, "Failed rows, each with its error, are in {path}; fix them and import that file.")?;
+            text.push_str(&format!(
+                "Failed rows, each with its error, are in {path}; fix them and import that file.\n"
+            ));
         }
+        out.write_all(text.as_bytes()).map_err(CliError::from)
+    };
+    // A reader that went away does not hide failed rows: the exit code still says so below.
+    match printed {
+        Ok(()) | Err(CliError::OutputClosed) => {}
+        Err(e) => return Err(e),
     }
     if rows_without_order > 0 {
         writeln!(
             err,
-            "note: {rows_without_order} row(s) had no order_id; importing this file again would create their \
-             licenses again"
+            "note: {} no order_id; importing this file again would create {} again",
+            count(rows_without_order, "row had", "rows had"),
+            if rows_without_order == 1 { "its license" } else { "their licenses" }
         )?;
     }
     if let Some(message) = aborted {
         return Err(CliError::Failed(message));
     }
     if summary.failed > 0 {
-        return Err(CliError::Failed(format!("{} row(s) failed", summary.failed)));
+        return Err(CliError::Failed(format!("{} failed", count(summary.failed, "row", "rows"))));
     }
     Ok(())
 }
@@ -214,18 +273,42 @@ fn write_rejects(path: &Path, headers: &csv::StringRecord, rejects: &[(csv::Stri
     let fail =
         |e: &dyn std::fmt::Display| CliError::Failed(format!("cannot write the reject file {}: {e}", path.display()));
     let mut writer = csv::WriterBuilder::new().flexible(true).from_path(path).map_err(|e| fail(&e))?;
-    let mut header: Vec<&str> = headers.iter().collect();
-    header.push("error");
+    // The input's columns but its own `error` (a reject file imported again), then the new `error`.
+    let kept: Vec<usize> = (0..headers.len())
+        .filter(|&i| !headers.get(i).unwrap_or_default().trim().eq_ignore_ascii_case(ERROR_COLUMN))
+        .collect();
+    let mut header: Vec<&str> = kept.iter().map(|&i| headers.get(i).unwrap_or_default()).collect();
+    header.push(ERROR_COLUMN);
     writer.write_record(&header).map_err(|e| fail(&e))?;
     for (record, error) in rejects {
-        let mut fields: Vec<&str> = record.iter().collect();
-        // Pad short rows so the error always lands in the `error` column.
-        while fields.len() < headers.len() {
-            fields.push("");
-        }
+        // Short rows are padded so the error always lands in the `error` column; fields beyond the header follow it.
+        let mut fields: Vec<&str> = kept.iter().map(|&i| record.get(i).unwrap_or_default()).collect();
         fields.push(error);
+        fields.extend(record.iter().skip(headers.len()));
         writer.write_record(&fields).map_err(|e| fail(&e))?;
     }
     writer.flush().map_err(|e| fail(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::default_reject_file;
+
+    #[test]
+    fn reject_files_are_named_beside_the_input_and_count_on_for_reject_files() {
+        let cases = [
+            ("purchases.csv", "purchases.rejects.csv"),
+            ("in/data.txt", "in/data.rejects.csv"),
+            ("purchases.rejects.csv", "purchases.rejects-2.csv"),
+            ("purchases.rejects-2.csv", "purchases.rejects-3.csv"),
+            ("in/a.b.rejects-9.csv", "in/a.b.rejects-10.csv"),
+            ("my.rejectsx.csv", "my.rejectsx.rejects.csv"),
+        ];
+        for (input, rejects) in cases {
+            assert_eq!(default_reject_file(Path::new(input)), PathBuf::from(rejects), "{input}");
+        }
+    }
 }

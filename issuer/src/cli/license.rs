@@ -8,11 +8,14 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{fmt_opt_time, fmt_time, open_service, write_json, write_table, CliError, CliResult, GlobalArgs};
+use super::{
+    count, fmt_opt_time, fmt_time, open_service, slots_used, write_json, write_table, CliError, CliResult, GlobalArgs,
+};
 use crate::config::parse_duration_secs;
 use crate::http::admin::{EventView, LicenseView, MachineView};
+use crate::license_key::{LicenseKey, LicenseKeyError};
 use crate::service::{Expiry, LicenseRef, NewLicense};
-use crate::store::{Cursor, Event, License, LicenseFilter, LicenseStatus, LicenseUpdate, Machine};
+use crate::store::{Cursor, EffectiveStatus, Event, License, LicenseFilter, LicenseUpdate, Machine};
 
 /// How many events `license show` lists.
 const RECENT_EVENTS: usize = 20;
@@ -58,9 +61,10 @@ pub enum LicenseCommand {
         /// Only this product.
         #[arg(long)]
         product: Option<String>,
-        /// Only this status (active, suspended, revoked).
+        /// Only this status: active, suspended, revoked, or expired (active, but past its expiry; `active` leaves
+        /// these out).
         #[arg(long, value_parser = parse_status)]
-        status: Option<LicenseStatus>,
+        status: Option<EffectiveStatus>,
         /// Page size (1-500).
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: u32,
@@ -132,7 +136,8 @@ pub enum LicenseCommand {
     Import {
         /// The CSV file.
         file: PathBuf,
-        /// Where failed rows go, with an `error` column [default: FILE.rejects.csv].
+        /// Where failed rows go, with an `error` column [default: beside FILE, x.csv -> x.rejects.csv, and
+        /// x.rejects.csv -> x.rejects-2.csv].
         #[arg(long, value_name = "PATH")]
         reject_file: Option<PathBuf>,
         /// Print the summary as JSON.
@@ -164,14 +169,58 @@ pub enum MachineCommand {
     },
 }
 
-fn parse_status(s: &str) -> Result<LicenseStatus, String> {
+fn parse_status(s: &str) -> Result<EffectiveStatus, String> {
     s.parse()
 }
 
+/// A license id or key. Text shaped like a key (all the key's characters, or four dash-separated groups) that fails
+/// the key's checks is reported as the API's `invalid_license_key` reports it: the key looks mistyped, and how.
 pub(crate) fn license_ref(text: &str) -> Result<LicenseRef, CliError> {
-    LicenseRef::parse(text).map_err(|_| {
-        CliError::Usage(format!("`{text}` is neither a license id (UUID) nor a license key (XXXXX-XXXXX-XXXXX-XXXXX)"))
+    LicenseRef::parse(text).map_err(|_| match LicenseKey::parse(text) {
+        Err(e) if looks_like_a_key(text, &e) => CliError::Usage(e.to_string()),
+        _ => CliError::Usage(format!(
+            "`{text}` is neither a license id (UUID) nor a license key (XXXXX-XXXXX-XXXXX-XXXXX)"
+        )),
     })
+}
+
+fn looks_like_a_key(text: &str, error: &LicenseKeyError) -> bool {
+    let groups: Vec<&str> = text.trim().split('-').map(str::trim).collect();
+    matches!(error, LicenseKeyError::CheckFailed)
+        || (groups.len() == 4 && groups.iter().all(|g| !g.is_empty() && g.chars().all(char::is_alphanumeric)))
+}
+
+/// A warning on `err` when the license's expiry has passed at `now`: it counts as expired from the start.
+fn warn_if_expired(err: &mut dyn Write, l: &License, now: OffsetDateTime) -> CliResult {
+    if let Some(at) = l.expires_at.filter(|at| *at <= now) {
+        writeln!(
+            err,
+            "warning: the expiry {} has already passed, so the license is expired (validation answers EXPIRED and \
+             activations are refused); to give it time: `issuer license update {} --expires TIME` (or --duration \
+             365d, or --perpetual)",
+            fmt_time(at),
+            l.id
+        )?;
+    }
+    Ok(())
+}
+
+/// A warning on `err` when more machines are active than the license now has slots.
+fn warn_if_over_slots(err: &mut dyn Write, l: &License, active: usize) -> CliResult {
+    let slots = usize::try_from(l.max_machines).unwrap_or(usize::MAX);
+    if active > slots {
+        writeln!(
+            err,
+            "warning: license {id} now has {} but {} active: validation answers TOO_MANY_MACHINES on them until {} \
+             deactivated; see them with `issuer machine list {id}` and remove machines with `issuer machine remove \
+             {id} FINGERPRINT`",
+            count(l.max_machines, "slot", "slots"),
+            count(active, "machine is", "machines are"),
+            count(active - slots, "machine is", "machines are"),
+            id = l.id,
+        )?;
+    }
+    Ok(())
 }
 
 pub(crate) fn parse_time(flag: &str, text: &str) -> Result<OffsetDateTime, CliError> {
@@ -187,14 +236,14 @@ pub(crate) fn parse_metadata(text: &str) -> Result<serde_json::Map<String, serde
     }
 }
 
-/// Writes a license for people, one `name: value` line per field.
-pub(crate) fn write_license(out: &mut dyn Write, l: &License) -> CliResult {
+/// Writes a license for people, one `name: value` line per field; the status as it stands at `now`.
+pub(crate) fn write_license(out: &mut dyn Write, l: &License, now: OffsetDateTime) -> CliResult {
     let entitlements = if l.entitlements.is_empty() { "-".to_string() } else { l.entitlements.join(", ") };
     writeln!(out, "id:           {}", l.id)?;
     writeln!(out, "key:          {}", l.key)?;
     writeln!(out, "email:        {}", l.email)?;
     writeln!(out, "product:      {}", l.product)?;
-    writeln!(out, "status:       {}", l.status)?;
+    writeln!(out, "status:       {}", l.effective_status(now))?;
     writeln!(out, "slots:        {}", l.max_machines)?;
     writeln!(out, "expires:      {}", fmt_opt_time(l.expires_at, "never"))?;
     writeln!(out, "entitlements: {entitlements}")?;
@@ -298,8 +347,9 @@ pub(crate) async fn run(
             let metadata = metadata.as_deref().map(parse_metadata).transpose()?.unwrap_or_default();
             let new = NewLicense { email, product, max_machines: slots, expiry, entitlements, metadata };
             let (license, created) = licensing.create_license(new, idempotency_key.as_deref(), &ctx).await?;
+            warn_if_expired(err, &license, ctx.now)?;
             if json {
-                return write_json(out, &LicenseView::from(license));
+                return write_json(out, &LicenseView::at(license, ctx.now));
             }
             if created {
                 writeln!(out, "Created license {}", license.id)?;
@@ -310,7 +360,7 @@ pub(crate) async fn run(
                     license.id
                 )?;
             }
-            write_license(out, &license)
+            write_license(out, &license, ctx.now)
         }
         LicenseCommand::List { email, product, status, limit, cursor, json } => {
             let after =
@@ -320,11 +370,11 @@ pub(crate) async fn run(
                     })?),
                     None => None,
                 };
-            let filter = LicenseFilter { email, product, status, limit, after };
+            let filter = LicenseFilter { email, email_prefix: None, product, status, now: Some(ctx.now), limit, after };
             let page = licensing.list_licenses(&filter).await?;
             let next_cursor = page.next.map(|c| c.encode());
             if json {
-                let licenses = page.licenses.into_iter().map(LicenseView::from).collect();
+                let licenses = page.licenses.into_iter().map(|l| LicenseView::at(l, ctx.now)).collect();
                 return write_json(out, &ListView { licenses, next_cursor });
             }
             let rows: Vec<Vec<String>> = page
@@ -336,7 +386,7 @@ pub(crate) async fn run(
                         l.key.clone(),
                         l.email.clone(),
                         l.product.clone(),
-                        l.status.to_string(),
+                        l.effective_status(ctx.now).to_string(),
                         l.max_machines.to_string(),
                         fmt_opt_time(l.expires_at, "never"),
                     ]
@@ -361,15 +411,15 @@ pub(crate) async fn run(
                     out,
                     &ShowView {
                         machines_used: machines.len(),
-                        license: license.into(),
+                        license: LicenseView::at(license, ctx.now),
                         machines: machines.into_iter().map(Into::into).collect(),
                         recent_events: events.into_iter().map(Into::into).collect(),
                     },
                 );
             }
-            write_license(out, &license)?;
+            write_license(out, &license, ctx.now)?;
             writeln!(out)?;
-            writeln!(out, "Machines ({} of {} slots used):", machines.len(), license.max_machines)?;
+            writeln!(out, "Machines ({}):", slots_used(machines.len(), license.max_machines))?;
             if !machines.is_empty() {
                 write_table(out, &MACHINE_HEADERS, &machine_rows(&machines))?;
             }
@@ -424,20 +474,27 @@ pub(crate) async fn run(
                 ));
             }
             let license = licensing.update_license(&which, update, &ctx).await?;
+            if slots.is_some() {
+                let (_, machines) = licensing.machines(&LicenseRef::Id(license.id)).await?;
+                warn_if_over_slots(err, &license, machines.len())?;
+            }
+            if expires_at.is_some() {
+                warn_if_expired(err, &license, ctx.now)?;
+            }
             if json {
-                return write_json(out, &LicenseView::from(license));
+                return write_json(out, &LicenseView::at(license, ctx.now));
             }
             writeln!(out, "Updated license {}", license.id)?;
-            write_license(out, &license)
+            write_license(out, &license, ctx.now)
         }
         LicenseCommand::Suspend { license } => {
             let l = licensing.suspend(&license_ref(&license)?, &ctx).await?;
-            writeln!(out, "License {} is {} ({}, {}).", l.id, l.status, l.email, l.product)?;
+            writeln!(out, "License {} is {} ({}, {}).", l.id, l.effective_status(ctx.now), l.email, l.product)?;
             Ok(())
         }
         LicenseCommand::Reinstate { license } => {
             let l = licensing.reinstate(&license_ref(&license)?, &ctx).await?;
-            writeln!(out, "License {} is {} ({}, {}).", l.id, l.status, l.email, l.product)?;
+            writeln!(out, "License {} is {} ({}, {}).", l.id, l.effective_status(ctx.now), l.email, l.product)?;
             Ok(())
         }
         LicenseCommand::Revoke { license } => {
@@ -446,7 +503,10 @@ pub(crate) async fn run(
                 out,
                 "License {} is {} ({}, {}). Online apps learn it at their next refresh; offline tokens stay valid \
                  until the license's own expiry.",
-                l.id, l.status, l.email, l.product
+                l.id,
+                l.effective_status(ctx.now),
+                l.email,
+                l.product
             )?;
             Ok(())
         }
@@ -470,7 +530,7 @@ pub(crate) async fn run_machine(
                 };
                 return write_json(out, &view);
             }
-            writeln!(out, "License {}: {} of {} slots used.", license.id, machines.len(), license.max_machines)?;
+            writeln!(out, "License {}: {}.", license.id, slots_used(machines.len(), license.max_machines))?;
             if !machines.is_empty() {
                 write_table(out, &MACHINE_HEADERS, &machine_rows(&machines))?;
             }
@@ -491,10 +551,9 @@ pub(crate) async fn run_machine(
             let (license, machines) = licensing.machines(&which).await?;
             writeln!(
                 out,
-                "Removed machine {fingerprint} from license {}: {} of {} slots used.",
+                "Removed machine {fingerprint} from license {}: {}.",
                 license.id,
-                machines.len(),
-                license.max_machines
+                slots_used(machines.len(), license.max_machines)
             )?;
             Ok(())
         }

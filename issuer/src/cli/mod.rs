@@ -120,6 +120,9 @@ pub(crate) enum CliError {
     Usage(String),
     /// Anything else (not found, refused, store failure): exit code 1.
     Failed(String),
+    /// The reader of the output went away (EPIPE, as in `issuer license list | head -1`): the command stops quietly
+    /// with exit code 0, as `ls | head -1` does.
+    OutputClosed,
 }
 
 impl CliError {
@@ -127,12 +130,14 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
+            CliError::OutputClosed => 0,
         }
     }
 
-    fn message(&self) -> &str {
+    fn message(&self) -> Option<&str> {
         match self {
-            CliError::Usage(m) | CliError::Failed(m) => m,
+            CliError::Usage(m) | CliError::Failed(m) => Some(m),
+            CliError::OutputClosed => None,
         }
     }
 }
@@ -151,12 +156,18 @@ impl From<ServiceError> for CliError {
 
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return CliError::OutputClosed;
+        }
         CliError::Failed(format!("cannot write the output: {e}"))
     }
 }
 
 impl From<serde_json::Error> for CliError {
     fn from(e: serde_json::Error) -> Self {
+        if e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe) {
+            return CliError::OutputClosed;
+        }
         CliError::Failed(format!("cannot write JSON: {e}"))
     }
 }
@@ -232,7 +243,9 @@ pub async fn run_cli(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Exit
 }
 
 fn report(err: &mut dyn Write, e: &CliError) -> ExitCode {
-    let _ = writeln!(err, "error: {}", e.message());
+    if let Some(message) = e.message() {
+        let _ = writeln!(err, "error: {message}");
+    }
     ExitCode::from(e.exit_code())
 }
 
@@ -291,14 +304,9 @@ pub(crate) async fn open_service(global: &GlobalArgs, err: &mut dyn Write) -> Re
 
 async fn init(config: &Config, out: &mut dyn Write) -> CliResult {
     let keys_dir = config.data_dir.join(KEYS_DIR);
-    if keys_dir.join("ring.txt").exists() {
-        return Err(CliError::Failed(format!(
-            "{} is already initialized (its key ring {} exists); nothing was changed",
-            config.data_dir.display(),
-            keys_dir.display()
-        )));
-    }
-    let opened = crate::open(config).await.map_err(|e| CliError::Failed(error_chain(&e)))?;
+    // Decided under the data directory's initialization lock: of several processes starting at once, one
+    // initializes and every other init says so.
+    let opened = crate::initialize(config).await.map_err(|e| CliError::Failed(error_chain(&e)))?;
     let ring = opened.licensing.key_ring();
     writeln!(out, "Initialized the issuer in {}", config.data_dir.display())?;
     match &config.database_url {
@@ -389,6 +397,17 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
 }
 
 // ---- output helpers shared by the subcommands ----
+
+/// `n` and the noun in the number it needs: `count(1, "slot", "slots")` is `1 slot`, `count(2, ...)` is `2 slots`.
+pub(crate) fn count<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str, many: &str) -> String {
+    let noun = if n == N::from(1) { one } else { many };
+    format!("{n} {noun}")
+}
+
+/// How many of a license's slots are taken, e.g. `1 of 2 slots used`, `2 of 1 slot used`.
+pub(crate) fn slots_used(used: impl std::fmt::Display, slots: u32) -> String {
+    format!("{used} of {} used", count(slots, "slot", "slots"))
+}
 
 /// RFC 3339 text of a time.
 pub(crate) fn fmt_time(t: OffsetDateTime) -> String {

@@ -10,8 +10,8 @@ use verifier::{ActivationRequest, Claims, DeactivationCode, KeyId, TokenKind, Un
 
 use super::license::license_ref;
 use super::{
-    fmt_opt_time, fmt_time, inline_or_file, keys_dir, load_config, open_service, write_json, CliError, CliResult,
-    GlobalArgs,
+    fmt_opt_time, fmt_time, inline_or_file, keys_dir, load_config, open_service, slots_used, write_json, CliError,
+    CliResult, GlobalArgs,
 };
 use crate::http::admin::LicenseView;
 use crate::service::{Issued, ServiceError};
@@ -23,12 +23,14 @@ pub enum TokenCommand {
     ///
     /// Either --license and --fingerprint, or --request with an air-gapped app's activation request (ACT1-...),
     /// which always gives an offline token.
+    #[command(override_usage = "issuer token issue --license <ID|KEY> --fingerprint <FINGERPRINT> [OPTIONS]\n       \
+                                issuer token issue --request <CODE|@FILE> [OPTIONS]")]
     Issue {
         /// License id or key.
-        #[arg(long, value_name = "ID|KEY", required_unless_present = "request", conflicts_with = "request")]
+        #[arg(long, value_name = "ID|KEY", requires = "fingerprint", conflicts_with = "request")]
         license: Option<String>,
         /// The machine's fingerprint (as the app computed it; may start with `-`).
-        #[arg(long, required_unless_present = "request", requires = "license", allow_hyphen_values = true)]
+        #[arg(long, requires = "license", conflicts_with = "request", allow_hyphen_values = true)]
         fingerprint: Option<String>,
         /// A name for the machine.
         #[arg(long, requires = "license")]
@@ -164,6 +166,7 @@ pub(crate) async fn run(
         TokenCommand::Issue { license, fingerprint, name, platform, offline, request, out: file, json } => {
             let request = match request.as_deref() {
                 Some(text) => Some(parse_request(&inline_or_file(text)?)?),
+                None if license.is_none() => return Err(CliError::Usage(ISSUE_USAGE.into())),
                 None => None,
             };
             let licensing = open_service(global, err).await?;
@@ -177,7 +180,7 @@ pub(crate) async fn run(
                         .activate_license(&which, &fingerprint, name.as_deref(), platform.as_deref(), kind, &ctx)
                         .await?
                 }
-                _ => return Err(CliError::Usage("give --license and --fingerprint, or --request".into())),
+                _ => return Err(CliError::Usage(ISSUE_USAGE.into())),
             };
             let file = match (file, issued.claims.kind) {
                 (Some(path), _) => Some(path),
@@ -192,10 +195,7 @@ pub(crate) async fn run(
         }
         TokenCommand::Inspect { token, json } => inspect(global, &inline_or_file(&token)?, json, out),
         TokenCommand::Deactivate { code, license, json } => {
-            let code = DeactivationCode::from_code(&inline_or_file(&code)?).map_err(|e| match e {
-                verifier::Error::MistypedCode => CliError::Usage(format!("the deactivation code is mistyped: {e}")),
-                other => CliError::Usage(format!("not a deactivation code: {other}")),
-            })?;
+            let code = parse_deactivation(&inline_or_file(&code)?)?;
             let licensing = open_service(global, err).await?;
             if let Some(expected) = license {
                 let expected = licensing.license(&license_ref(&expected)?).await?;
@@ -232,20 +232,30 @@ pub(crate) async fn run(
             }
             writeln!(
                 out,
-                "Deactivated machine {} on license {} ({}, {}): its slot is free, {} of {} slots used.",
+                "Deactivated machine {} on license {} ({}, {}): its slot is free, {}.",
                 done.fingerprint,
                 done.license.id,
                 done.license.email,
                 done.license.product,
-                done.machines_used,
-                done.license.max_machines
+                slots_used(done.machines_used, done.license.max_machines)
             )?;
             Ok(())
         }
     }
 }
 
+/// The usage error of `token issue` given neither way of naming the machine.
+const ISSUE_USAGE: &str = "say which machine to activate: --license ID|KEY and --fingerprint FP, or --request \
+                           CODE|@FILE with an air-gapped app's activation request (ACT1-...)";
+
 fn parse_request(code: &str) -> Result<ActivationRequest, CliError> {
+    if is_code_of_kind(code, "DEA1") {
+        return Err(CliError::Usage(
+            "this is a deactivation code (DEA1-...), not an activation request (ACT1-...): redeem it with `issuer \
+             token deactivate CODE`"
+                .into(),
+        ));
+    }
     ActivationRequest::from_code(code).map_err(|e| match e {
         verifier::Error::MistypedCode => CliError::Usage(
             "the activation request is mistyped: its check characters do not match; compare it character by \
@@ -254,6 +264,32 @@ fn parse_request(code: &str) -> Result<ActivationRequest, CliError> {
         ),
         other => CliError::Usage(format!("not an activation request: {other}")),
     })
+}
+
+fn parse_deactivation(code: &str) -> Result<DeactivationCode, CliError> {
+    if is_code_of_kind(code, "ACT1") {
+        return Err(CliError::Usage(
+            "this is an activation request (ACT1-...), not a deactivation code (DEA1-...): sign a token for it with \
+             `issuer token issue --request CODE`"
+                .into(),
+        ));
+    }
+    DeactivationCode::from_code(code).map_err(|e| match e {
+        verifier::Error::MistypedCode => CliError::Usage(
+            "the deactivation code is mistyped: its check characters do not match; compare it character by \
+             character with the code the app shows (or carry it as a file)"
+                .into(),
+        ),
+        other => CliError::Usage(format!("not a deactivation code: {other}")),
+    })
+}
+
+/// Whether `code` starts with `prefix` (`ACT1`, `DEA1`), read as the verifier reads codes: case, dashes and
+/// whitespace do not matter.
+fn is_code_of_kind(code: &str, prefix: &str) -> bool {
+    let head: String =
+        code.chars().filter(|c| !matches!(c, '-' | ' ' | '\t' | '\r' | '\n')).take(prefix.len()).collect();
+    head.eq_ignore_ascii_case(prefix)
 }
 
 /// `<fingerprint>.license` in the current directory, with anything but `A-Z a-z 0-9 . _ -` replaced, so a
@@ -281,7 +317,7 @@ fn write_issued(out: &mut dyn Write, issued: Issued, file: Option<&Path>, json: 
                 machines_remaining: remaining,
                 new_machine: issued.new_machine,
                 file: file.map(|f| f.display().to_string()),
-                license: issued.license.into(),
+                license: LicenseView::at(issued.license, issued.claims.issued_at),
                 token: issued.token,
             },
         );
@@ -290,8 +326,12 @@ fn write_issued(out: &mut dyn Write, issued: Issued, file: Option<&Path>, json: 
     let slot = if issued.new_machine { "new machine" } else { "already active, no new slot used" };
     writeln!(
         out,
-        "Activated machine {} on license {} ({}, {}): {slot}; {} of {} slots used.",
-        issued.claims.fingerprint, l.id, l.email, l.product, issued.machines_used, l.max_machines
+        "Activated machine {} on license {} ({}, {}): {slot}; {}.",
+        issued.claims.fingerprint,
+        l.id,
+        l.email,
+        l.product,
+        slots_used(issued.machines_used, l.max_machines)
     )?;
     match issued.claims.kind {
         TokenKind::Offline => writeln!(

@@ -9,12 +9,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::extract::{ClientIp, Json, Path, Query};
 use super::AppState;
 use crate::config::parse_duration_secs;
 use crate::service::{Expiry, LicenseRef, NewLicense, ServiceError};
-use crate::store::{Cursor, Event, License, LicenseFilter, LicenseStatus, LicenseUpdate, Machine};
+use crate::store::{Cursor, EffectiveStatus, Event, License, LicenseFilter, LicenseUpdate, Machine};
 
 /// Default and largest page sizes of the list endpoints.
 const DEFAULT_PAGE: u32 = 50;
@@ -43,7 +43,8 @@ pub(crate) struct LicenseView {
     key: String,
     email: String,
     product: String,
-    status: LicenseStatus,
+    /// The status as it stands now: an active license past its expiry is `expired`.
+    status: EffectiveStatus,
     max_machines: u32,
     #[serde(with = "time::serde::rfc3339::option")]
     expires_at: Option<OffsetDateTime>,
@@ -55,14 +56,15 @@ pub(crate) struct LicenseView {
     updated_at: OffsetDateTime,
 }
 
-impl From<License> for LicenseView {
-    fn from(l: License) -> Self {
+impl LicenseView {
+    /// The view of `l` with its status as it stands at `now`.
+    pub(crate) fn at(l: License, now: OffsetDateTime) -> Self {
         LicenseView {
+            status: l.effective_status(now),
             id: l.id.to_string(),
             key: l.key,
             email: l.email,
             product: l.product,
-            status: l.status,
             max_machines: l.max_machines,
             expires_at: l.expires_at,
             entitlements: l.entitlements,
@@ -134,12 +136,14 @@ pub(crate) async fn create(
     let ctx = state.licensing.context(ip.text());
     let (license, created) = state.licensing.create_license(new, idempotency_key.as_deref(), &ctx).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, JsonResponse(license.into())))
+    Ok((status, JsonResponse(LicenseView::at(license, ctx.now))))
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     email: Option<String>,
+    email_prefix: Option<String>,
     product: Option<String>,
     status: Option<String>,
     limit: Option<u32>,
@@ -152,13 +156,13 @@ pub(crate) struct ListResponse {
     next_cursor: Option<String>,
 }
 
-/// `GET /v1/licenses?email=&product=&status=&limit=&cursor=`.
+/// `GET /v1/licenses?email=&email_prefix=&product=&status=&limit=&cursor=`; an unknown parameter is 400.
 pub(crate) async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<JsonResponse<ListResponse>, ApiError> {
     let status =
-        q.status.map(|s| s.parse::<LicenseStatus>()).transpose().map_err(|m| ApiError::invalid_field("status", m))?;
+        q.status.map(|s| s.parse::<EffectiveStatus>()).transpose().map_err(|m| ApiError::invalid_field("status", m))?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::invalid_field("limit", format!("must be between 1 and {MAX_PAGE}")));
@@ -169,10 +173,19 @@ pub(crate) async fn list(
         ),
         None => None,
     };
-    let filter = LicenseFilter { email: q.email, product: q.product, status, limit, after };
+    let now = state.licensing.now();
+    let filter = LicenseFilter {
+        email: q.email,
+        email_prefix: q.email_prefix,
+        product: q.product,
+        status,
+        now: Some(now),
+        limit,
+        after,
+    };
     let page = state.licensing.list_licenses(&filter).await?;
     Ok(JsonResponse(ListResponse {
-        licenses: page.licenses.into_iter().map(Into::into).collect(),
+        licenses: page.licenses.into_iter().map(|l| LicenseView::at(l, now)).collect(),
         next_cursor: page.next.map(|c| c.encode()),
     }))
 }
@@ -183,7 +196,7 @@ pub(crate) async fn get(
     Path(id): Path<String>,
 ) -> Result<JsonResponse<LicenseView>, ApiError> {
     let which = LicenseRef::parse(&id)?;
-    Ok(JsonResponse(state.licensing.license(&which).await?.into()))
+    Ok(JsonResponse(LicenseView::at(state.licensing.license(&which).await?, state.licensing.now())))
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -234,7 +247,7 @@ pub(crate) async fn update(
         entitlements: req.entitlements,
         metadata: metadata_object(req.metadata)?,
     };
-    Ok(JsonResponse(state.licensing.update_license(&which, update, &ctx).await?.into()))
+    Ok(JsonResponse(LicenseView::at(state.licensing.update_license(&which, update, &ctx).await?, ctx.now)))
 }
 
 /// `POST /v1/licenses/{id}/suspend`.
@@ -244,7 +257,8 @@ pub(crate) async fn suspend(
     Path(id): Path<String>,
 ) -> Result<JsonResponse<LicenseView>, ApiError> {
     let which = LicenseRef::parse(&id)?;
-    Ok(JsonResponse(state.licensing.suspend(&which, &state.licensing.context(ip.text())).await?.into()))
+    let ctx = state.licensing.context(ip.text());
+    Ok(JsonResponse(LicenseView::at(state.licensing.suspend(&which, &ctx).await?, ctx.now)))
 }
 
 /// `POST /v1/licenses/{id}/reinstate`.
@@ -254,7 +268,8 @@ pub(crate) async fn reinstate(
     Path(id): Path<String>,
 ) -> Result<JsonResponse<LicenseView>, ApiError> {
     let which = LicenseRef::parse(&id)?;
-    Ok(JsonResponse(state.licensing.reinstate(&which, &state.licensing.context(ip.text())).await?.into()))
+    let ctx = state.licensing.context(ip.text());
+    Ok(JsonResponse(LicenseView::at(state.licensing.reinstate(&which, &ctx).await?, ctx.now)))
 }
 
 /// `POST /v1/licenses/{id}/revoke`.
@@ -264,7 +279,8 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
 ) -> Result<JsonResponse<LicenseView>, ApiError> {
     let which = LicenseRef::parse(&id)?;
-    Ok(JsonResponse(state.licensing.revoke(&which, &state.licensing.context(ip.text())).await?.into()))
+    let ctx = state.licensing.context(ip.text());
+    Ok(JsonResponse(LicenseView::at(state.licensing.revoke(&which, &ctx).await?, ctx.now)))
 }
 
 #[derive(Debug, Serialize)]
@@ -322,7 +338,7 @@ pub(crate) async fn remove_machine(
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(ServiceError::NotActivated) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "machine_not_found",
+            ErrorCode::MachineNotFound,
             "no machine with this fingerprint is activated on the license",
         )),
         Err(e) => Err(e.into()),
@@ -330,6 +346,7 @@ pub(crate) async fn remove_machine(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct EventsQuery {
     after: Option<i64>,
     limit: Option<u32>,

@@ -5,6 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+pub use super::codes::ErrorCode;
 use crate::service::{ServiceError, Unusable};
 use crate::store::License;
 
@@ -16,7 +17,7 @@ pub struct ApiError {
     /// The HTTP status.
     pub status: StatusCode,
     /// Stable code clients branch on, e.g. `invalid_license_key`.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// A sentence for people.
     pub message: String,
     /// Seconds to wait before retrying (sent as `Retry-After`), for 429.
@@ -36,36 +37,40 @@ struct Body<'a> {
 
 impl ApiError {
     /// An error with this status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into(), retry_after: None, details: None }
     }
 
     /// 404 for a route that does not exist.
     pub fn route_not_found() -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route; see /v1/openapi.json")
+        ApiError::new(StatusCode::NOT_FOUND, ErrorCode::RouteNotFound, "no such route; see /v1/openapi.json")
     }
 
     /// 405 for a method a route does not support.
     pub fn method_not_allowed() -> Self {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not support this method")
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::MethodNotAllowed,
+            "this route does not support this method",
+        )
     }
 
     /// 401 for a missing or wrong admin token.
     pub fn unauthorized(message: &str) -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
     /// 429 with the seconds to wait.
     pub fn rate_limited(retry_after: u64) -> Self {
         ApiError {
             retry_after: Some(retry_after),
-            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later")
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, "too many requests; retry later")
         }
     }
 
     /// 422 for an invalid field.
     pub fn invalid_field(field: &str, message: impl std::fmt::Display) -> Self {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", format!("invalid {field}: {message}"))
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidField, format!("invalid {field}: {message}"))
     }
 
     /// A generic 500; `error` is logged in full, never sent.
@@ -80,7 +85,7 @@ impl ApiError {
         tracing::error!(error = %chain, "internal error while handling a request");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ErrorCode::InternalError,
             "internal error; the issuer logged the details",
         )
     }
@@ -88,7 +93,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = axum::Json(Body { code: self.code, message: &self.message, details: self.details.as_ref() });
+        let body =
+            axum::Json(Body { code: self.code.as_str(), message: &self.message, details: self.details.as_ref() });
         let mut response = (self.status, body).into_response();
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -105,39 +111,54 @@ impl From<ServiceError> for ApiError {
         use StatusCode as S;
         match e {
             ServiceError::InvalidLicenseKey(k) => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_license_key", k.to_string())
+                ApiError::new(S::UNPROCESSABLE_ENTITY, ErrorCode::InvalidLicenseKey, k.to_string())
             }
             ServiceError::InvalidField { field, message } => ApiError::invalid_field(field, message),
-            ServiceError::LicenseNotFound => ApiError::new(S::NOT_FOUND, "license_not_found", e.to_string()),
-            ServiceError::NotActivated => ApiError::new(S::FORBIDDEN, "not_activated", e.to_string()),
+            ServiceError::LicenseNotFound => ApiError::new(S::NOT_FOUND, ErrorCode::LicenseNotFound, e.to_string()),
+            ServiceError::NotActivated => ApiError::new(S::FORBIDDEN, ErrorCode::NotActivated, e.to_string()),
             ServiceError::Unusable(why) => {
                 let code = match why {
-                    Unusable::Suspended => "suspended",
-                    Unusable::Revoked => "revoked",
-                    Unusable::Expired => "expired",
+                    Unusable::Suspended => ErrorCode::Suspended,
+                    Unusable::Revoked => ErrorCode::Revoked,
+                    Unusable::Expired => ErrorCode::Expired,
                 };
                 ApiError::new(S::FORBIDDEN, code, e.to_string())
             }
-            ServiceError::NoSlotLeft { .. } => ApiError::new(S::CONFLICT, "too_many_machines", e.to_string()),
-            ServiceError::InvalidToken(_) => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_token", e.to_string()),
+            ServiceError::NoSlotLeft { .. } => ApiError::new(S::CONFLICT, ErrorCode::TooManyMachines, e.to_string()),
+            ServiceError::InvalidToken(_) => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, ErrorCode::InvalidToken, e.to_string())
+            }
             ServiceError::InvalidCode(ref err) => {
-                let code = if matches!(err, verifier::Error::MistypedCode) { "mistyped_code" } else { "invalid_code" };
+                let code = if matches!(err, verifier::Error::MistypedCode) {
+                    ErrorCode::MistypedCode
+                } else {
+                    ErrorCode::InvalidCode
+                };
                 ApiError::new(S::UNPROCESSABLE_ENTITY, code, e.to_string())
             }
-            ServiceError::AlreadyRedeemed { .. } => ApiError::new(S::CONFLICT, "already_redeemed", e.to_string()),
-            ServiceError::UnknownDeactivationCode => {
-                ApiError::new(S::NOT_FOUND, "unknown_deactivation_code", e.to_string())
+            ServiceError::AlreadyRedeemed { .. } => {
+                ApiError::new(S::CONFLICT, ErrorCode::AlreadyRedeemed, e.to_string())
             }
-            ServiceError::IdempotencyConflict => ApiError::new(S::CONFLICT, "idempotency_conflict", e.to_string()),
+            ServiceError::UnknownDeactivationCode => {
+                ApiError::new(S::NOT_FOUND, ErrorCode::UnknownDeactivationCode, e.to_string())
+            }
+            ServiceError::IdempotencyConflict => {
+                ApiError::new(S::CONFLICT, ErrorCode::IdempotencyConflict, e.to_string())
+            }
             ServiceError::StatusConflict { current, ref license, .. } => {
                 // The state the request lost to, so a client need not ask again.
                 let mut details = serde_json::Map::new();
                 details.insert("status".into(), current.as_str().into());
                 if let Some(license) = license {
-                    let view = super::admin::LicenseView::from(License::clone(license));
+                    // A status conflict is about a revoked license, revoked at any time: no clock needed for it.
+                    let now = time::OffsetDateTime::now_utc();
+                    let view = super::admin::LicenseView::at(License::clone(license), now);
                     details.insert("license".into(), serde_json::to_value(view).unwrap_or_default());
                 }
-                ApiError { details: Some(details), ..ApiError::new(S::CONFLICT, "status_conflict", e.to_string()) }
+                ApiError {
+                    details: Some(details),
+                    ..ApiError::new(S::CONFLICT, ErrorCode::StatusConflict, e.to_string())
+                }
             }
             ServiceError::Store(ref err) => ApiError::internal(err),
             ServiceError::Signing(ref err) => ApiError::internal(err),
@@ -150,38 +171,45 @@ impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {
             JsonRejection::JsonDataError(e) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.body_text())
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidField, e.body_text())
             }
             JsonRejection::JsonSyntaxError(e) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.body_text())
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedJson, e.body_text())
             }
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "send the body as JSON with `Content-Type: application/json`",
             ),
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is too large")
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BodyTooLarge, "the request body is too large")
             }
-            other => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", other.body_text()),
+            other => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, other.body_text()),
         }
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", r.body_text())
+        let text = r.body_text();
+        // The query types deny unknown fields; serde words that error "unknown field `x`, expected ...".
+        if text.contains("unknown field") {
+            ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::UnknownParameter, text.replace("field", "parameter"))
+        } else {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidField, text)
+        }
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, r.body_text())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::store::StoreError;
 
@@ -189,7 +217,7 @@ mod tests {
     fn store_errors_become_a_generic_500_without_details() {
         let err = ApiError::from(ServiceError::Store(StoreError::Corrupt("secret table name".into())));
         assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(err.code, "internal_error");
+        assert_eq!(err.code, ErrorCode::InternalError);
         assert!(!err.message.contains("secret"), "{}", err.message);
     }
 
@@ -223,7 +251,26 @@ mod tests {
         ];
         for (e, status, code) in cases {
             let api = ApiError::from(e);
-            assert_eq!((api.status, api.code), (status, code));
+            assert_eq!((api.status, api.code.as_str()), (status, code));
         }
+    }
+
+    #[test]
+    fn every_error_code_the_server_can_send_is_in_the_openapi_document() {
+        let doc: serde_json::Value = serde_json::from_str(super::super::OPENAPI_JSON).unwrap();
+        let listed: Vec<&str> = doc["components"]["schemas"]["Error"]["properties"]["code"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let sent: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        let missing: Vec<_> = sent.iter().filter(|c| !listed.contains(c)).collect();
+        let stale: Vec<_> = listed.iter().filter(|c| !sent.contains(c)).collect();
+        assert!(missing.is_empty() && stale.is_empty(), "not in openapi.json: {missing:?}; never sent: {stale:?}");
+        // Every code is also described in a response of some route.
+        let text = super::super::OPENAPI_JSON;
+        let undescribed: Vec<_> = sent.iter().filter(|c| !text.contains(&format!("`{c}`"))).collect();
+        assert!(undescribed.is_empty(), "no response description names {undescribed:?}");
     }
 }

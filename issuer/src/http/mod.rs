@@ -1,7 +1,10 @@
 //! The HTTP API: [`app`] builds the router, [`serve`] runs it until a shutdown signal.
+//!
+//! Layout: `public` and `admin` (the handlers), `extract` (extractors whose rejections are [`ApiError`]s),
+//! `error` and `codes` (the one error type and every code it can carry), `ratelimit`, `guard` (body timeout and
+//! honest keep-alive), `server` (the connection loop: cap, timeouts, accept back-off).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -12,16 +15,21 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::config::HttpSettings;
 use crate::service::Licensing;
 
 pub(crate) mod admin;
+mod codes;
 mod error;
 mod extract;
+mod guard;
 mod public;
 mod ratelimit;
+mod server;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 pub use ratelimit::IpRateLimiter;
+pub(crate) use server::{fit_connections, raise_open_file_limit};
 
 /// The OpenAPI 3 document of this API, served at `/v1/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
@@ -37,6 +45,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Proxies whose `X-Forwarded-For` names the client (see [`crate::Config::trusted_proxies`]).
     pub trusted_proxies: Arc<[std::net::IpAddr]>,
+    /// Connection limits and timeouts ([`serve`] and the body guard).
+    pub http: HttpSettings,
 }
 
 impl AppState {
@@ -47,7 +57,14 @@ impl AppState {
             limiter: IpRateLimiter::new(per_second, burst).map(Arc::new),
             max_body_bytes,
             trusted_proxies: Arc::from([]),
+            http: HttpSettings::default(),
         }
+    }
+
+    /// Serves under these connection limits and timeouts.
+    pub fn with_http_settings(mut self, http: HttpSettings) -> Self {
+        self.http = http;
+        self
     }
 
     /// Trusts these proxies' `X-Forwarded-For` headers for the client address.
@@ -87,6 +104,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::route_not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(from_fn_with_state(state.clone(), guard::body_guard))
         .with_state(state)
 }
 
@@ -100,7 +118,7 @@ async fn healthz(State(state): State<AppState>) -> Result<axum::Json<serde_json:
         tracing::warn!(reason = %why, "health check failed: the store does not answer");
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
+            ErrorCode::StoreUnavailable,
             "the store does not answer; the instance cannot serve requests",
         )
     };
@@ -115,13 +133,13 @@ async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests and returns.
+/// Serves the API over HTTP/1.1 on `listener` under `state.http`'s connection limits and timeouts until `shutdown`
+/// completes, then stops accepting, finishes the requests in flight and returns.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let settings = state.http;
+    server::serve(listener, app(state), &settings, shutdown).await
 }

@@ -5,11 +5,11 @@ use axum::Json as JsonResponse;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::extract::{ClientIp, Json};
 use super::AppState;
 use crate::service::{Issued, ServiceError};
-use crate::store::{License, LicenseStatus};
+use crate::store::{EffectiveStatus, License};
 use verifier::{ActivationRequest, DeactivationCode};
 
 /// What public responses say about a license.
@@ -18,20 +18,22 @@ pub(crate) struct LicenseSummary {
     id: String,
     product: String,
     email: String,
-    status: LicenseStatus,
+    /// The status as it stands now: an active license past its expiry is `expired`.
+    status: EffectiveStatus,
     max_machines: u32,
     #[serde(with = "time::serde::rfc3339::option")]
     expires_at: Option<OffsetDateTime>,
     entitlements: Vec<String>,
 }
 
-impl From<&License> for LicenseSummary {
-    fn from(l: &License) -> Self {
+impl LicenseSummary {
+    /// The summary of `l` with its status as it stands at `now`.
+    fn at(l: &License, now: OffsetDateTime) -> Self {
         LicenseSummary {
             id: l.id.to_string(),
             product: l.product.clone(),
             email: l.email.clone(),
-            status: l.status,
+            status: l.effective_status(now),
             max_machines: l.max_machines,
             expires_at: l.expires_at,
             entitlements: l.entitlements.clone(),
@@ -66,7 +68,7 @@ impl TokenResponse {
             token: issued.token,
             refresh_after: issued.refresh_after,
             token_expires_at: issued.token_expires_at,
-            license: LicenseSummary::from(&issued.license),
+            license: LicenseSummary::at(&issued.license, issued.claims.issued_at),
             machines_used: issued.machines_used,
             machines_remaining: issued.license.max_machines.saturating_sub(issued.machines_used),
             new_machine: issued.new_machine,
@@ -118,7 +120,7 @@ pub(crate) async fn validate(
         valid: v.code == crate::service::ValidationCode::Valid,
         code: v.code.as_str(),
         message: v.code.message(),
-        license: v.license.as_ref().map(LicenseSummary::from),
+        license: v.license.as_ref().map(|l| LicenseSummary::at(l, ctx.now)),
         machines_used: v.machines_used,
     }))
 }
@@ -168,7 +170,7 @@ pub(crate) async fn deactivate(
         })),
         Err(ServiceError::NotActivated) => Err(ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
-            "not_activated",
+            ErrorCode::NotActivated,
             "this machine is not activated on the license",
         )),
         Err(e) => Err(e.into()),
@@ -234,7 +236,7 @@ pub(crate) async fn offline_activate(
     Ok(JsonResponse(OfflineTokenResponse {
         token: issued.token,
         kind: "offline",
-        license: LicenseSummary::from(&issued.license),
+        license: LicenseSummary::at(&issued.license, issued.claims.issued_at),
         machines_used: issued.machines_used,
         machines_remaining: issued.license.max_machines.saturating_sub(issued.machines_used),
         new_machine: issued.new_machine,

@@ -44,7 +44,7 @@ impl IpRateLimiter {
     /// `Ok` when the client may go on, else the whole seconds to wait.
     pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
         let n = self.requests.fetch_add(1, Ordering::Relaxed);
-        if n % RETAIN_EVERY == 0 && self.limiter.len() > RETAIN_THRESHOLD {
+        if n.is_multiple_of(RETAIN_EVERY) && self.limiter.len() > RETAIN_THRESHOLD {
             self.limiter.retain_recent();
         }
         self.limiter.check_key(&ip).map_err(|not_until| {

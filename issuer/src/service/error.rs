@@ -43,7 +43,7 @@ pub enum ServiceError {
     #[error("the license is {}", match .0 { Unusable::Suspended => "suspended", Unusable::Revoked => "revoked", Unusable::Expired => "expired" })]
     Unusable(Unusable),
     /// Every machine slot is taken.
-    #[error("all {max_machines} machine slots of the license are in use; deactivate a machine first")]
+    #[error("{}; deactivate a machine first", if *.max_machines == 1 { "the 1 machine slot of the license is in use".to_string() } else { format!("all {} machine slots of the license are in use", .max_machines) })]
     NoSlotLeft {
         /// The license's slots.
         max_machines: u32,

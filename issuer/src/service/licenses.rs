@@ -152,7 +152,7 @@ impl Licensing {
         found.ok_or(ServiceError::LicenseNotFound)
     }
 
-    /// A page of licenses.
+    /// A page of licenses. A status filter judges expiry at `filter.now`, or else at the service clock's now.
     pub async fn list_licenses(&self, filter: &LicenseFilter) -> Result<LicensePage, ServiceError> {
         let printable =
             |v: &Option<String>| v.as_deref().is_none_or(|v| v.len() <= 254 && !v.chars().any(char::is_control));
@@ -162,7 +162,11 @@ impl Licensing {
         if !printable(&filter.product) {
             return Err(invalid("product", "must be at most 254 bytes without control characters"));
         }
-        Ok(self.store.list_licenses(filter).await?)
+        if !printable(&filter.email_prefix) || filter.email_prefix.as_deref() == Some("") {
+            return Err(invalid("email_prefix", "must be 1-254 bytes without control characters"));
+        }
+        let filter = LicenseFilter { now: filter.now.or_else(|| Some(self.now())), ..filter.clone() };
+        Ok(self.store.list_licenses(&filter).await?)
     }
 
     /// Changes slots, expiry, entitlements or metadata, with an `updated` event naming the fields. The update is

@@ -123,6 +123,11 @@ impl Licensing {
         self
     }
 
+    /// The service clock's current time.
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
     /// The context of a request from `client_ip`, at the service clock's current time.
     pub fn context(&self, client_ip: Option<String>) -> Context {
         Context { now: self.clock.now(), client_ip }
@@ -167,6 +172,18 @@ impl Licensing {
         let (hash, label, at) = (token_hash(&token), label.to_string(), self.context(None).at());
         self.store.transact(move |tx| Box::pin(async move { tx.add_admin_token(&hash, &label, at).await })).await?;
         Ok(token)
+    }
+
+    /// Creates the first admin token if the store has none, decided in the store (of instances starting at once on
+    /// one empty database, exactly one gets `Some`); `None` when a token existed.
+    pub async fn create_first_admin_token(&self, label: &str) -> Result<Option<String>, ServiceError> {
+        let token = new_admin_token()?;
+        let (hash, label, at) = (token_hash(&token), label.to_string(), self.context(None).at());
+        let stored = self
+            .store
+            .transact(move |tx| Box::pin(async move { tx.add_first_admin_token(&hash, &label, at).await }))
+            .await?;
+        Ok(stored.then_some(token))
     }
 
     /// Reloads the key ring if its files changed; whether a new ring is now in use.

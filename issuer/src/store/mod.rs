@@ -21,8 +21,8 @@ mod sqlite;
 mod unit;
 
 pub use model::{
-    Activated, Created, Cursor, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus,
-    LicenseUpdate, Lookup, Machine, NewEvent, Redeemed,
+    Activated, Created, Cursor, EffectiveStatus, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage,
+    LicenseStatus, LicenseUpdate, Lookup, Machine, NewEvent, Redeemed,
 };
 pub use postgres::{is_postgres_url, PostgresStore, DEFAULT_POOL_SIZE};
 pub use sqlite::SqliteStore;
@@ -76,6 +76,9 @@ pub enum StoreError {
     /// A batch of writes could not be committed (the whole batch was rolled back).
     #[error("the write could not be committed: {0}")]
     CommitFailed(String),
+    /// The database did not answer the first connection within this time (start-up).
+    #[error("the database did not answer within {0:?}; check the host, port and network")]
+    ConnectTimeout(std::time::Duration),
     /// The database failed (connection, I/O, lock timeout, ...).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -133,6 +136,20 @@ pub trait Store: Send + Sync + 'static {
     async fn admin_token_hashes(&self) -> Result<Vec<[u8; 32]>, StoreError>;
 }
 
+/// A LIKE pattern (with `ESCAPE '\\'`) matching text that starts with `prefix` literally: `%`, `_` and `\\` in it
+/// are escaped.
+fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -145,6 +162,12 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("`mysql`") && text.contains("postgres://") && !text.contains("hunter2"), "{text}");
         assert!(connect("/var/lib/issuer.db", 4).await.is_err());
+    }
+
+    #[test]
+    fn like_prefix_matches_wildcards_literally() {
+        assert_eq!(like_prefix("ada"), "ada%");
+        assert_eq!(like_prefix("a_b%c\\"), "a\\_b\\%c\\\\%");
     }
 
     #[test]

@@ -52,6 +52,53 @@ impl FromStr for LicenseStatus {
     }
 }
 
+/// What a license's status means at a moment: its stored [`LicenseStatus`], with an active license past its expiry
+/// shown as expired. Lists, filters and views use it; only the stored status is ever written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EffectiveStatus {
+    /// Active and not expired.
+    Active,
+    /// Suspended (whatever its expiry).
+    Suspended,
+    /// Revoked (whatever its expiry).
+    Revoked,
+    /// Active, but its `expires_at` has passed.
+    Expired,
+}
+
+impl EffectiveStatus {
+    /// The lowercase word shown in the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EffectiveStatus::Active => "active",
+            EffectiveStatus::Suspended => "suspended",
+            EffectiveStatus::Revoked => "revoked",
+            EffectiveStatus::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for EffectiveStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EffectiveStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "active" => Ok(EffectiveStatus::Active),
+            "suspended" => Ok(EffectiveStatus::Suspended),
+            "revoked" => Ok(EffectiveStatus::Revoked),
+            "expired" => Ok(EffectiveStatus::Expired),
+            other => Err(format!("`{other}` is not a status (active, suspended, revoked, expired)")),
+        }
+    }
+}
+
 /// A license as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct License {
@@ -79,6 +126,18 @@ pub struct License {
     pub updated_at: OffsetDateTime,
 }
 
+impl License {
+    /// The status as it stands at `now`: an active license whose expiry has passed (`expires_at <= now`) is expired.
+    pub fn effective_status(&self, now: OffsetDateTime) -> EffectiveStatus {
+        match self.status {
+            LicenseStatus::Suspended => EffectiveStatus::Suspended,
+            LicenseStatus::Revoked => EffectiveStatus::Revoked,
+            LicenseStatus::Active if self.expires_at.is_some_and(|e| e <= now) => EffectiveStatus::Expired,
+            LicenseStatus::Active => EffectiveStatus::Active,
+        }
+    }
+}
+
 /// An idempotency key sent with a create request, and a hash of the request it came with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Idempotency {
@@ -102,10 +161,15 @@ pub enum Created {
 pub struct LicenseFilter {
     /// Only licenses with this email (compared case-insensitively).
     pub email: Option<String>,
+    /// Only licenses whose email starts with this (compared case-insensitively; `%` and `_` are plain characters).
+    pub email_prefix: Option<String>,
     /// Only licenses of this product.
     pub product: Option<String>,
-    /// Only licenses with this status.
-    pub status: Option<LicenseStatus>,
+    /// Only licenses with this status as it stands at `now` ([`License::effective_status`]).
+    pub status: Option<EffectiveStatus>,
+    /// The time expiry is judged at for `status` (the service's clock); `None` judges no expiry (then
+    /// [`EffectiveStatus::Expired`] matches nothing and active matches every active license).
+    pub now: Option<OffsetDateTime>,
     /// Page size.
     pub limit: u32,
     /// Continue after this position (from a previous page's `next_cursor`).

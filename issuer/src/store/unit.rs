@@ -105,6 +105,15 @@ pub trait Tx: Send {
 
     /// Stores the SHA-256 of an admin token.
     async fn add_admin_token(&mut self, hash: &[u8; 32], label: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Stores the SHA-256 of the first admin token only if the store has none: of any number of instances starting
+    /// on an empty database at once, exactly one stores (and prints) a token. `false` when one existed.
+    async fn add_first_admin_token(
+        &mut self,
+        hash: &[u8; 32],
+        label: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 }
 
 /// [`Store::run`] with a typed result and the caller's own error type.

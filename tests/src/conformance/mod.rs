@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use issuer::{
-    Activated, Created, Cursor, EventKind, Idempotency, License, LicenseFilter, LicenseStatus, LicenseUpdate, NewEvent,
-    Redeemed, Store, StoreError,
+    Activated, Created, Cursor, EffectiveStatus, EventKind, Idempotency, License, LicenseFilter, LicenseStatus,
+    LicenseUpdate, NewEvent, Redeemed, Store, StoreError,
 };
 use one::OneUnit as _;
 
@@ -71,6 +71,7 @@ macro_rules! store_conformance_tests {
             concurrent_redemptions_of_one_code_free_one_slot_once,
             license_for_machine_answers_what_a_validation_needs,
             status_changes_are_compare_and_set_and_revoked_is_final,
+            list_filters_by_status_as_it_stands_and_by_email_prefix,
         );
         $crate::store_conformance_tests!(@whole $open;
             units::a_unit_commits_all_its_writes_or_none,
@@ -345,7 +346,7 @@ pub async fn list_filters_and_pages_with_a_cursor(store: Arc<dyn Store>) {
     let viewers = all(LicenseFilter { product: Some("acme-viewer".into()), ..LicenseFilter::default() }).await;
     assert_eq!(viewers.licenses.iter().map(|l| l.id).collect::<Vec<_>>(), [ids[0], ids[3], ids[6]]);
     store.change_status(ids[3], LicenseStatus::Active, LicenseStatus::Suspended, now()).await.unwrap();
-    let suspended = all(LicenseFilter { status: Some(LicenseStatus::Suspended), ..LicenseFilter::default() }).await;
+    let suspended = all(LicenseFilter { status: Some(EffectiveStatus::Suspended), ..LicenseFilter::default() }).await;
     assert_eq!(suspended.licenses.iter().map(|l| l.id).collect::<Vec<_>>(), [ids[3]]);
     let both = all(LicenseFilter {
         email: Some("BOB@EXAMPLE.COM".into()),
@@ -538,4 +539,49 @@ pub async fn license_for_machine_answers_what_a_validation_needs(store: Arc<dyn 
     let (_, used, active) = store.license_for_machine(&l.key, "elsewhere").await.unwrap().unwrap();
     assert_eq!((used, active), (2, false));
     assert!(store.license_for_machine("NOKEY-NOKEY-NOKEY-NOKEY", "here").await.unwrap().is_none());
+}
+
+/// The status filter judges expiry at the filter's `now`: an active license past its expiry is expired, not active;
+/// suspended and revoked ones are what they are whatever their expiry. The email prefix matches case-insensitively
+/// and takes `%` and `_` literally.
+pub async fn list_filters_by_status_as_it_stands_and_by_email_prefix(store: Arc<dyn Store>) {
+    let t = now();
+    let make = |email: &str, expires: Option<OffsetDateTime>| {
+        let mut l = license(1);
+        l.email = email.into();
+        l.expires_at = expires;
+        l
+    };
+    let perpetual = make("ada@example.com", None);
+    let running = make("Ada.Lovelace@example.com", Some(t + time::Duration::days(1)));
+    let lapsed = make("bob@example.com", Some(t - time::Duration::days(1)));
+    let lapsed_suspended = make("a%b_c@example.com", Some(t - time::Duration::days(1)));
+    for l in [&perpetual, &running, &lapsed, &lapsed_suspended] {
+        store.create_license(l, None).await.unwrap();
+    }
+    store.change_status(lapsed_suspended.id, LicenseStatus::Active, LicenseStatus::Suspended, t).await.unwrap();
+    let ids = |filter: LicenseFilter| {
+        let store = store.clone();
+        async move {
+            let page = store.list_licenses(&LicenseFilter { limit: 100, ..filter }).await.unwrap();
+            page.licenses.into_iter().map(|l| l.id).collect::<HashSet<_>>()
+        }
+    };
+    let at = |status| LicenseFilter { status: Some(status), now: Some(t), ..LicenseFilter::default() };
+    assert_eq!(ids(at(EffectiveStatus::Active)).await, HashSet::from([perpetual.id, running.id]));
+    assert_eq!(ids(at(EffectiveStatus::Expired)).await, HashSet::from([lapsed.id]));
+    assert_eq!(ids(at(EffectiveStatus::Suspended)).await, HashSet::from([lapsed_suspended.id]));
+    assert!(ids(at(EffectiveStatus::Revoked)).await.is_empty());
+    // Judged at another time, the same licenses stand otherwise.
+    let later = LicenseFilter { now: Some(t + time::Duration::days(2)), ..at(EffectiveStatus::Expired) };
+    assert_eq!(ids(later).await, HashSet::from([lapsed.id, running.id]));
+    assert_eq!(lapsed.effective_status(t), EffectiveStatus::Expired);
+    assert_eq!(running.effective_status(t), EffectiveStatus::Active);
+
+    let prefix = |p: &str| LicenseFilter { email_prefix: Some(p.into()), ..LicenseFilter::default() };
+    assert_eq!(ids(prefix("ADA")).await, HashSet::from([perpetual.id, running.id]));
+    assert_eq!(ids(prefix("ada.")).await, HashSet::from([running.id]));
+    assert_eq!(ids(prefix("a%")).await, HashSet::from([lapsed_suspended.id]), "% is a plain character");
+    assert!(ids(prefix("a_")).await.is_empty(), "_ is a plain character");
+    assert!(ids(prefix("zed")).await.is_empty());
 }

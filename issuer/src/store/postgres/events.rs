@@ -11,6 +11,9 @@ use crate::store::{Event, EventKind, NewEvent, StoreError};
 /// Class (first key) of the per-license advisory locks taken when appending events.
 const EVENT_LOCK_CLASS: i32 = 0x6973_0002;
 
+/// Advisory lock held while deciding whether the first admin token is stored.
+const FIRST_ADMIN_LOCK: i64 = 0x6973_7375_6572_0003;
+
 /// Appends an event. The id is drawn only after the license's previous event committed, so one license's ids commit
 /// in order and paging with `after` never skips an event that commits late: the CTE takes the per-license advisory
 /// transaction lock before the row (and its id) is made, and the transaction holds it until it ends. Alone, this is
@@ -65,6 +68,28 @@ where
         .execute(db)
         .await?;
     Ok(())
+}
+
+/// The insert only if the table is empty. Under READ COMMITTED two transactions could both see it empty, so the
+/// check and the insert run under an advisory transaction lock: the second waits, then sees the first's token.
+pub(super) async fn add_first_admin_token(
+    conn: &mut sqlx::PgConnection,
+    hash: &[u8; 32],
+    label: &str,
+    at: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FIRST_ADMIN_LOCK).execute(&mut *conn).await?;
+    let n = sqlx::query(
+        "INSERT INTO admin_tokens (token_hash, label, created_at) SELECT $1, $2, $3 \
+         WHERE NOT EXISTS (SELECT 1 FROM admin_tokens)",
+    )
+    .bind(&hash[..])
+    .bind(label)
+    .bind(secs(at))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }
 
 pub(super) async fn admin_token_hashes<'e, E>(db: E) -> Result<Vec<[u8; 32]>, StoreError>

@@ -6,9 +6,11 @@ use sqlx::{Acquire as _, Executor, PgConnection, Postgres, QueryBuilder, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::super::like_prefix;
 use super::{count_from, is_unique_violation, json, secs};
 use crate::store::{
-    Created, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup, StoreError,
+    Created, EffectiveStatus, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup,
+    StoreError,
 };
 
 /// The license by id or key; with `lock`, its row is locked `FOR NO KEY UPDATE` until the transaction ends. That
@@ -69,9 +71,10 @@ where
     if let Some(product) = &filter.product {
         q.push(" AND product = ").push_bind(product.clone());
     }
-    if let Some(status) = filter.status {
-        q.push(" AND status = ").push_bind(status.as_str());
+    if let Some(prefix) = &filter.email_prefix {
+        q.push(" AND lower(email) LIKE lower(").push_bind(like_prefix(prefix)).push(") ESCAPE '\\'");
     }
+    push_status(&mut q, filter);
     if let Some(after) = filter.after {
         q.push(" AND (created_at, id) > (").push_bind(secs(after.created_at));
         q.push(", ").push_bind(after.id).push(")");
@@ -81,6 +84,25 @@ where
     let rows = q.build().fetch_all(db).await?;
     let licenses = rows.iter().map(license_from_row).collect::<Result<Vec<_>, _>>()?;
     Ok(LicensePage::from_overfetched(licenses, filter.limit))
+}
+
+/// The status filter, expiry judged at `filter.now`.
+fn push_status(q: &mut QueryBuilder<'_, Postgres>, filter: &LicenseFilter) {
+    let Some(status) = filter.status else { return };
+    match (status, filter.now.map(secs)) {
+        (EffectiveStatus::Suspended | EffectiveStatus::Revoked, _) | (EffectiveStatus::Active, None) => {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        (EffectiveStatus::Active, Some(now)) => {
+            q.push(" AND status = 'active' AND (expires_at IS NULL OR expires_at > ").push_bind(now).push(")");
+        }
+        (EffectiveStatus::Expired, Some(now)) => {
+            q.push(" AND status = 'active' AND expires_at <= ").push_bind(now);
+        }
+        (EffectiveStatus::Expired, None) => {
+            q.push(" AND false");
+        }
+    }
 }
 
 /// Inserts a license and its idempotency key in a savepoint, so a replay or a duplicate undoes only this insert and

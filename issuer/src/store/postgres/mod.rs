@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Executor as _, PgConnection};
+use sqlx::{Connection as _, Executor as _, PgConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -50,6 +50,9 @@ const MIGRATION_LOCK: i64 = 0x6973_7375_6572_0001;
 
 /// Default connections per instance when the configuration gives none.
 pub const DEFAULT_POOL_SIZE: u32 = 10;
+
+/// How long the first connection at start may take before the database is called unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a request waits for a free pooled connection before failing.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -76,6 +79,18 @@ impl PostgresStore {
         if !url.contains("application_name=") {
             // Shows the issuer's connections as such in pg_stat_activity.
             options = options.application_name("issuer");
+        }
+        // NOTICEs (such as "relation schema_version already exists, skipping" when instances start together) would
+        // reach the log at INFO; warnings and errors still do.
+        options = options.options([("client_min_messages", "warning")]);
+        // One connection first, to say why the database cannot be reached: the pool retries until its acquire
+        // timeout and then says only "pool timed out".
+        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
+            Ok(Err(e)) => return Err(StoreError::Database(e)),
+            Err(_) => return Err(StoreError::ConnectTimeout(CONNECT_TIMEOUT)),
         }
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
@@ -236,6 +251,15 @@ impl Tx for PgTx<'_> {
 
     async fn append_event(&mut self, event: &NewEvent) -> Result<(), StoreError> {
         events::insert(&mut *self.conn, event).await
+    }
+
+    async fn add_first_admin_token(
+        &mut self,
+        hash: &[u8; 32],
+        label: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        events::add_first_admin_token(&mut *self.conn, hash, label, at).await
     }
 
     async fn add_admin_token(&mut self, hash: &[u8; 32], label: &str, at: OffsetDateTime) -> Result<(), StoreError> {

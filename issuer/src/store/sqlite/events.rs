@@ -51,6 +51,27 @@ pub(super) async fn add_admin_token(
     Ok(())
 }
 
+/// The insert only if the table is empty; the writer's transaction holds SQLite's write lock, so no other process
+/// inserts in between.
+pub(super) async fn add_first_admin_token(
+    conn: &mut SqliteConnection,
+    hash: &[u8; 32],
+    label: &str,
+    at: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let n = sqlx::query(
+        "INSERT INTO admin_tokens (token_hash, label, created_at) SELECT ?1, ?2, ?3 \
+         WHERE NOT EXISTS (SELECT 1 FROM admin_tokens)",
+    )
+    .bind(hex(hash))
+    .bind(label)
+    .bind(secs(at))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
 pub(super) async fn admin_token_hashes<'e, E>(db: E) -> Result<Vec<[u8; 32]>, StoreError>
 where
     E: Executor<'e, Database = Sqlite>,

@@ -6,9 +6,11 @@ use sqlx::{Executor, QueryBuilder, Row, Sqlite, SqliteConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::super::like_prefix;
 use super::{count_from, is_unique_violation, json_text, secs, time_from, uuid_from};
 use crate::store::{
-    Created, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup, StoreError,
+    Created, EffectiveStatus, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup,
+    StoreError,
 };
 
 /// The license by id or key. Inside the writer's transaction this is also the unit's lock: the writer holds SQLite's
@@ -61,9 +63,11 @@ where
     if let Some(product) = &filter.product {
         q.push(" AND product = ").push_bind(product.clone());
     }
-    if let Some(status) = filter.status {
-        q.push(" AND status = ").push_bind(status.as_str());
+    if let Some(prefix) = &filter.email_prefix {
+        // SQLite's LIKE ignores ASCII case, as the exact match's NOCASE does.
+        q.push(" AND email LIKE ").push_bind(like_prefix(prefix)).push(" ESCAPE '\\'");
     }
+    push_status(&mut q, filter);
     if let Some(after) = filter.after {
         let (t, id) = (secs(after.created_at), after.id.to_string());
         q.push(" AND (created_at > ").push_bind(t);
@@ -74,6 +78,25 @@ where
     let rows = q.build().fetch_all(db).await?;
     let licenses = rows.iter().map(license_from_row).collect::<Result<Vec<_>, _>>()?;
     Ok(LicensePage::from_overfetched(licenses, filter.limit))
+}
+
+/// The status filter, expiry judged at `filter.now`.
+fn push_status(q: &mut QueryBuilder<'_, Sqlite>, filter: &LicenseFilter) {
+    let Some(status) = filter.status else { return };
+    match (status, filter.now.map(secs)) {
+        (EffectiveStatus::Suspended | EffectiveStatus::Revoked, _) | (EffectiveStatus::Active, None) => {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        (EffectiveStatus::Active, Some(now)) => {
+            q.push(" AND status = 'active' AND (expires_at IS NULL OR expires_at > ").push_bind(now).push(")");
+        }
+        (EffectiveStatus::Expired, Some(now)) => {
+            q.push(" AND status = 'active' AND expires_at <= ").push_bind(now);
+        }
+        (EffectiveStatus::Expired, None) => {
+            q.push(" AND 1 = 0");
+        }
+    }
 }
 
 /// Inserts a license and its idempotency key; a replay or a conflict is decided before anything is written.

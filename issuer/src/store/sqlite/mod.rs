@@ -90,29 +90,51 @@ impl SqliteStore {
     }
 }
 
+/// Applies the pending migrations in one `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock before reading
+/// the schema version (waiting up to [`BUSY_TIMEOUT`] for another process), so of several processes opening one new
+/// file at once, one migrates and the others then find nothing to do.
 async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let applied = apply_pending(&mut conn).await;
+    match applied {
+        Ok(versions) => {
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            for version in versions {
+                tracing::info!(version, "applied database migration");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            Err(e)
+        }
+    }
+}
+
+/// The migrations newer than the recorded version, inside the caller's transaction; the versions applied.
+async fn apply_pending(conn: &mut SqliteConnection) -> Result<Vec<i64>, StoreError> {
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)",
     )
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     let current: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetch_one(pool).await?;
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetch_one(&mut *conn).await?;
+    let mut applied = Vec::new();
     for &(version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         let run = async {
-            let mut tx = pool.begin().await?;
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::raw_sql(sql).execute(&mut *conn).await?;
             sqlx::query("INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)")
                 .bind(version)
                 .bind(OffsetDateTime::now_utc().unix_timestamp())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await
+                .execute(&mut *conn)
+                .await
         };
         run.await.map_err(|source| StoreError::Migration { version, source })?;
-        tracing::info!(version, "applied database migration");
+        applied.push(version);
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// A unit of work's view of the writer's connection, inside the batch transaction and the unit's savepoint.
@@ -201,6 +223,15 @@ impl Tx for SqliteTx<'_> {
 
     async fn append_event(&mut self, event: &NewEvent) -> Result<(), StoreError> {
         events::insert(self.conn, event).await
+    }
+
+    async fn add_first_admin_token(
+        &mut self,
+        hash: &[u8; 32],
+        label: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        events::add_first_admin_token(&mut *self.conn, hash, label, at).await
     }
 
     async fn add_admin_token(&mut self, hash: &[u8; 32], label: &str, at: OffsetDateTime) -> Result<(), StoreError> {
