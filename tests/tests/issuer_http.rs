@@ -704,3 +704,14 @@ async fn lists_refuse_unknown_parameters_show_expired_licenses_and_search_by_ema
     assert_eq!((status, s(&body["code"])), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_sent_to_the_wrong_offline_route_says_which_code_it_is() {
+    let server = start(NO_LIMIT).await;
+    let dea1 = verifier::DeactivationCode { license_id: verifier::LicenseId([7; 16]), proof: [9; 16] }.to_code();
+    let (status, body) = server.post("/v1/offline/activate", json!({ "request": dea1 })).await;
+    assert_eq!((status, s(&body["code"])), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_code"), "{body}");
+    let message = s(&body["message"]);
+    assert!(message.contains("DEA1 deactivation code") && !message.contains("ask for a new one"), "{message}");
+    server.stop().await;
+}

@@ -82,7 +82,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// An activation request or deactivation code is not valid (wrong kind, version, length or content).
-    #[error("the code is not valid ({reason}); ask for a new one")]
+    #[error("the code is not valid: {reason}{}", if crate::offline::is_wrong_kind(reason) { "" } else { "; ask for a new one" })]
     InvalidCode {
         /// What is wrong with it.
         reason: &'static str,

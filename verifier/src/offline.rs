@@ -26,6 +26,18 @@ pub const MAX_MACHINE_NAME_LEN: usize = 64;
 
 const ACTIVATION_PREFIX: &str = "ACT1";
 const DEACTIVATION_PREFIX: &str = "DEA1";
+
+/// Why a deactivation code is refused where an activation request is expected.
+pub(crate) const WRONG_KIND_DEACTIVATION: &str =
+    "this is a DEA1 deactivation code, not an ACT1 activation request; redeem it as a deactivation code";
+/// Whether `reason` says the code is of the other kind (fine in itself, sent to the wrong place).
+pub(crate) fn is_wrong_kind(reason: &str) -> bool {
+    reason == WRONG_KIND_DEACTIVATION || reason == WRONG_KIND_ACTIVATION
+}
+
+/// Why an activation request is refused where a deactivation code is expected.
+pub(crate) const WRONG_KIND_ACTIVATION: &str =
+    "this is an ACT1 activation request, not a DEA1 deactivation code; activate with it instead";
 const DEACTIVATION_LABEL: &[u8] = b"license-deactivation/v1\0";
 
 /// What an offline machine asks the vendor for: a token for this license key, bound to this machine.
@@ -194,10 +206,10 @@ fn decode_code(prefix: &str, code: &str) -> Result<Vec<u8>, Error> {
     let Some(rest) = normalised.strip_prefix(prefix.as_bytes()) else {
         let other = if prefix == ACTIVATION_PREFIX { DEACTIVATION_PREFIX } else { ACTIVATION_PREFIX };
         return Err(Error::InvalidCode {
-            reason: if normalised.starts_with(other.as_bytes()) {
-                "this is the other kind of code (ACT1 = activation request, DEA1 = deactivation)"
-            } else {
-                "unknown code kind or version"
+            reason: match (normalised.starts_with(other.as_bytes()), prefix == ACTIVATION_PREFIX) {
+                (true, true) => WRONG_KIND_DEACTIVATION,
+                (true, false) => WRONG_KIND_ACTIVATION,
+                (false, _) => "unknown code kind or version",
             },
         });
     };
@@ -303,7 +315,8 @@ mod tests {
     fn wrong_kind_of_code_is_named() {
         let code = DeactivationCode { license_id: LicenseId([5; 16]), proof: [9; 16] }.to_code();
         let err = ActivationRequest::from_code(&code).unwrap_err();
-        assert!(err.to_string().contains("other kind of code"), "{err}");
+        assert!(err.to_string().contains("not an ACT1 activation request"), "{err}");
+        assert!(!err.to_string().contains("ask for a new one"), "the code is fine, the place is wrong: {err}");
         assert_eq!(DeactivationCode::from_code(&code).unwrap().proof, [9; 16]);
         assert_eq!(ActivationRequest::from_code("hello").unwrap_err().code(), "invalid_code");
     }

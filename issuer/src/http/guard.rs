@@ -33,10 +33,13 @@ struct Outcome {
     timed_out: AtomicBool,
 }
 
-/// A request body with a deadline that records how far it was read.
+/// A request body with a deadline that records how far it was read. The deadline is checked on every poll, and a
+/// timer is armed only when the body stalls (a poll that finds no data), so a body that arrives with its head costs
+/// no timer.
 struct GuardedBody {
     inner: Body,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     outcome: Arc<Outcome>,
 }
 
@@ -45,13 +48,25 @@ impl HttpBody for GuardedBody {
     type Error = axum::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        if self.deadline.as_mut().poll(cx).is_ready() {
+        if tokio::time::Instant::now() >= self.deadline {
             self.outcome.timed_out.store(true, Ordering::Relaxed);
             return Poll::Ready(Some(Err(axum::Error::new("the request body did not arrive within the body timeout"))));
         }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.outcome.finished.store(true, Ordering::Relaxed);
+        match &polled {
+            Poll::Pending => {
+                // Wake this task at the deadline if no data comes before it.
+                let deadline = self.deadline;
+                let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    self.outcome.timed_out.store(true, Ordering::Relaxed);
+                    let error = axum::Error::new("the request body did not arrive within the body timeout");
+                    return Poll::Ready(Some(Err(error)));
+                }
+            }
+            Poll::Ready(None) => self.outcome.finished.store(true, Ordering::Relaxed),
+            Poll::Ready(Some(_)) if self.inner.is_end_stream() => self.outcome.finished.store(true, Ordering::Relaxed),
+            Poll::Ready(Some(_)) => {}
         }
         polled
     }
@@ -81,10 +96,9 @@ pub(crate) async fn body_guard(State(state): State<AppState>, request: Request, 
     let announced = has_body(&request);
     let outcome = Arc::new(Outcome::default());
     let timeout = Duration::from_secs(state.http.body_timeout_secs);
-    let request = request.map(|inner| {
-        let deadline = Box::pin(tokio::time::sleep(timeout));
-        Body::new(GuardedBody { inner, deadline, outcome: outcome.clone() })
-    });
+    let deadline = tokio::time::Instant::now() + timeout;
+    let request =
+        request.map(|inner| Body::new(GuardedBody { inner, deadline, timer: None, outcome: outcome.clone() }));
     let mut response = next.run(request).await;
     if outcome.timed_out.load(Ordering::Relaxed) {
         let message = format!("the request body did not arrive within {}s", timeout.as_secs());

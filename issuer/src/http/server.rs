@@ -13,7 +13,8 @@
 //!
 //! A connection's phase (sending a head, handling requests, idle) is tracked from what hyper does with it: bytes
 //! read while idle start a head, a call of the service ends it, and the end of the last request in flight starts
-//! the idle time.
+//! the idle time. The connection's task compares the phase with its deadline once a [`TICK`], not on every change:
+//! a request costs two uncontended lock operations and no wake-up, and deadlines hold to within a tick.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,6 +37,9 @@ use tokio::time::Instant;
 use tower::ServiceExt as _;
 
 use crate::config::HttpSettings;
+
+/// How often a connection checks its deadline.
+const TICK: Duration = Duration::from_millis(500);
 
 /// The limits the loop enforces, as durations.
 #[derive(Clone, Copy, Debug)]
@@ -71,8 +75,6 @@ enum Phase {
 struct Conn {
     id: u64,
     phase: Mutex<Phase>,
-    /// Woken when the phase changes, so the connection's deadline is recomputed.
-    changed: Notify,
     /// Set and woken when the loop wants the connection closed (to make room).
     evicted: AtomicBool,
     evict: Notify,
@@ -88,8 +90,6 @@ impl Conn {
         let mut phase = self.phase();
         if let Phase::Idle(_) = *phase {
             *phase = Phase::Head(Instant::now());
-            drop(phase);
-            self.changed.notify_one();
         }
     }
 
@@ -100,8 +100,6 @@ impl Conn {
             Phase::Busy(n) => Phase::Busy(n + 1),
             Phase::Head(_) | Phase::Idle(_) => Phase::Busy(1),
         };
-        drop(phase);
-        self.changed.notify_one();
     }
 
     /// A request was answered.
@@ -111,8 +109,6 @@ impl Conn {
             Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
             _ => Phase::Idle(Instant::now()),
         };
-        drop(phase);
-        self.changed.notify_one();
     }
 
     /// When the connection must be closed if nothing changes, and whether gracefully.
@@ -171,7 +167,6 @@ impl Registry {
         let conn = Arc::new(Conn {
             id,
             phase: Mutex::new(Phase::Head(Instant::now())),
-            changed: Notify::new(),
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
         });
@@ -335,9 +330,9 @@ async fn run_connection(
     let connection = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service);
     let mut connection = pin!(connection);
     let mut closing = false;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let deadline = conn.deadline(&limits);
-        let sleep = tokio::time::sleep_until(deadline.map_or_else(far_future, |(at, _)| at));
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
@@ -345,7 +340,6 @@ async fn run_connection(
                 }
                 break;
             }
-            () = conn.changed.notified() => {}
             () = conn.evict.notified() => {
                 if closing || matches!(*conn.phase(), Phase::Head(_)) {
                     break;
@@ -353,13 +347,15 @@ async fn run_connection(
                 connection.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = sleep => match deadline {
+            _ = tick.tick() => match conn.deadline(&limits) {
+                Some((at, _)) if Instant::now() < at => {}
+                None => {}
                 Some((_, Close::Gracefully)) if !closing => {
                     connection.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                // A head that did not arrive in time, or a graceful close that did not finish.
-                _ => break,
+                // A head that did not arrive in time, or a graceful close that did not finish within a tick.
+                Some(_) => break,
             },
             Ok(()) = stopped.changed(), if !closing => {
                 connection.as_mut().graceful_shutdown();
@@ -368,10 +364,6 @@ async fn run_connection(
         }
     }
     registry.remove(conn.id);
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400)
 }
 
 /// Raises the soft open-file limit to the hard limit and returns the limit now in force (`None` where it cannot be
