@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use keys::{KeyError, KeyRing};
-use verifier::KeySet;
+use verifier::{KeyId, KeySet};
 
 /// The manifest file of a key ring directory (see the `keys` crate).
 const MANIFEST: &str = "ring.txt";
@@ -24,6 +24,8 @@ const MANIFEST: &str = "ring.txt";
 pub struct SharedKeyRing {
     dir: PathBuf,
     loaded: RwLock<Loaded>,
+    /// When set, a reloaded ring is taken only if this key signs in it: the signing key the store records.
+    admitted: RwLock<Option<KeyId>>,
 }
 
 #[derive(Debug)]
@@ -40,7 +42,11 @@ impl SharedKeyRing {
     pub fn open(dir: &Path) -> Result<Self, KeyError> {
         let manifest = read_manifest(dir)?;
         let ring = Arc::new(KeyRing::open(dir)?);
-        Ok(SharedKeyRing { dir: dir.to_path_buf(), loaded: RwLock::new(Loaded::new(ring, manifest)) })
+        Ok(SharedKeyRing {
+            dir: dir.to_path_buf(),
+            loaded: RwLock::new(Loaded::new(ring, manifest)),
+            admitted: RwLock::new(None),
+        })
     }
 
     /// The directory the ring is loaded from.
@@ -59,6 +65,13 @@ impl SharedKeyRing {
         self.loaded.read().unwrap_or_else(|poisoned| poisoned.into_inner()).keys.clone()
     }
 
+    /// From now on, take a reloaded ring only if `key` is its active key (`None`: any ring). The service sets it to
+    /// the signing key the store records, so no instance signs with a key that was not recorded: a ring whose files
+    /// arrived before the rotation was recorded waits for the record (the next reload takes it).
+    pub fn admit_only(&self, key: Option<KeyId>) {
+        *self.admitted.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = key;
+    }
+
     /// Reloads the ring when `ring.txt` changed since the last load; `Ok(true)` when a new ring is now in use.
     ///
     /// Cheap when nothing changed (one read of a small file). On error the previous ring stays in use.
@@ -68,6 +81,17 @@ impl SharedKeyRing {
             return Ok(false);
         }
         let ring = Arc::new(KeyRing::open(&self.dir)?);
+        let admitted = *self.admitted.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(admitted) = admitted.filter(|id| *id != ring.active().key_id()) {
+            tracing::warn!(
+                key_id = %ring.active().key_id(),
+                recorded = %admitted,
+                dir = %self.dir.display(),
+                "the key ring files changed, but their active key is not the signing key the store records; still \
+                 signing with the previous ring (record the rotation with `issuer keys rotate` on the instance that made it)"
+            );
+            return Ok(false);
+        }
         let mut loaded = self.loaded.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         if loaded.manifest == manifest {
             return Ok(false); // another task reloaded the same files meanwhile
@@ -94,6 +118,43 @@ impl SharedKeyRing {
                 ticks.tick().await;
                 let check = Arc::clone(&ring);
                 // File reads and key parsing are blocking work.
+                match tokio::task::spawn_blocking(move || check.reload_if_changed()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(
+                        error = %e,
+                        dir = %ring.dir.display(),
+                        "cannot reload the signing key ring; still using the previous one"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "the key ring reload task failed"),
+                }
+            }
+        })
+    }
+}
+
+impl SharedKeyRing {
+    /// [`SharedKeyRing::spawn_watcher`] that first asks `store` which key signs ([`SharedKeyRing::admit_only`]),
+    /// each time.
+    pub fn spawn_watcher_with_store(
+        self: &Arc<Self>,
+        store: Arc<dyn crate::store::Store>,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let ring = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                match store.recorded_keys().await {
+                    Ok(keys) => ring.admit_only(keys.iter().find(|k| k.active).and_then(|k| k.key_id.parse().ok())),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the recorded signing keys; not reloading the key ring");
+                        continue;
+                    }
+                }
+                let check = Arc::clone(&ring);
                 match tokio::task::spawn_blocking(move || check.reload_if_changed()).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::warn!(

@@ -51,8 +51,8 @@ pub use service::{
 pub use store::{connect as connect_store, is_postgres_url, DEFAULT_POOL_SIZE};
 pub use store::{
     Activated, Created, Cursor, EffectiveStatus, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage,
-    LicenseStatus, LicenseUpdate, Lookup, Machine, NewEvent, PostgresStore, Redeemed, SqliteStore, Store, StoreError,
-    StoreExt, Tx, Work,
+    LicenseStatus, LicenseUpdate, Lookup, Machine, NewEvent, PostgresStore, RecordKeys, RecordedKey, Redeemed,
+    SqliteStore, Store, StoreError, StoreExt, Tx, Work,
 };
 
 /// Name of the SQLite database file in the data directory.
@@ -79,6 +79,26 @@ pub enum StartError {
     /// The data directory could not be created, made private or locked.
     #[error("cannot use the data directory: {0}")]
     DataDir(#[from] datadir::DataDirError),
+    /// The store records a signing key ring, and this data directory has none: copy the ring, never make another.
+    #[error("the store's tokens are signed with key {recorded}, but {} holds no key ring: copy the keys/ directory of an instance that has it there (docs/operations.md, \"One key ring for every instance\"); no key was created", keys_dir.display())]
+    KeyRingMissing {
+        /// The data directory's key ring directory.
+        keys_dir: PathBuf,
+        /// The key the store records as signing.
+        recorded: String,
+    },
+    /// The data directory's key ring signs with another key than the store records.
+    #[error("the key ring in {} signs with key {local}, but the store records key {recorded} as the signing key{}: copy the current keys/ directory from the instance that rotated last (docs/operations.md); refusing to sign with a key apps may not trust", keys_dir.display(), if *.local_retired { " (the local key was retired: this ring is out of date)" } else { "" })]
+    KeyRingMismatch {
+        /// The data directory's key ring directory.
+        keys_dir: PathBuf,
+        /// Its active key.
+        local: String,
+        /// The key the store records as signing.
+        recorded: String,
+        /// Whether the store knows the local active key as retired.
+        local_retired: bool,
+    },
     /// `init` found the data directory initialized already (decided under the initialization lock).
     #[error("{} is already initialized (its key ring {} exists); nothing was changed", data_dir.display(), data_dir.join(KEYS_DIR).display())]
     AlreadyInitialized {
@@ -116,7 +136,8 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     let opened = open_with_clock(config, clock).await?;
     // A rotation done elsewhere (`issuer keys rotate`, or the vendor's distribution of the ring to every instance)
     // reaches this service without a restart.
-    opened.licensing.key_ring_handle().spawn_watcher(KEY_RING_RELOAD_INTERVAL);
+    let store = opened.licensing.store().clone();
+    opened.licensing.key_ring_handle().spawn_watcher_with_store(store, KEY_RING_RELOAD_INTERVAL);
     let state = http::AppState::new(
         opened.licensing,
         config.rate_limit_per_second,
@@ -173,20 +194,8 @@ async fn open_locked(config: &Config, clock: Arc<dyn Clock>, fresh_only: bool) -
     if fresh_only && keys_dir.join("ring.txt").exists() {
         return Err(StartError::AlreadyInitialized { data_dir: dir.clone() });
     }
-    let store: Arc<dyn Store> = match &config.database_url {
-        Some(url) => connect_store(url.expose(), config.database_pool_size).await?,
-        None => {
-            let path = dir.join(DATABASE_FILE);
-            let store = SqliteStore::open(&path).await?;
-            datadir::make_database_files_private(&path)?;
-            Arc::new(store)
-        }
-    };
-    if !keys_dir.join("ring.txt").exists() {
-        let ring = keys::KeyRing::create(&keys_dir)?;
-        tracing::info!(key_id = %ring.active().key_id(), dir = %keys_dir.display(), "created the signing key ring");
-    }
-    let ring = Arc::new(SharedKeyRing::open(&keys_dir)?);
+    let store = open_store(config).await?;
+    let ring = Arc::new(adopt_key_ring(&store, &keys_dir).await?);
     let policy = TokenPolicy {
         refresh_interval: seconds(config.refresh_interval_secs),
         offline_grace: seconds(config.offline_grace_secs),
@@ -196,6 +205,91 @@ async fn open_locked(config: &Config, clock: Arc<dyn Clock>, fresh_only: bool) -
     // Decided in the store, so one database shared by several data directories also gets one first token.
     let new_admin_token = licensing.create_first_admin_token("created at first start").await?;
     Ok(Opened { licensing, new_admin_token })
+}
+
+/// The store the configuration names (applying pending migrations): the database URL's, or the SQLite file in the
+/// data directory (made owner-only).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    Ok(match &config.database_url {
+        Some(url) => connect_store(url.expose(), config.database_pool_size).await?,
+        None => {
+            let path = config.data_dir.join(DATABASE_FILE);
+            let store = SqliteStore::open(&path).await?;
+            datadir::make_database_files_private(&path)?;
+            Arc::new(store)
+        }
+    })
+}
+
+/// The public keys of `ring` as the store records them.
+pub fn recorded_keys_of(ring: &keys::KeyRing) -> Vec<store::RecordedKey> {
+    ring.entries()
+        .iter()
+        .map(|e| store::RecordedKey {
+            key_id: e.public.key_id().to_string(),
+            public_key: e.public.to_string(),
+            active: e.status == keys::KeyStatus::Active,
+        })
+        .collect()
+}
+
+/// The data directory's key ring, held to the one the store records, so every instance signs with one ring:
+///
+/// - a store without a recorded ring records this one (a first start; of instances starting at once on one empty
+///   database, exactly one records its ring, and one that created a ring just now and lost removes it again);
+/// - a data directory without a ring, on a store that records one, is refused: the ring must be copied, never made;
+/// - a ring whose active key is not the recorded signing key is refused.
+async fn adopt_key_ring(store: &Arc<dyn Store>, keys_dir: &std::path::Path) -> Result<SharedKeyRing, StartError> {
+    let recorded = store.recorded_keys().await?;
+    let recorded_active = |keys: &[store::RecordedKey]| keys.iter().find(|k| k.active).map(|k| k.key_id.clone());
+    let dir_existed = keys_dir.exists();
+    let created = !keys_dir.join("ring.txt").exists();
+    if created {
+        if let Some(active) = recorded_active(&recorded) {
+            return Err(StartError::KeyRingMissing { keys_dir: keys_dir.to_path_buf(), recorded: active });
+        }
+        let ring = keys::KeyRing::create(keys_dir)?;
+        tracing::info!(key_id = %ring.active().key_id(), dir = %keys_dir.display(), "created the signing key ring");
+    }
+    let ring = SharedKeyRing::open(keys_dir)?;
+    let local = ring.current().active().key_id().to_string();
+    let mut recorded = recorded;
+    if recorded_active(&recorded).is_none() {
+        let keys = recorded_keys_of(&ring.current());
+        let at = time::OffsetDateTime::now_utc();
+        let first = store
+            .transact(move |tx| Box::pin(async move { tx.record_keys(&keys, store::RecordKeys::First, at).await }))
+            .await?;
+        if first {
+            tracing::info!(key_id = %local, "recorded the signing key ring in the store");
+            return Ok(ring);
+        }
+        // Another instance recorded its ring in the meantime.
+        recorded = store.recorded_keys().await?;
+        if created {
+            let removed = if dir_existed {
+                std::fs::read_dir(keys_dir)
+                    .and_then(|entries| entries.filter_map(Result::ok).try_for_each(|e| std::fs::remove_file(e.path())))
+            } else {
+                std::fs::remove_dir_all(keys_dir)
+            };
+            if let Err(e) = removed {
+                tracing::warn!(error = %e, dir = %keys_dir.display(), "cannot remove the key ring created just now");
+            }
+            let active = recorded_active(&recorded).unwrap_or_default();
+            return Err(StartError::KeyRingMissing { keys_dir: keys_dir.to_path_buf(), recorded: active });
+        }
+    }
+    match recorded_active(&recorded) {
+        Some(active) if active == local => Ok(ring),
+        Some(active) => Err(StartError::KeyRingMismatch {
+            keys_dir: keys_dir.to_path_buf(),
+            local_retired: recorded.iter().any(|k| k.key_id == local && !k.active),
+            local,
+            recorded: active,
+        }),
+        None => Ok(ring),
+    }
 }
 
 fn seconds(secs: u64) -> time::Duration {

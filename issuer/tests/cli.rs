@@ -418,6 +418,21 @@ pub const LICENSE_PUBLIC_KEYS: &[&str] = &[
     );
     sandbox.run(&["keys", "retire", old_id]).success();
     assert_eq!(sandbox.json(&["keys", "list", "--json"])["keys"].as_array().unwrap().len(), 1);
+    // The rotation was recorded in the store: commands that open the service (and sign) accept the new ring.
+    sandbox.run(&["license", "list"]).success();
+
+    // A ring rotated behind the CLI's back (the files changed, nothing recorded) is refused with what to do.
+    let keys_dir = sandbox.path().join("issuer-data").join("keys");
+    let mut ring = keys::KeyRing::open(&keys_dir).unwrap();
+    ring.rotate().unwrap();
+    ring.save(&keys_dir).unwrap();
+    let refused = sandbox.run(&["license", "list"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("but the store records key") && refused.stderr.contains(&active),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[test]

@@ -146,7 +146,7 @@ async fn processes_starting_together_on_an_empty_sqlite_data_directory_share_one
             .fetch_all(&mut conn)
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2, 3], "round {n}: each migration applied once");
+        assert_eq!(versions, [1, 2, 3, 4], "round {n}: each migration applied once");
     }
     println!("SQLite: {ROUNDS} rounds of {SERVERS} serve + {INITS} init processes clean; an init won {inits_ok} times");
 }
@@ -168,9 +168,61 @@ async fn processes_starting_together_on_an_empty_postgres_database_share_one_rin
             .fetch_all(&mut conn)
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2], "round {n}: each migration applied once");
+        assert_eq!(versions, [1, 2, 3], "round {n}: each migration applied once");
         let tokens: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_tokens").fetch_one(&mut conn).await.unwrap();
         assert_eq!(tokens, 1, "round {n}: one first admin token stored");
     }
     println!("PostgreSQL: {ROUNDS} rounds of {SERVERS} serve + {INITS} init processes clean");
+}
+
+/// Instances with separate data directories starting together on one empty PostgreSQL database: one records its key
+/// ring and serves; every other one exits non-zero saying to copy that ring, and keeps no key of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_with_separate_data_directories_on_one_empty_database_end_with_one_ring() {
+    let Some(binary) = issuer_binary() else {
+        assert!(!pg::ci(), "the issuer binary is not built next to this test");
+        return;
+    };
+    const ROUNDS_HERE: usize = 10;
+    for n in 0..ROUNDS_HERE {
+        let Some(db) = pg::test_database(&format!("separate_dirs_{n}")).await else { return };
+        let dirs: Vec<tempfile::TempDir> = (0..SERVERS).map(|_| tempfile::tempdir().unwrap()).collect();
+        let data: Vec<PathBuf> = dirs.iter().map(|d| d.path().join("data")).collect();
+        let children: Vec<_> = data
+            .iter()
+            .map(|d| command(&binary, d, Some(db.url()), &["serve", "--listen", "127.0.0.1:0"]).spawn().unwrap())
+            .collect();
+        let (mut serving, mut refused, mut keep) = (Vec::new(), 0, Vec::new());
+        for (i, mut child) in children.into_iter().enumerate() {
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let mut listening = false;
+            while let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
+                if line.starts_with("issuer listening on") {
+                    listening = true;
+                    break;
+                }
+            }
+            if listening {
+                serving.push(i);
+                keep.push(child);
+            } else {
+                let out = child.wait_with_output().await.unwrap();
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(out.status.code(), Some(1), "round {n}: {stderr}");
+                assert!(stderr.contains("copy the keys/ directory"), "round {n}: {stderr}");
+                assert!(!data[i].join("keys/ring.txt").exists(), "round {n}: the refused instance kept no key");
+                refused += 1;
+            }
+        }
+        assert_eq!((serving.len(), refused), (1, SERVERS - 1), "round {n}");
+        let served_key = ring_key(&data[serving[0]]);
+        let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        let recorded: String = sqlx::query_scalar("SELECT key_id FROM signing_keys WHERE status = 'active'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(recorded, served_key, "round {n}: the store records the serving instance's key");
+        drop(keep);
+    }
+    println!("PostgreSQL, separate data directories: {ROUNDS_HERE} rounds, one instance serving, the others refused");
 }

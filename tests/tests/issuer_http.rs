@@ -601,11 +601,21 @@ async fn a_key_rotation_reaches_the_running_service_without_a_restart() {
     let old_token = s(&activated["token"]).to_string();
     let old_key = verifier::UntrustedToken::parse(&old_token).unwrap().key_id();
 
-    // Rotate the ring on disk, as `issuer keys rotate` (or another instance's distribution) does.
-    let keys_dir = server._dir.path().join("data").join(issuer::KEYS_DIR);
+    // Rotate the ring as `issuer keys rotate` does: the files, then the record in the store (an instance takes a
+    // reloaded ring only when the store records its signing key).
+    let data_dir = server._dir.path().join("data");
+    let keys_dir = data_dir.join(issuer::KEYS_DIR);
     let mut ring = keys::KeyRing::open(&keys_dir).unwrap();
     let new_key = ring.rotate().unwrap();
     ring.save(&keys_dir).unwrap();
+    let config = issuer::Config::load(None, |_| None, issuer::Flags::new(None, Some(data_dir), None)).unwrap();
+    let store = issuer::open_store(&config).await.unwrap();
+    let (records, at) = (issuer::recorded_keys_of(&ring), OffsetDateTime::now_utc());
+    let _: bool = issuer::StoreExt::transact(&*store, move |tx| {
+        Box::pin(async move { tx.record_keys(&records, issuer::RecordKeys::Update, at).await })
+    })
+    .await
+    .unwrap();
 
     // A token signed with the new key (as another instance that already reloaded would issue) is refreshed at once:
     // the unknown key id makes this instance reload its ring instead of refusing.

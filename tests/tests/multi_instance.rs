@@ -394,3 +394,106 @@ async fn nul_characters_from_clients_are_refused_not_a_server_error() {
     assert_eq!(remove.status(), StatusCode::UNPROCESSABLE_ENTITY);
     instance.stop().await;
 }
+
+/// Config for an in-process instance on `database_url` with data directory `data_dir`.
+fn instance_config(data_dir: &Path, database_url: &str) -> issuer::Config {
+    let flags = issuer::Flags::new(None, Some(data_dir.to_path_buf()), Some(database_url.to_string()));
+    let mut config = issuer::Config::load(None, |_| None, flags).unwrap();
+    config.rate_limit_per_second = 0;
+    config
+}
+
+async fn active_key(client: &Client, base: &str) -> String {
+    let keys: Value = client.get(format!("{base}/v1/keys")).send().await.unwrap().json().await.unwrap();
+    let active = keys["keys"].as_array().unwrap().iter().find(|k| k["status"] == "active").unwrap();
+    active["key_id"].as_str().unwrap().to_string()
+}
+
+/// One key ring for every instance on one store: a second instance with a fresh data directory is refused (and
+/// creates no key); with the ring copied it serves; after a rotation recorded on A, B takes the new ring once its
+/// files arrive; a ring rotated on B without being recorded is never used to sign, and B refuses to restart on it.
+async fn one_key_ring_for_every_instance(database_url: &str) {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (a_dir, b_dir) = (dirs[0].path().join("data"), dirs[1].path().join("data"));
+    let a = start_instance(&a_dir, database_url).await;
+    let admin = a.new_admin_token.clone().unwrap();
+
+    let refused = issuer::start(&instance_config(&b_dir, database_url)).await.unwrap_err();
+    assert!(matches!(refused, issuer::StartError::KeyRingMissing { .. }), "{refused}");
+    assert!(refused.to_string().contains("copy the keys/ directory"), "{refused}");
+    assert!(!b_dir.join(issuer::KEYS_DIR).join("ring.txt").exists(), "no key of its own was created");
+
+    copy_key_ring(&a_dir, &b_dir);
+    let b = start_instance(&b_dir, database_url).await;
+    let client = client();
+    let first_key = active_key(&client, &b.base).await;
+    assert_eq!(active_key(&client, &a.base).await, first_key);
+
+    // `issuer keys rotate` on A: the files, then the record.
+    let a_keys = a_dir.join(issuer::KEYS_DIR);
+    let mut ring = keys::KeyRing::open(&a_keys).unwrap();
+    let rotated = ring.rotate().unwrap().to_string();
+    ring.save(&a_keys).unwrap();
+    let records = issuer::recorded_keys_of(&ring);
+    let store = issuer::open_store(&instance_config(&a_dir, database_url)).await.unwrap();
+    let at = time::OffsetDateTime::now_utc();
+    let _: bool = issuer::StoreExt::transact(&*store, move |tx| {
+        Box::pin(async move { tx.record_keys(&records, issuer::RecordKeys::Update, at).await })
+    })
+    .await
+    .unwrap();
+    // A's watcher takes its new files (every 5 s).
+    for _ in 0..200 {
+        if active_key(&client, &a.base).await == rotated {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(active_key(&client, &a.base).await, rotated);
+    let license = create_license(&client, &a.base, &admin, 2).await;
+    let key = license["key"].as_str().unwrap();
+    let (status, activated) =
+        post(&client, format!("{}/v1/activate", a.base), json!({ "key": key, "fingerprint": "m1" }), None).await;
+    assert_eq!(status, StatusCode::OK, "{activated}");
+    let token = activated["token"].as_str().unwrap().to_string();
+
+    // The vendor distributes the ring to B; a refresh with a token of the new key makes B reload at once.
+    copy_key_ring(&a_dir, &b_dir);
+    let (status, refreshed) = post(&client, format!("{}/v1/refresh", b.base), json!({ "token": token }), None).await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    assert_eq!(active_key(&client, &b.base).await, rotated, "B signs with the recorded key");
+
+    // A ring rotated on B and never recorded: B does not take it, also when shown a token of its key.
+    let b_keys = b_dir.join(issuer::KEYS_DIR);
+    let mut rogue = keys::KeyRing::open(&b_keys).unwrap();
+    rogue.rotate().unwrap();
+    rogue.save(&b_keys).unwrap();
+    let claims = verifier::UntrustedToken::parse(&token).unwrap().untrusted_claims().unwrap();
+    let rogue_token = rogue.sign(&claims).unwrap();
+    let (status, body) = post(&client, format!("{}/v1/refresh", b.base), json!({ "token": rogue_token }), None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_token")), "{body}");
+    assert_eq!(active_key(&client, &b.base).await, rotated, "B still signs with the recorded key");
+    let (_, again) = post(&client, format!("{}/v1/refresh", b.base), json!({ "token": token }), None).await;
+    let signed_by = verifier::UntrustedToken::parse(again["token"].as_str().unwrap()).unwrap().key_id().to_string();
+    assert_eq!(signed_by, rotated, "tokens from B are signed by the recorded key");
+
+    // Restarting B on the unrecorded ring is refused, naming both keys.
+    b.stop().await;
+    let refused = issuer::start(&instance_config(&b_dir, database_url)).await.unwrap_err();
+    assert!(matches!(refused, issuer::StartError::KeyRingMismatch { .. }), "{refused}");
+    assert!(refused.to_string().contains(&rotated), "{refused}");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_key_ring_for_every_instance_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    one_key_ring_for_every_instance(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_key_ring_for_every_instance_on_postgres() {
+    let Some(db) = pg::test_database("one_key_ring").await else { return };
+    one_key_ring_for_every_instance(db.url()).await;
+}

@@ -35,6 +35,9 @@ pub enum KeysCommand {
         /// The key id (16 hex digits, see `issuer keys list`).
         key_id: String,
     },
+    /// Record this ring's public keys and signing key in the store, after a rotation or retirement whose record
+    /// failed (instances sign only with the key the store records).
+    Record,
     /// Print the public key set apps embed.
     Export {
         /// Output format.
@@ -88,6 +91,27 @@ fn key_error(e: keys::KeyError) -> CliError {
     CliError::Failed(super::error_chain(&e))
 }
 
+/// Records the ring's public keys and its signing key in the store, after the files were saved: instances take a
+/// reloaded ring only once the store records its key, so the files may reach them first.
+async fn record_in_store(config: &crate::Config, ring: &KeyRing) -> CliResult {
+    let failed = |e: String| {
+        CliError::Failed(format!(
+            "the key ring files were saved, but the store could not record the change ({e}); running instances keep \
+             signing with the previous key until it is recorded: run `issuer keys record` once the store answers (not the same \
+             command again)"
+        ))
+    };
+    let store = crate::open_store(config).await.map_err(|e| failed(super::error_chain(&e)))?;
+    let keys = crate::recorded_keys_of(ring);
+    let at = time::OffsetDateTime::now_utc();
+    crate::StoreExt::transact(&*store, move |tx| {
+        Box::pin(async move { tx.record_keys(&keys, crate::RecordKeys::Update, at).await })
+    })
+    .await
+    .map_err(|e: crate::StoreError| failed(e.to_string()))?;
+    Ok(())
+}
+
 pub(crate) async fn run(command: KeysCommand, global: &GlobalArgs, out: &mut dyn Write) -> CliResult {
     if let KeysCommand::Generate { out: path, force } = &command {
         let key = SecretKey::generate().map_err(key_error)?;
@@ -126,6 +150,7 @@ pub(crate) async fn run(command: KeysCommand, global: &GlobalArgs, out: &mut dyn
             let old = ring.active().key_id();
             let new = ring.rotate().map_err(key_error)?;
             ring.save(&dir).map_err(key_error)?;
+            record_in_store(&config, &ring).await?;
             writeln!(
                 out,
                 "New active signing key: {new}. The previous key {old} is retired: tokens it signed keep verifying."
@@ -134,12 +159,18 @@ pub(crate) async fn run(command: KeysCommand, global: &GlobalArgs, out: &mut dyn
             writeln!(out, "Public key set to distribute to your apps (the new key first):")?;
             write_lines(out, &ring)
         }
+        KeysCommand::Record => {
+            record_in_store(&config, &ring).await?;
+            writeln!(out, "Recorded the key ring in the store; the signing key is {}.", ring.active().key_id())?;
+            Ok(())
+        }
         KeysCommand::Retire { key_id } => {
             let id: KeyId = key_id.trim().parse().map_err(|_| {
                 CliError::Usage(format!("`{key_id}` is not a key id (16 hex digits, see `issuer keys list`)"))
             })?;
             ring.remove(id).map_err(key_error)?;
             ring.save(&dir).map_err(key_error)?;
+            record_in_store(&config, &ring).await?;
             writeln!(
                 out,
                 "Removed key {id} from the ring. Tokens it signed stop verifying once apps get the new public key set \

@@ -22,11 +22,11 @@ mod unit;
 
 pub use model::{
     Activated, Created, Cursor, EffectiveStatus, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage,
-    LicenseStatus, LicenseUpdate, Lookup, Machine, NewEvent, Redeemed,
+    LicenseStatus, LicenseUpdate, Lookup, Machine, NewEvent, RecordedKey, Redeemed,
 };
 pub use postgres::{is_postgres_url, PostgresStore, DEFAULT_POOL_SIZE};
 pub use sqlite::SqliteStore;
-pub use unit::{StoreExt, Tx, Work};
+pub use unit::{RecordKeys, StoreExt, Tx, Work};
 
 /// Opens the store a database URL names, by its scheme: `postgres://` or `postgresql://` opens a [`PostgresStore`]
 /// with at most `pool_size` connections, `sqlite:` a [`SqliteStore`]. Pending migrations are applied.
@@ -134,6 +134,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The SHA-256 hashes of every stored admin token.
     async fn admin_token_hashes(&self) -> Result<Vec<[u8; 32]>, StoreError>;
+
+    /// The signing keys the store records (empty before any instance recorded its ring), active first.
+    async fn recorded_keys(&self) -> Result<Vec<RecordedKey>, StoreError>;
 }
 
 /// A LIKE pattern (with `ESCAPE '\\'`) matching text that starts with `prefix` literally: `%`, `_` and `\\` in it

@@ -407,6 +407,17 @@ pub enum Lookup<'a> {
     Key(&'a str),
 }
 
+/// A signing key as the store records it: the public half of a key of the ring every instance signs with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedKey {
+    /// The key id (16 hex digits).
+    pub key_id: String,
+    /// The public key line (`lpk1.`...).
+    pub public_key: String,
+    /// Whether this key signs (exactly one recorded key does, once any is recorded).
+    pub active: bool,
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

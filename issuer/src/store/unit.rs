@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Activated, Created, Idempotency, License, LicenseStatus, LicenseUpdate, Lookup, NewEvent, Redeemed, Store,
-    StoreError,
+    Activated, Created, Idempotency, License, LicenseStatus, LicenseUpdate, Lookup, NewEvent, RecordedKey, Redeemed,
+    Store, StoreError,
 };
 
 /// A unit of work as a backend runs it: `Ok` commits, `Err` rolls back. Made by [`StoreExt::transact`].
@@ -106,6 +106,15 @@ pub trait Tx: Send {
     /// Stores the SHA-256 of an admin token.
     async fn add_admin_token(&mut self, hash: &[u8; 32], label: &str, at: OffsetDateTime) -> Result<(), StoreError>;
 
+    /// Records the public keys of the signing key ring (exactly one of `keys` active); `false` when `how` is
+    /// [`RecordKeys::First`] and the store had keys recorded already (nothing is written then).
+    async fn record_keys(
+        &mut self,
+        keys: &[RecordedKey],
+        how: RecordKeys,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
     /// Stores the SHA-256 of the first admin token only if the store has none: of any number of instances starting
     /// on an empty database at once, exactly one stores (and prints) a token. `false` when one existed.
     async fn add_first_admin_token(
@@ -114,6 +123,17 @@ pub trait Tx: Send {
         label: &str,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+}
+
+/// How [`Tx::record_keys`] records a ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKeys {
+    /// Only if the store records no key yet (a first start): of instances starting at once on one empty database,
+    /// exactly one records its ring.
+    First,
+    /// The ring after a rotation or retirement on this instance: the keys given are recorded (new ones added, the
+    /// active one marked, every other one retired); keys recorded before and no longer given stay, retired.
+    Update,
 }
 
 /// [`Store::run`] with a typed result and the caller's own error type.

@@ -72,6 +72,7 @@ macro_rules! store_conformance_tests {
             license_for_machine_answers_what_a_validation_needs,
             status_changes_are_compare_and_set_and_revoked_is_final,
             list_filters_by_status_as_it_stands_and_by_email_prefix,
+            the_signing_key_ring_is_recorded_once_then_updated,
         );
         $crate::store_conformance_tests!(@whole $open;
             units::a_unit_commits_all_its_writes_or_none,
@@ -584,4 +585,53 @@ pub async fn list_filters_by_status_as_it_stands_and_by_email_prefix(store: Arc<
     assert_eq!(ids(prefix("a%")).await, HashSet::from([lapsed_suspended.id]), "% is a plain character");
     assert!(ids(prefix("a_")).await.is_empty(), "_ is a plain character");
     assert!(ids(prefix("zed")).await.is_empty());
+}
+
+fn recorded(key_id: &str, active: bool) -> issuer::RecordedKey {
+    issuer::RecordedKey { key_id: key_id.into(), public_key: format!("lpk1.{key_id}"), active }
+}
+
+async fn record(store: &Arc<dyn Store>, keys: Vec<issuer::RecordedKey>, how: issuer::RecordKeys) -> bool {
+    issuer::StoreExt::transact(&**store, move |tx| Box::pin(async move { tx.record_keys(&keys, how, now()).await }))
+        .await
+        .unwrap()
+}
+
+/// The first ring is recorded once, also when many instances try at the same moment; later updates mark the new
+/// signing key and retire the old one, and keep keys no longer given as retired.
+pub async fn the_signing_key_ring_is_recorded_once_then_updated(store: Arc<dyn Store>) {
+    use issuer::RecordKeys::{First, Update};
+    assert!(store.recorded_keys().await.unwrap().is_empty());
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { record(&store, vec![recorded(&format!("{i:016x}"), true)], First).await })
+        })
+        .collect();
+    let mut first = 0;
+    for t in tasks {
+        first += usize::from(t.await.unwrap());
+    }
+    assert_eq!(first, 1, "exactly one first ring is recorded");
+    let keys = store.recorded_keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    let a = keys[0].key_id.clone();
+    assert!(keys[0].active);
+    assert!(!record(&store, vec![recorded("bbbbbbbbbbbbbbbb", true)], First).await, "a first ring only once");
+
+    // A rotation: the new key signs, the old one is retired.
+    assert!(record(&store, vec![recorded("bbbbbbbbbbbbbbbb", true), recorded(&a, false)], Update).await);
+    let keys = store.recorded_keys().await.unwrap();
+    assert_eq!(
+        keys,
+        vec![
+            recorded("bbbbbbbbbbbbbbbb", true),
+            issuer::RecordedKey { public_key: format!("lpk1.{a}"), ..recorded(&a, false) }
+        ]
+    );
+    // A retirement that drops the old key from the ring keeps it recorded, retired.
+    assert!(record(&store, vec![recorded("cccccccccccccccc", true)], Update).await);
+    let keys = store.recorded_keys().await.unwrap();
+    assert_eq!(keys.iter().filter(|k| k.active).map(|k| k.key_id.as_str()).collect::<Vec<_>>(), ["cccccccccccccccc"]);
+    assert_eq!(keys.len(), 3);
 }

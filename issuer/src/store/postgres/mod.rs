@@ -32,10 +32,11 @@ use uuid::Uuid;
 
 use super::{
     Activated, Created, Event, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup,
-    Machine, NewEvent, Redeemed, Store, StoreError, Tx, Work,
+    Machine, NewEvent, RecordKeys, RecordedKey, Redeemed, Store, StoreError, Tx, Work,
 };
 
 mod events;
+mod keys;
 mod licenses;
 mod machines;
 
@@ -43,6 +44,7 @@ mod machines;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../../migrations/postgres/0002_revoked_is_final.sql")),
+    (3, include_str!("../../../migrations/postgres/0003_signing_keys.sql")),
 ];
 
 /// Advisory lock key held while migrating (the bytes of "issuer" and a 1).
@@ -253,6 +255,15 @@ impl Tx for PgTx<'_> {
         events::insert(&mut *self.conn, event).await
     }
 
+    async fn record_keys(
+        &mut self,
+        keys: &[RecordedKey],
+        how: RecordKeys,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        keys::record(self.conn, keys, how, at).await
+    }
+
     async fn add_first_admin_token(
         &mut self,
         hash: &[u8; 32],
@@ -331,5 +342,9 @@ impl Store for PostgresStore {
 
     async fn admin_token_hashes(&self) -> Result<Vec<[u8; 32]>, StoreError> {
         events::admin_token_hashes(&self.pool).await
+    }
+
+    async fn recorded_keys(&self) -> Result<Vec<RecordedKey>, StoreError> {
+        keys::list(&self.pool).await
     }
 }

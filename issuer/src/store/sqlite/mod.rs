@@ -26,10 +26,11 @@ use uuid::Uuid;
 
 use super::{
     Activated, Created, Event, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup,
-    Machine, NewEvent, Redeemed, Store, StoreError, Tx, Work,
+    Machine, NewEvent, RecordKeys, RecordedKey, Redeemed, Store, StoreError, Tx, Work,
 };
 
 mod events;
+mod keys;
 mod licenses;
 mod machines;
 mod writer;
@@ -41,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../../migrations/sqlite/0002_offline.sql")),
     (3, include_str!("../../../migrations/sqlite/0003_revoked_is_final.sql")),
+    (4, include_str!("../../../migrations/sqlite/0004_signing_keys.sql")),
 ];
 
 /// How long a statement waits for another process's write lock before failing.
@@ -225,6 +227,15 @@ impl Tx for SqliteTx<'_> {
         events::insert(self.conn, event).await
     }
 
+    async fn record_keys(
+        &mut self,
+        keys: &[RecordedKey],
+        how: RecordKeys,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        keys::record(self.conn, keys, how, at).await
+    }
+
     async fn add_first_admin_token(
         &mut self,
         hash: &[u8; 32],
@@ -294,6 +305,10 @@ impl Store for SqliteStore {
 
     async fn admin_token_hashes(&self) -> Result<Vec<[u8; 32]>, StoreError> {
         events::admin_token_hashes(&self.pool).await
+    }
+
+    async fn recorded_keys(&self) -> Result<Vec<RecordedKey>, StoreError> {
+        keys::list(&self.pool).await
     }
 }
 

@@ -1,0 +1,68 @@
+//! The signing keys the store records in PostgreSQL: the public halves of the ring every instance signs with.
+
+use sqlx::{Executor, PgConnection, Postgres, Row};
+use time::OffsetDateTime;
+
+use super::secs;
+use crate::store::{RecordKeys, RecordedKey, StoreError};
+
+/// Advisory lock held while the recorded ring changes.
+const KEYS_LOCK: i64 = 0x6973_7375_6572_0004;
+
+/// Records `keys`; with [`RecordKeys::First`] only into an empty table. Under READ COMMITTED two instances could both
+/// find it empty, so the check and the writes run under an advisory transaction lock: the second waits, then finds
+/// the first's ring.
+pub(super) async fn record(
+    conn: &mut PgConnection,
+    keys: &[RecordedKey],
+    how: RecordKeys,
+    at: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(KEYS_LOCK).execute(&mut *conn).await?;
+    if how == RecordKeys::First {
+        let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys").fetch_one(&mut *conn).await?;
+        if recorded > 0 {
+            return Ok(false);
+        }
+    }
+    let active = keys.iter().find(|k| k.active).map(|k| k.key_id.clone()).unwrap_or_default();
+    // The one-active index is checked per statement: retire the old active key before marking the new one.
+    sqlx::query("UPDATE signing_keys SET status = 'retired' WHERE status = 'active' AND key_id <> $1")
+        .bind(&active)
+        .execute(&mut *conn)
+        .await?;
+    for key in keys.iter().filter(|k| !k.active).chain(keys.iter().filter(|k| k.active)) {
+        sqlx::query(
+            "INSERT INTO signing_keys (key_id, public_key, status, recorded_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (key_id) DO UPDATE SET status = excluded.status",
+        )
+        .bind(&key.key_id)
+        .bind(&key.public_key)
+        .bind(if key.active { "active" } else { "retired" })
+        .bind(secs(at))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(true)
+}
+
+pub(super) async fn list<'e, E>(db: E) -> Result<Vec<RecordedKey>, StoreError>
+where
+    E: Executor<'e, Database = Postgres>,
+{
+    let rows = sqlx::query(
+        "SELECT key_id, public_key, status FROM signing_keys ORDER BY status = 'active' DESC, recorded_at, key_id",
+    )
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let status: String = row.try_get("status")?;
+            Ok(RecordedKey {
+                key_id: row.try_get("key_id")?,
+                public_key: row.try_get("public_key")?,
+                active: status == "active",
+            })
+        })
+        .collect()
+}
