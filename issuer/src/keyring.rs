@@ -132,6 +132,9 @@ impl SharedKeyRing {
     }
 }
 
+/// How often a running instance says it signs with a key the store records as retired.
+const STALE_WARNING_EVERY: Duration = Duration::from_secs(60);
+
 impl SharedKeyRing {
     /// [`SharedKeyRing::spawn_watcher`] that first asks `store` which key signs ([`SharedKeyRing::admit_only`]),
     /// each time.
@@ -145,10 +148,28 @@ impl SharedKeyRing {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks.tick().await;
+            let mut warned = None;
             loop {
                 ticks.tick().await;
                 match store.recorded_keys().await {
-                    Ok(keys) => ring.admit_only(keys.iter().find(|k| k.active).and_then(|k| k.key_id.parse().ok())),
+                    Ok(keys) => {
+                        let recorded: Option<KeyId> =
+                            keys.iter().find(|k| k.active).and_then(|k| k.key_id.parse().ok());
+                        ring.admit_only(recorded);
+                        let signing = ring.current().active().key_id();
+                        let stale = recorded.filter(|r| *r != signing);
+                        if let Some(recorded) = stale
+                            .filter(|_| warned.is_none_or(|t: std::time::Instant| t.elapsed() >= STALE_WARNING_EVERY))
+                        {
+                            tracing::warn!(
+                                key_id = %signing,
+                                recorded = %recorded,
+                                dir = %ring.dir.display(),
+                                "signing with a key the store records as retired: copy the current keys/ directory here"
+                            );
+                            warned = Some(std::time::Instant::now());
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the recorded signing keys; not reloading the key ring");
                         continue;

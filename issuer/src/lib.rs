@@ -87,8 +87,8 @@ pub enum StartError {
         /// The key the store records as signing.
         recorded: String,
     },
-    /// The data directory's key ring signs with another key than the store records.
-    #[error("the key ring in {} signs with key {local}, but the store records key {recorded} as the signing key{}: copy the current keys/ directory from the instance that rotated last (docs/operations.md); refusing to sign with a key apps may not trust", keys_dir.display(), if *.local_retired { " (the local key was retired: this ring is out of date)" } else { "" })]
+    /// The data directory's key ring signs with a key the store has never recorded.
+    #[error("the key ring in {} signs with key {local}, which the store has never recorded; the store records key {recorded} as the signing key: copy the current keys/ directory of an instance that signs with it (docs/operations.md), or, if this ring is the newer one, record it with `issuer keys record` on this data directory; refusing to sign with a key apps may not trust", keys_dir.display())]
     KeyRingMismatch {
         /// The data directory's key ring directory.
         keys_dir: PathBuf,
@@ -96,8 +96,13 @@ pub enum StartError {
         local: String,
         /// The key the store records as signing.
         recorded: String,
-        /// Whether the store knows the local active key as retired.
-        local_retired: bool,
+    },
+    /// The store holds licenses or admin tokens but records no key ring (it was used by a version before the
+    /// record), and this data directory has no ring: a new key would sign tokens no deployed app trusts.
+    #[error("the store has licenses or admin tokens but records no signing key ring, and {} holds none: copy the keys/ directory of an instance that signs for this store there (its first start records it); no key was created", keys_dir.display())]
+    KeyRingUnrecorded {
+        /// The data directory's key ring directory.
+        keys_dir: PathBuf,
     },
     /// `init` found the data directory initialized already (decided under the initialization lock).
     #[error("{} is already initialized (its key ring {} exists); nothing was changed", data_dir.display(), data_dir.join(KEYS_DIR).display())]
@@ -236,20 +241,28 @@ pub fn recorded_keys_of(ring: &keys::KeyRing) -> Vec<store::RecordedKey> {
 /// The data directory's key ring, held to the one the store records, so every instance signs with one ring:
 ///
 /// - a store without a recorded ring records this one (a first start; of instances starting at once on one empty
-///   database, exactly one records its ring, and one that created a ring just now and lost removes it again);
+///   database, exactly one records its ring, and one that created a ring just now and lost removes it again). A
+///   store that already holds licenses or admin tokens but records no ring (from a version before the record) gets
+///   no new key: a data directory without a ring is refused there, and one with a ring records it;
 /// - a data directory without a ring, on a store that records one, is refused: the ring must be copied, never made;
-/// - a ring whose active key is not the recorded signing key is refused.
+/// - a ring whose active key the store does not know is refused; one whose active key the store records as retired
+///   (a rotation recorded, its files not here yet) starts with a warning and signs with that still-trusted key, as
+///   a running instance in the same state does.
 async fn adopt_key_ring(store: &Arc<dyn Store>, keys_dir: &std::path::Path) -> Result<SharedKeyRing, StartError> {
     let recorded = store.recorded_keys().await?;
     let recorded_active = |keys: &[store::RecordedKey]| keys.iter().find(|k| k.active).map(|k| k.key_id.clone());
     let dir_existed = keys_dir.exists();
-    let created = !keys_dir.join("ring.txt").exists();
-    if created {
+    let mut created = None;
+    if !keys_dir.join("ring.txt").exists() {
         if let Some(active) = recorded_active(&recorded) {
             return Err(StartError::KeyRingMissing { keys_dir: keys_dir.to_path_buf(), recorded: active });
         }
+        if store_has_data(store).await? {
+            return Err(StartError::KeyRingUnrecorded { keys_dir: keys_dir.to_path_buf() });
+        }
         let ring = keys::KeyRing::create(keys_dir)?;
         tracing::info!(key_id = %ring.active().key_id(), dir = %keys_dir.display(), "created the signing key ring");
+        created = Some(ring.active().key_id());
     }
     let ring = SharedKeyRing::open(keys_dir)?;
     let local = ring.current().active().key_id().to_string();
@@ -266,29 +279,50 @@ async fn adopt_key_ring(store: &Arc<dyn Store>, keys_dir: &std::path::Path) -> R
         }
         // Another instance recorded its ring in the meantime.
         recorded = store.recorded_keys().await?;
-        if created {
-            let removed = if dir_existed {
-                std::fs::read_dir(keys_dir)
-                    .and_then(|entries| entries.filter_map(Result::ok).try_for_each(|e| std::fs::remove_file(e.path())))
-            } else {
-                std::fs::remove_dir_all(keys_dir)
-            };
-            if let Err(e) = removed {
-                tracing::warn!(error = %e, dir = %keys_dir.display(), "cannot remove the key ring created just now");
-            }
+        if let Some(made) = created {
+            remove_created_ring(keys_dir, made, dir_existed);
             let active = recorded_active(&recorded).unwrap_or_default();
             return Err(StartError::KeyRingMissing { keys_dir: keys_dir.to_path_buf(), recorded: active });
         }
     }
     match recorded_active(&recorded) {
         Some(active) if active == local => Ok(ring),
-        Some(active) => Err(StartError::KeyRingMismatch {
-            keys_dir: keys_dir.to_path_buf(),
-            local_retired: recorded.iter().any(|k| k.key_id == local && !k.active),
-            local,
-            recorded: active,
-        }),
+        Some(active) if recorded.iter().any(|k| k.key_id == local) => {
+            tracing::warn!(
+                key_id = %local,
+                recorded = %active,
+                dir = %keys_dir.display(),
+                "this key ring signs with a key the store records as retired (a rotation is recorded whose files have \
+                 not reached this instance): copy the current keys/ directory here; until then tokens are signed with \
+                 the retired, still trusted key"
+            );
+            ring.admit_only(active.parse().ok());
+            Ok(ring)
+        }
+        Some(active) => Err(StartError::KeyRingMismatch { keys_dir: keys_dir.to_path_buf(), local, recorded: active }),
         None => Ok(ring),
+    }
+}
+
+/// Whether the store holds licenses or admin tokens: it has been used, by a version that recorded no ring.
+async fn store_has_data(store: &Arc<dyn Store>) -> Result<bool, StoreError> {
+    let one = store::LicenseFilter { limit: 1, ..store::LicenseFilter::default() };
+    Ok(!store.list_licenses(&one).await?.licenses.is_empty() || !store.admin_token_hashes().await?.is_empty())
+}
+
+/// Removes the files of the ring this process created (and the directory, if it made it); nothing else in it.
+fn remove_created_ring(keys_dir: &std::path::Path, key_id: verifier::KeyId, dir_existed: bool) {
+    let result = if dir_existed {
+        ["ring.txt".to_string(), format!("{key_id}.key"), format!("{key_id}.pub")]
+            .iter()
+            .map(|name| keys_dir.join(name))
+            .filter(|path| path.exists())
+            .try_for_each(std::fs::remove_file)
+    } else {
+        std::fs::remove_dir_all(keys_dir)
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, dir = %keys_dir.display(), "cannot remove the key ring created just now");
     }
 }
 

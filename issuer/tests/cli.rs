@@ -429,7 +429,26 @@ pub const LICENSE_PUBLIC_KEYS: &[&str] = &[
     let refused = sandbox.run(&["license", "list"]);
     assert_eq!(refused.code, 1, "{}", refused.stderr);
     assert!(
-        refused.stderr.contains("but the store records key") && refused.stderr.contains(&active),
+        refused.stderr.contains("which the store has never recorded") && refused.stderr.contains(&active),
+        "{}",
+        refused.stderr
+    );
+    // Recording the ring as the files have it (the way back after a rotation whose record was lost).
+    let recorded = sandbox.run(&["keys", "record"]).success();
+    assert!(recorded.starts_with("Recorded the key ring in the store"), "{recorded}");
+    sandbox.run(&["license", "list"]).success();
+    // A rotation from an out-of-date copy is refused before anything changes.
+    let store_key = sandbox.json(&["keys", "list", "--json"])["keys"][0]["key_id"].as_str().unwrap().to_string();
+    let stale = keys::KeyRing::open(&keys_dir).unwrap();
+    let mut ahead = keys::KeyRing::open(&keys_dir).unwrap();
+    ahead.rotate().unwrap();
+    ahead.save(&keys_dir).unwrap();
+    sandbox.run(&["keys", "record"]).success();
+    stale.save(&keys_dir).unwrap();
+    let refused = sandbox.run(&["keys", "rotate"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("this copy is out of date") && refused.stderr.contains(&store_key),
         "{}",
         refused.stderr
     );

@@ -612,7 +612,8 @@ async fn a_key_rotation_reaches_the_running_service_without_a_restart() {
     let store = issuer::open_store(&config).await.unwrap();
     let (records, at) = (issuer::recorded_keys_of(&ring), OffsetDateTime::now_utc());
     let _: bool = issuer::StoreExt::transact(&*store, move |tx| {
-        Box::pin(async move { tx.record_keys(&records, issuer::RecordKeys::Update, at).await })
+        let how = issuer::RecordKeys::Update { expect_active: vec![old_key.to_string()] };
+        Box::pin(async move { tx.record_keys(&records, how, at).await })
     })
     .await
     .unwrap();

@@ -432,16 +432,23 @@ async fn one_key_ring_for_every_instance(database_url: &str) {
     // `issuer keys rotate` on A: the files, then the record.
     let a_keys = a_dir.join(issuer::KEYS_DIR);
     let mut ring = keys::KeyRing::open(&a_keys).unwrap();
+    let old_key = ring.active().key_id().to_string();
     let rotated = ring.rotate().unwrap().to_string();
     ring.save(&a_keys).unwrap();
     let records = issuer::recorded_keys_of(&ring);
     let store = issuer::open_store(&instance_config(&a_dir, database_url)).await.unwrap();
     let at = time::OffsetDateTime::now_utc();
     let _: bool = issuer::StoreExt::transact(&*store, move |tx| {
-        Box::pin(async move { tx.record_keys(&records, issuer::RecordKeys::Update, at).await })
+        let how = issuer::RecordKeys::Update { expect_active: vec![old_key] };
+        Box::pin(async move { tx.record_keys(&records, how, at).await })
     })
     .await
     .unwrap();
+    // B restarted now, before the new files reach it, starts (with a warning) and signs with the retired, still
+    // trusted key: a restart during a rotation is not an outage.
+    b.stop().await;
+    let b = start_instance(&b_dir, database_url).await;
+    assert_eq!(active_key(&client, &b.base).await, first_key);
     // A's watcher takes its new files (every 5 s).
     for _ in 0..200 {
         if active_key(&client, &a.base).await == rotated {
@@ -496,4 +503,34 @@ async fn one_key_ring_for_every_instance_on_sqlite() {
 async fn one_key_ring_for_every_instance_on_postgres() {
     let Some(db) = pg::test_database("one_key_ring").await else { return };
     one_key_ring_for_every_instance(db.url()).await;
+}
+
+/// A store used by a version that recorded no ring (licenses, an admin token, no `signing_keys` row): an instance
+/// without a ring is refused there and makes no key; the instance with the ring records it on start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_used_store_without_a_recorded_ring_gets_no_new_key() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db");
+    let url = format!("sqlite://{}", db.display());
+    let (a_dir, c_dir) = (dir.path().join("a"), dir.path().join("c"));
+    let a = start_instance(&a_dir, &url).await;
+    let client = client();
+    create_license(&client, &a.base, a.new_admin_token.as_deref().unwrap(), 1).await;
+    let key = active_key(&client, &a.base).await;
+    a.stop().await;
+    // As a store from before the record.
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("DELETE FROM signing_keys").execute(&mut conn).await.unwrap();
+    drop(conn);
+
+    let refused = issuer::start(&instance_config(&c_dir, &url)).await.unwrap_err();
+    assert!(matches!(refused, issuer::StartError::KeyRingUnrecorded { .. }), "{refused}");
+    assert!(!c_dir.join(issuer::KEYS_DIR).join("ring.txt").exists(), "no key was made");
+    let a = start_instance(&a_dir, &url).await;
+    assert_eq!(active_key(&client, &a.base).await, key);
+    let store = issuer::open_store(&instance_config(&a_dir, &url)).await.unwrap();
+    let recorded = store.recorded_keys().await.unwrap();
+    assert_eq!(recorded.iter().find(|k| k.active).map(|k| k.key_id.clone()), Some(key), "A recorded its ring");
+    a.stop().await;
 }

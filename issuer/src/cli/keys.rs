@@ -91,25 +91,46 @@ fn key_error(e: keys::KeyError) -> CliError {
     CliError::Failed(super::error_chain(&e))
 }
 
-/// Records the ring's public keys and its signing key in the store, after the files were saved: instances take a
-/// reloaded ring only once the store records its key, so the files may reach them first.
-async fn record_in_store(config: &crate::Config, ring: &KeyRing) -> CliResult {
-    let failed = |e: String| {
-        CliError::Failed(format!(
-            "the key ring files were saved, but the store could not record the change ({e}); running instances keep \
-             signing with the previous key until it is recorded: run `issuer keys record` once the store answers (not the same \
-             command again)"
-        ))
-    };
-    let store = crate::open_store(config).await.map_err(|e| failed(super::error_chain(&e)))?;
+/// Records the ring's public keys and its signing key in the store, compare-and-set: only if the store records one
+/// of `expect_active` as the signing key now. `Ok(false)` when it records another one (nothing written).
+async fn record_in_store(
+    store: &std::sync::Arc<dyn crate::Store>,
+    ring: &KeyRing,
+    expect_active: Vec<String>,
+) -> Result<bool, CliError> {
     let keys = crate::recorded_keys_of(ring);
     let at = time::OffsetDateTime::now_utc();
-    crate::StoreExt::transact(&*store, move |tx| {
-        Box::pin(async move { tx.record_keys(&keys, crate::RecordKeys::Update, at).await })
+    crate::StoreExt::transact(&**store, move |tx| {
+        Box::pin(async move { tx.record_keys(&keys, crate::RecordKeys::Update { expect_active }, at).await })
     })
     .await
-    .map_err(|e: crate::StoreError| failed(e.to_string()))?;
-    Ok(())
+    .map_err(|e: crate::StoreError| CliError::Failed(format!("the store could not record the key ring: {e}")))
+}
+
+async fn open_store(config: &crate::Config) -> Result<std::sync::Arc<dyn crate::Store>, CliError> {
+    crate::open_store(config)
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot open the store: {}", super::error_chain(&e))))
+}
+
+/// The signing key the store records, if any.
+async fn recorded_active(store: &std::sync::Arc<dyn crate::Store>) -> Result<Option<String>, CliError> {
+    let keys = store.recorded_keys().await.map_err(|e| CliError::Failed(format!("cannot read the store: {e}")))?;
+    Ok(keys.into_iter().find(|k| k.active).map(|k| k.key_id))
+}
+
+/// Refuses to change a ring that does not sign with the key the store records (an out-of-date copy).
+fn refuse_unless_current(ring: &KeyRing, recorded: Option<&str>, dir: &std::path::Path) -> CliResult {
+    let active = ring.active().key_id().to_string();
+    match recorded {
+        Some(recorded) if recorded != active => Err(CliError::Failed(format!(
+            "the key ring in {} signs with key {active}, but the store records key {recorded} as the signing key: \
+             this copy is out of date (or ahead, if a record failed: then run `issuer keys record` first); nothing was \
+             changed",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) async fn run(command: KeysCommand, global: &GlobalArgs, out: &mut dyn Write) -> CliResult {
@@ -134,6 +155,12 @@ pub(crate) async fn run(command: KeysCommand, global: &GlobalArgs, out: &mut dyn
     }
     let config = load_config(global, None)?;
     let dir = keys_dir(&config)?;
+    // Changes of the ring wait for any instance initializing this data directory, and for each other.
+    let _lock = if matches!(command, KeysCommand::Rotate | KeysCommand::Retire { .. } | KeysCommand::Record) {
+        Some(crate::datadir::lock(&config.data_dir).await.map_err(|e| CliError::Failed(e.to_string()))?)
+    } else {
+        None
+    };
     let mut ring = KeyRing::open(&dir).map_err(key_error)?;
     match command {
         KeysCommand::Generate { .. } => Ok(()),
@@ -147,10 +174,25 @@ pub(crate) async fn run(command: KeysCommand, global: &GlobalArgs, out: &mut dyn
             write_table(out, &["KEY ID", "STATUS", "CREATED"], &rows)
         }
         KeysCommand::Rotate => {
+            let store = open_store(&config).await?;
+            refuse_unless_current(&ring, recorded_active(&store).await?.as_deref(), &dir)?;
+            let before = KeyRing::open(&dir).map_err(key_error)?;
             let old = ring.active().key_id();
             let new = ring.rotate().map_err(key_error)?;
             ring.save(&dir).map_err(key_error)?;
-            record_in_store(&config, &ring).await?;
+            let recorded = record_in_store(&store, &ring, vec![old.to_string()]).await;
+            if !matches!(recorded, Ok(true)) {
+                // Another rotation was recorded since the check (or the store failed): put the files back.
+                before.save(&dir).map_err(key_error)?;
+                return Err(match recorded {
+                    Err(e) => e,
+                    _ => CliError::Failed(
+                        "another rotation was recorded in the store meanwhile; this one was undone (the ring is as it \
+                         was): copy the current keys/ directory here before rotating again"
+                            .into(),
+                    ),
+                });
+            }
             writeln!(
                 out,
                 "New active signing key: {new}. The previous key {old} is retired: tokens it signed keep verifying."
@@ -160,7 +202,18 @@ pub(crate) async fn run(command: KeysCommand, global: &GlobalArgs, out: &mut dyn
             write_lines(out, &ring)
         }
         KeysCommand::Record => {
-            record_in_store(&config, &ring).await?;
+            // The way back after a rotation whose record failed: the store must record one of this ring's keys as
+            // signing now, and never a retired one signs again.
+            let store = open_store(&config).await?;
+            let own: Vec<String> = ring.entries().iter().map(|e| e.public.key_id().to_string()).collect();
+            if !record_in_store(&store, &ring, own).await? {
+                let recorded = recorded_active(&store).await?.unwrap_or_else(|| "none".into());
+                return Err(CliError::Failed(format!(
+                    "the store records key {recorded} as the signing key, which this ring does not follow (or this \
+                     ring would make a retired key sign again); nothing was recorded: copy the current keys/ \
+                     directory here"
+                )));
+            }
             writeln!(out, "Recorded the key ring in the store; the signing key is {}.", ring.active().key_id())?;
             Ok(())
         }
@@ -168,9 +221,18 @@ pub(crate) async fn run(command: KeysCommand, global: &GlobalArgs, out: &mut dyn
             let id: KeyId = key_id.trim().parse().map_err(|_| {
                 CliError::Usage(format!("`{key_id}` is not a key id (16 hex digits, see `issuer keys list`)"))
             })?;
+            let store = open_store(&config).await?;
+            refuse_unless_current(&ring, recorded_active(&store).await?.as_deref(), &dir)?;
             ring.remove(id).map_err(key_error)?;
+            let active = ring.active().key_id().to_string();
+            if !record_in_store(&store, &ring, vec![active]).await? {
+                return Err(CliError::Failed(
+                    "the store's signing key changed meanwhile; nothing was changed: copy the current keys/ directory \
+                     here first"
+                        .into(),
+                ));
+            }
             ring.save(&dir).map_err(key_error)?;
-            record_in_store(&config, &ring).await?;
             writeln!(
                 out,
                 "Removed key {id} from the ring. Tokens it signed stop verifying once apps get the new public key set \

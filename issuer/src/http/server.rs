@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
+use futures_util::FutureExt as _;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -139,6 +140,18 @@ enum Close {
     Now,
     /// Let hyper finish what it is doing and close (an idle keep-alive connection closes at once).
     Gracefully,
+}
+
+/// Takes a connection out of the registry when its task ends, however it ends (also by a panic).
+struct Registered {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
 }
 
 /// Ends a request's busy time when the request is answered, also if its handler is dropped.
@@ -288,7 +301,10 @@ pub(super) async fn serve(
                         tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "cannot accept connections; closing an idle one and backing off");
                         refused_logged = Some(Instant::now());
                     }
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
                 }
             },
         }
@@ -314,6 +330,7 @@ async fn run_connection(
     registry: Arc<Registry>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let _registered = Registered { registry, id: conn.id };
     let io = TokioIo::new(TrackedStream { inner: stream, conn: conn.clone() });
     let service_conn = conn.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -322,9 +339,21 @@ async fn run_connection(
         request.extensions_mut().insert(ConnectInfo(peer));
         let router = router.clone();
         async move {
-            let response = router.oneshot(request).await;
+            // A panicking handler is answered 500 (and logged); the connection and the server go on.
+            let response = std::panic::AssertUnwindSafe(router.oneshot(request)).catch_unwind().await;
             drop(guard);
-            response
+            match response {
+                Ok(response) => response,
+                Err(_) => {
+                    tracing::error!(%peer, "a request handler panicked; answered 500");
+                    let error = super::ApiError::new(
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        super::ErrorCode::InternalError,
+                        "internal error; the issuer logged the details",
+                    );
+                    Ok(axum::response::IntoResponse::into_response(error))
+                }
+            }
         }
     });
     let connection = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service);
@@ -363,7 +392,6 @@ async fn run_connection(
             }
         }
     }
-    registry.remove(conn.id);
 }
 
 /// Raises the soft open-file limit to the hard limit and returns the limit now in force (`None` where it cannot be

@@ -254,7 +254,17 @@ impl Licensing {
                     };
                     // The lock makes a mismatch impossible here; the compare-and-set keeps it so if a backend's lock
                     // ever did not hold.
-                    let Some(updated) = tx.change_status(current.id, current.status, to, ctx.at()).await? else {
+                    let changed =
+                        tx.change_status(current.id, current.status, to, ctx.at()).await.map_err(|e| match e {
+                            // The database's own guard (a writer beside this one): the same answer as above.
+                            crate::store::StoreError::RevokedIsFinal => ServiceError::StatusConflict {
+                                current: LicenseStatus::Revoked,
+                                wanted: to,
+                                license: None,
+                            },
+                            other => ServiceError::from(other),
+                        })?;
+                    let Some(updated) = changed else {
                         return Err(ServiceError::StatusConflict {
                             current: current.status,
                             wanted: to,

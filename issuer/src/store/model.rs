@@ -195,7 +195,12 @@ impl Cursor {
     pub fn decode(text: &str) -> Option<Cursor> {
         let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(text).ok()?).ok()?;
         let (secs, id) = raw.split_once(':')?;
-        let created_at = OffsetDateTime::from_unix_timestamp(secs.parse().ok()?).ok()?;
+        // Only times a license can have (1970 to 9999): PostgreSQL refuses far dates, and no page starts there.
+        let secs: i64 = secs.parse().ok()?;
+        if !(0..=253_402_300_799).contains(&secs) {
+            return None;
+        }
+        let created_at = OffsetDateTime::from_unix_timestamp(secs).ok()?;
         Some(Cursor { created_at, id: Uuid::parse_str(id).ok()? })
     }
 }
@@ -429,6 +434,8 @@ mod tests {
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
         assert_eq!(Cursor::decode("not a cursor"), None);
         assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("12:nope")), None);
+        let far = format!("-300000000000:{}", Uuid::now_v7());
+        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode(far)), None, "a date PostgreSQL cannot hold");
     }
 
     #[test]

@@ -106,8 +106,9 @@ pub trait Tx: Send {
     /// Stores the SHA-256 of an admin token.
     async fn add_admin_token(&mut self, hash: &[u8; 32], label: &str, at: OffsetDateTime) -> Result<(), StoreError>;
 
-    /// Records the public keys of the signing key ring (exactly one of `keys` active); `false` when `how` is
-    /// [`RecordKeys::First`] and the store had keys recorded already (nothing is written then).
+    /// Records the public keys of the signing key ring (exactly one of `keys` active); `false` (nothing written) when
+    /// `how` is [`RecordKeys::First`] and the store had keys recorded already, or [`RecordKeys::Update`] and the
+    /// store records another signing key than expected or the ring would make a retired key sign again.
     async fn record_keys(
         &mut self,
         keys: &[RecordedKey],
@@ -126,14 +127,20 @@ pub trait Tx: Send {
 }
 
 /// How [`Tx::record_keys`] records a ring.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecordKeys {
     /// Only if the store records no key yet (a first start): of instances starting at once on one empty database,
     /// exactly one records its ring.
     First,
-    /// The ring after a rotation or retirement on this instance: the keys given are recorded (new ones added, the
-    /// active one marked, every other one retired); keys recorded before and no longer given stay, retired.
-    Update,
+    /// The ring after a rotation or retirement, compare-and-set: recorded only if the store records one of these
+    /// key ids as the signing key now (the ring's previous active key for a rotation; its active or retired keys
+    /// otherwise), and never if the ring's active key is recorded as retired (a key never signs again once
+    /// retired). The keys given are recorded (new ones added, the active one marked, every other one retired); keys
+    /// recorded before and no longer given stay, retired.
+    Update {
+        /// Key ids one of which the store must record as active.
+        expect_active: Vec<String>,
+    },
 }
 
 /// [`Store::run`] with a typed result and the caller's own error type.

@@ -597,8 +597,9 @@ async fn record(store: &Arc<dyn Store>, keys: Vec<issuer::RecordedKey>, how: iss
         .unwrap()
 }
 
-/// The first ring is recorded once, also when many instances try at the same moment; later updates mark the new
-/// signing key and retire the old one, and keep keys no longer given as retired.
+/// The first ring is recorded once, also when many instances try at the same moment; later updates are
+/// compare-and-set on the recorded signing key, mark the new one and retire the old one, keep keys no longer given as
+/// retired, and never make a retired key sign again.
 pub async fn the_signing_key_ring_is_recorded_once_then_updated(store: Arc<dyn Store>) {
     use issuer::RecordKeys::{First, Update};
     assert!(store.recorded_keys().await.unwrap().is_empty());
@@ -619,8 +620,15 @@ pub async fn the_signing_key_ring_is_recorded_once_then_updated(store: Arc<dyn S
     assert!(keys[0].active);
     assert!(!record(&store, vec![recorded("bbbbbbbbbbbbbbbb", true)], First).await, "a first ring only once");
 
+    let update = |expect: &[&str]| Update { expect_active: expect.iter().map(|s| s.to_string()).collect() };
+    // A rotation from a key the store does not record as signing is refused (an out-of-date copy, a lost race).
+    assert!(!record(&store, vec![recorded("bbbbbbbbbbbbbbbb", true)], update(&["dddddddddddddddd"])).await);
     // A rotation: the new key signs, the old one is retired.
-    assert!(record(&store, vec![recorded("bbbbbbbbbbbbbbbb", true), recorded(&a, false)], Update).await);
+    assert!(record(&store, vec![recorded("bbbbbbbbbbbbbbbb", true), recorded(&a, false)], update(&[&a])).await);
+    // The same rotation from the old ring again (a second machine rotating from the same copy) is refused.
+    assert!(!record(&store, vec![recorded("eeeeeeeeeeeeeeee", true), recorded(&a, false)], update(&[&a])).await);
+    // A retired key never signs again, whatever the caller expects.
+    assert!(!record(&store, vec![recorded(&a, true)], update(&["bbbbbbbbbbbbbbbb"])).await);
     let keys = store.recorded_keys().await.unwrap();
     assert_eq!(
         keys,
@@ -630,7 +638,7 @@ pub async fn the_signing_key_ring_is_recorded_once_then_updated(store: Arc<dyn S
         ]
     );
     // A retirement that drops the old key from the ring keeps it recorded, retired.
-    assert!(record(&store, vec![recorded("cccccccccccccccc", true)], Update).await);
+    assert!(record(&store, vec![recorded("cccccccccccccccc", true)], update(&["bbbbbbbbbbbbbbbb"])).await);
     let keys = store.recorded_keys().await.unwrap();
     assert_eq!(keys.iter().filter(|k| k.active).map(|k| k.key_id.as_str()).collect::<Vec<_>>(), ["cccccccccccccccc"]);
     assert_eq!(keys.len(), 3);

@@ -15,17 +15,24 @@ const KEYS_LOCK: i64 = 0x6973_7375_6572_0004;
 pub(super) async fn record(
     conn: &mut PgConnection,
     keys: &[RecordedKey],
-    how: RecordKeys,
+    how: &RecordKeys,
     at: OffsetDateTime,
 ) -> Result<bool, StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(KEYS_LOCK).execute(&mut *conn).await?;
-    if how == RecordKeys::First {
-        let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys").fetch_one(&mut *conn).await?;
-        if recorded > 0 {
-            return Ok(false);
+    let recorded = list(&mut *conn).await?;
+    let recorded_active = recorded.iter().find(|k| k.active).map(|k| k.key_id.clone());
+    let active = keys.iter().find(|k| k.active).map(|k| k.key_id.clone()).unwrap_or_default();
+    match how {
+        RecordKeys::First if !recorded.is_empty() => return Ok(false),
+        RecordKeys::First => {}
+        RecordKeys::Update { expect_active } => {
+            let follows = recorded_active.as_ref().is_some_and(|a| expect_active.contains(a));
+            let revives = recorded.iter().any(|k| !k.active && k.key_id == active);
+            if !follows || revives {
+                return Ok(false);
+            }
         }
     }
-    let active = keys.iter().find(|k| k.active).map(|k| k.key_id.clone()).unwrap_or_default();
     // The one-active index is checked per statement: retire the old active key before marking the new one.
     sqlx::query("UPDATE signing_keys SET status = 'retired' WHERE status = 'active' AND key_id <> $1")
         .bind(&active)

@@ -233,7 +233,7 @@ impl Tx for SqliteTx<'_> {
         how: RecordKeys,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        keys::record(self.conn, keys, how, at).await
+        keys::record(self.conn, keys, &how, at).await
     }
 
     async fn add_first_admin_token(

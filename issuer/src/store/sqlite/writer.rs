@@ -128,38 +128,60 @@ async fn writer(pool: SqlitePool, mut queue: mpsc::Receiver<Box<dyn WriteJob>>, 
                 continue;
             }
         };
-        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+        // `batch` marks the transaction itself: when SQLite rolls a whole transaction back on its own (disk full,
+        // I/O error), the savepoint is gone with it, which is how a lost batch is told from a failed statement.
+        if let Err(e) = sqlx::query("BEGIN IMMEDIATE; SAVEPOINT batch").execute(&mut *conn).await {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
             jobs.drain(..).for_each(|job| job.fail(e.to_string()));
             continue;
         }
         let mut replies = Vec::with_capacity(jobs.len());
-        for job in jobs.drain(..) {
+        let mut lost: Option<String> = None;
+        let mut queued = jobs.drain(..);
+        for job in queued.by_ref() {
             if job.atomic() {
                 if let Err(e) = sqlx::query("SAVEPOINT job").execute(&mut *conn).await {
+                    lost = Some(e.to_string());
                     job.fail(e.to_string());
-                    continue;
+                    break;
                 }
                 let (ok, reply) = job.run(&mut conn).await;
+                replies.push(reply);
+                let undo = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+                if let Err(e) = sqlx::query(undo).execute(&mut *conn).await {
+                    lost = Some(format!("the batch transaction was lost: {e}"));
+                    break;
+                }
+            } else {
+                // One statement: SQLite undoes a failed statement by itself, unless the failure rolled back the
+                // whole transaction.
+                let (ok, reply) = job.run(&mut conn).await;
+                replies.push(reply);
                 if !ok {
-                    if let Err(e) = sqlx::query("ROLLBACK TO job").execute(&mut *conn).await {
-                        tracing::error!(error = %e, "cannot roll a failed write back to its savepoint");
+                    if let Err(e) = sqlx::query("RELEASE batch; SAVEPOINT batch").execute(&mut *conn).await {
+                        lost = Some(format!("the batch transaction was lost: {e}"));
+                        break;
                     }
                 }
-                if let Err(e) = sqlx::query("RELEASE job").execute(&mut *conn).await {
-                    tracing::error!(error = %e, "cannot release a savepoint");
-                }
-                replies.push(reply);
-            } else {
-                // One statement: SQLite undoes a failed statement by itself.
-                let (_, reply) = job.run(&mut conn).await;
-                replies.push(reply);
             }
         }
-        let commit_error = match sqlx::query("COMMIT").execute(&mut *conn).await {
-            Ok(_) => None,
-            Err(e) => {
+        let commit_error = match lost {
+            Some(reason) => {
+                // Nothing of this batch is committed: every write in it is answered as failed, none runs after.
+                tracing::error!(error = %reason, "a write batch was rolled back as a whole");
+                queued.for_each(|job| job.fail(reason.clone()));
                 let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Some(e.to_string())
+                Some(reason)
+            }
+            None => {
+                drop(queued);
+                match sqlx::query("COMMIT").execute(&mut *conn).await {
+                    Ok(_) => None,
+                    Err(e) => {
+                        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                        Some(e.to_string())
+                    }
+                }
             }
         };
         for reply in replies {
