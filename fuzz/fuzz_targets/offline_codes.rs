@@ -8,7 +8,8 @@ use verifier::{ActivationRequest, DeactivationCode};
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(request) = ActivationRequest::from_code(text) {
-        let again = ActivationRequest::from_code(&request.to_code()).expect("a request's own code parses");
+        let text = request.to_code().expect("a request that parsed encodes again");
+        let again = ActivationRequest::from_code(&text).expect("a request's own code parses");
         assert_eq!(again, request);
     }
     if let Ok(code) = DeactivationCode::from_code(text) {
