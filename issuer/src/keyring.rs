@@ -16,6 +16,8 @@ use std::time::Duration;
 use keys::{KeyError, KeyRing};
 use verifier::{KeyId, KeySet};
 
+use crate::store::{RecordedKey, Store, StoreError};
+
 /// The manifest file of a key ring directory (see the `keys` crate).
 const MANIFEST: &str = "ring.txt";
 
@@ -106,6 +108,61 @@ impl SharedKeyRing {
         Ok(true)
     }
 
+    /// Whether `ring.txt` differs from the one of the ring in use (one read of a small file).
+    pub fn files_changed(&self) -> Result<bool, KeyError> {
+        let manifest = read_manifest(&self.dir)?;
+        Ok(self.loaded.read().unwrap_or_else(|poisoned| poisoned.into_inner()).manifest != manifest)
+    }
+
+    /// Asks `store` which key signs and admits only that key from now on ([`SharedKeyRing::admit_only`]); returns it.
+    pub async fn admit_recorded(&self, store: &dyn Store) -> Result<Option<KeyId>, StoreError> {
+        let keys = store.recorded_keys().await?;
+        let recorded = RecordedKey::signing(&keys).and_then(|k| k.key_id.parse().ok());
+        self.admit_only(recorded);
+        Ok(recorded)
+    }
+
+    /// Reloads the ring if its files changed and their active key is the one `store` records: the check of a
+    /// request that presents a token of a key this instance has not loaded. Unchanged files (the usual case, also
+    /// under a flood of such tokens) cost one small file read and no store query. Whether a new ring is in use.
+    pub async fn reload_if_recorded(self: &Arc<Self>, store: &dyn Store) -> bool {
+        let ring = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || ring.files_changed()).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Err(_) => return false,
+            Ok(Err(e)) => {
+                self.log_reload_error(&e);
+                return false;
+            }
+        }
+        if let Err(e) = self.admit_recorded(store).await {
+            tracing::warn!(error = %e, "cannot read the recorded signing keys; not reloading the key ring");
+            return false;
+        }
+        self.reload_logged().await
+    }
+
+    /// [`SharedKeyRing::reload_if_changed`] off the async threads (file reads and key parsing block), failures logged;
+    /// whether a new ring is in use.
+    async fn reload_logged(self: &Arc<Self>) -> bool {
+        let ring = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || ring.reload_if_changed()).await {
+            Ok(Ok(reloaded)) => reloaded,
+            Ok(Err(e)) => {
+                self.log_reload_error(&e);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the key ring reload task failed");
+                false
+            }
+        }
+    }
+
+    fn log_reload_error(&self, e: &KeyError) {
+        tracing::warn!(error = %e, dir = %self.dir.display(), "cannot reload the signing key ring; still using the previous one");
+    }
+
     /// Starts a task that calls [`SharedKeyRing::reload_if_changed`] every `every`, logging failures, until the
     /// returned handle is aborted or the runtime shuts down.
     pub fn spawn_watcher(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
@@ -116,31 +173,16 @@ impl SharedKeyRing {
             ticks.tick().await; // the first tick is immediate; the ring was just loaded
             loop {
                 ticks.tick().await;
-                let check = Arc::clone(&ring);
-                // File reads and key parsing are blocking work.
-                match tokio::task::spawn_blocking(move || check.reload_if_changed()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::warn!(
-                        error = %e,
-                        dir = %ring.dir.display(),
-                        "cannot reload the signing key ring; still using the previous one"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "the key ring reload task failed"),
-                }
+                ring.reload_logged().await;
             }
         })
     }
-}
 
-/// How often a running instance says it signs with a key the store records as retired.
-const STALE_WARNING_EVERY: Duration = Duration::from_secs(60);
-
-impl SharedKeyRing {
-    /// [`SharedKeyRing::spawn_watcher`] that first asks `store` which key signs ([`SharedKeyRing::admit_only`]),
-    /// each time.
+    /// [`SharedKeyRing::spawn_watcher`] that first asks `store` which key signs ([`SharedKeyRing::admit_recorded`]),
+    /// each time, and says so (at most once a [`STALE_WARNING_EVERY`]) while the ring in use signs with another key.
     pub fn spawn_watcher_with_store(
         self: &Arc<Self>,
-        store: Arc<dyn crate::store::Store>,
+        store: Arc<dyn Store>,
         every: Duration,
     ) -> tokio::task::JoinHandle<()> {
         let ring = Arc::clone(self);
@@ -148,47 +190,35 @@ impl SharedKeyRing {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks.tick().await;
-            let mut warned = None;
+            let mut warned: Option<std::time::Instant> = None;
             loop {
                 ticks.tick().await;
-                match store.recorded_keys().await {
-                    Ok(keys) => {
-                        let recorded: Option<KeyId> =
-                            keys.iter().find(|k| k.active).and_then(|k| k.key_id.parse().ok());
-                        ring.admit_only(recorded);
-                        let signing = ring.current().active().key_id();
-                        let stale = recorded.filter(|r| *r != signing);
-                        if let Some(recorded) = stale
-                            .filter(|_| warned.is_none_or(|t: std::time::Instant| t.elapsed() >= STALE_WARNING_EVERY))
-                        {
-                            tracing::warn!(
-                                key_id = %signing,
-                                recorded = %recorded,
-                                dir = %ring.dir.display(),
-                                "signing with a key the store records as retired: copy the current keys/ directory here"
-                            );
-                            warned = Some(std::time::Instant::now());
-                        }
-                    }
+                let recorded = match ring.admit_recorded(&*store).await {
+                    Ok(recorded) => recorded,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the recorded signing keys; not reloading the key ring");
                         continue;
                     }
-                }
-                let check = Arc::clone(&ring);
-                match tokio::task::spawn_blocking(move || check.reload_if_changed()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::warn!(
-                        error = %e,
+                };
+                let signing = ring.current().active().key_id();
+                let due = warned.is_none_or(|t| t.elapsed() >= STALE_WARNING_EVERY);
+                if let Some(recorded) = recorded.filter(|r| *r != signing && due) {
+                    tracing::warn!(
+                        key_id = %signing,
+                        recorded = %recorded,
                         dir = %ring.dir.display(),
-                        "cannot reload the signing key ring; still using the previous one"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "the key ring reload task failed"),
+                        "signing with a key the store records as retired: copy the current keys/ directory here"
+                    );
+                    warned = Some(std::time::Instant::now());
                 }
+                ring.reload_logged().await;
             }
         })
     }
 }
+
+/// How often a running instance says it signs with a key the store records as retired.
+const STALE_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 impl Loaded {
     fn new(ring: Arc<KeyRing>, manifest: Vec<u8>) -> Self {

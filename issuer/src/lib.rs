@@ -250,7 +250,7 @@ pub fn recorded_keys_of(ring: &keys::KeyRing) -> Vec<store::RecordedKey> {
 ///   a running instance in the same state does.
 async fn adopt_key_ring(store: &Arc<dyn Store>, keys_dir: &std::path::Path) -> Result<SharedKeyRing, StartError> {
     let recorded = store.recorded_keys().await?;
-    let recorded_active = |keys: &[store::RecordedKey]| keys.iter().find(|k| k.active).map(|k| k.key_id.clone());
+    let recorded_active = |keys: &[store::RecordedKey]| store::RecordedKey::signing(keys).map(|k| k.key_id.clone());
     let dir_existed = keys_dir.exists();
     let mut created = None;
     if !keys_dir.join("ring.txt").exists() {

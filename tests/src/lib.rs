@@ -6,3 +6,11 @@
 pub mod conformance;
 pub mod pg;
 pub mod vectors;
+
+/// The `issuer` binary next to the running test binary (`target/<profile>/issuer`), which `cargo test` builds for
+/// the issuer package's own binary tests; `None` when it is not there.
+pub fn issuer_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join(format!("issuer{}", std::env::consts::EXE_SUFFIX));
+    path.is_file().then_some(path)
+}

@@ -3,10 +3,10 @@
 //! holding more connections than the server may open, with the server's open-file limit lowered.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use e2e_tests::issuer_binary;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -186,13 +186,6 @@ async fn early_rejections_of_a_body_sent_separately_say_connection_close_or_keep
         statuses.push(early_rejection(server.addr, json("/v1/validate", "", validate), validate.as_bytes()).await.0);
     }
     assert!(statuses.contains(&429), "{statuses:?}");
-}
-
-/// The issuer binary next to this test binary (built by `cargo test`, which builds the workspace's binaries).
-fn issuer_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join(format!("issuer{}", std::env::consts::EXE_SUFFIX));
-    path.is_file().then_some(path)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use e2e_tests::pg;
+use e2e_tests::{issuer_binary, pg};
 use serde_json::Value;
 use sqlx::Connection as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
@@ -16,12 +16,6 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 const ROUNDS: usize = 20;
 const SERVERS: usize = 3;
 const INITS: usize = 2;
-
-fn issuer_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join(format!("issuer{}", std::env::consts::EXE_SUFFIX));
-    path.is_file().then_some(path)
-}
 
 fn command(binary: &Path, data_dir: &Path, database_url: Option<&str>, args: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(binary);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use e2e_tests::pg;
+use e2e_tests::{issuer_binary, pg};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -174,14 +174,6 @@ async fn instances_on_one_database_share_slots_and_see_revocations_at_once() {
     for instance in [a, b, c] {
         instance.stop().await;
     }
-}
-
-/// The `issuer` binary next to this test binary (`target/<profile>/issuer`), built by `cargo test` for the issuer
-/// package's own binary tests.
-fn issuer_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join(format!("issuer{}", std::env::consts::EXE_SUFFIX));
-    path.is_file().then_some(path)
 }
 
 /// An `issuer serve` process; killed when dropped.

@@ -116,7 +116,7 @@ async fn open_store(config: &crate::Config) -> Result<std::sync::Arc<dyn crate::
 /// The signing key the store records, if any.
 async fn recorded_active(store: &std::sync::Arc<dyn crate::Store>) -> Result<Option<String>, CliError> {
     let keys = store.recorded_keys().await.map_err(|e| CliError::Failed(format!("cannot read the store: {e}")))?;
-    Ok(keys.into_iter().find(|k| k.active).map(|k| k.key_id))
+    Ok(crate::RecordedKey::signing(&keys).map(|k| k.key_id.clone()))
 }
 
 /// Refuses to change a ring that does not sign with the key the store records (an out-of-date copy).

@@ -133,8 +133,10 @@ impl Licensing {
         check_machine_text("platform", platform)?;
         let (which, fp, unit_ctx) = (which.clone(), fingerprint.to_string(), ctx.clone());
         let (name, platform) = (name.map(str::to_string), platform.map(str::to_string));
-        let (ring, policy) = (self.ring.current(), self.policy);
         let offline = kind == TokenKind::Offline;
+        // Only an offline token is signed inside the unit (its proof is stored with the activation); an online one
+        // after it, by `issue`.
+        let (signer, policy) = (offline.then(|| self.ring.current()), self.policy);
         let (license, machines_used, new_machine, signed) = self
             .store
             .transact(move |tx| {
@@ -154,10 +156,10 @@ impl Licensing {
                         Activated::NoLicense => return Err(ServiceError::LicenseNotFound),
                     };
                     let mut detail = serde_json::json!({ "new_machine": new_machine, "machines_used": machines_used });
-                    let signed = if offline {
+                    let signed = if let Some(ring) = &signer {
                         detail["offline"] = true.into();
                         let issued =
-                            sign(&ring, policy, license.clone(), &fingerprint, at, machines_used, new_machine, kind)?;
+                            sign(ring, policy, license.clone(), &fingerprint, at, machines_used, new_machine, kind)?;
                         let proof = verifier::token_proof(&issued.token).map_err(ServiceError::InvalidToken)?;
                         if !tx.set_offline_proof(license.id, &fingerprint, &proof).await? {
                             return Err(ServiceError::NotActivated);

@@ -97,13 +97,9 @@ pub enum ServiceError {
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
+            // The trigger's StoreError::RevokedIsFinal comes only from a status change, whose transition maps it
+            // to a StatusConflict naming the status it asked for (service/licenses.rs).
             StoreError::IdempotencyConflict => ServiceError::IdempotencyConflict,
-            // The database's own guard; the service's compare-and-set under the license lock normally answers first.
-            StoreError::RevokedIsFinal => ServiceError::StatusConflict {
-                current: LicenseStatus::Revoked,
-                wanted: LicenseStatus::Active,
-                license: None,
-            },
             other => ServiceError::Store(other),
         }
     }

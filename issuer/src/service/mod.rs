@@ -189,21 +189,6 @@ impl Licensing {
     /// Reloads the key ring if its files changed and their active key is the signing key the store records;
     /// whether a new ring is now in use.
     async fn reload_key_ring(&self) -> bool {
-        match self.store.recorded_keys().await {
-            Ok(keys) => self.ring.admit_only(keys.iter().find(|k| k.active).and_then(|k| k.key_id.parse().ok())),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the recorded signing keys; not reloading the key ring");
-                return false;
-            }
-        }
-        let ring = Arc::clone(&self.ring);
-        match tokio::task::spawn_blocking(move || ring.reload_if_changed()).await {
-            Ok(Ok(reloaded)) => reloaded,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot reload the signing key ring; still using the previous one");
-                false
-            }
-            Err(_) => false,
-        }
+        self.ring.reload_if_recorded(&*self.store).await
     }
 }

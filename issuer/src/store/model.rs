@@ -423,6 +423,13 @@ pub struct RecordedKey {
     pub active: bool,
 }
 
+impl RecordedKey {
+    /// The key of `keys` that signs, if any.
+    pub fn signing(keys: &[RecordedKey]) -> Option<&RecordedKey> {
+        keys.iter().find(|k| k.active)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -143,6 +143,22 @@ pub enum RecordKeys {
     },
 }
 
+impl RecordKeys {
+    /// Whether recording `keys` over what the store records now (`recorded`) is allowed: the one decision both
+    /// backends make inside their transaction, after taking their lock.
+    pub(crate) fn allows(&self, recorded: &[RecordedKey], keys: &[RecordedKey]) -> bool {
+        match self {
+            RecordKeys::First => recorded.is_empty(),
+            RecordKeys::Update { expect_active } => {
+                let follows = RecordedKey::signing(recorded).is_some_and(|k| expect_active.contains(&k.key_id));
+                let active = RecordedKey::signing(keys).map(|k| k.key_id.as_str());
+                let revives = recorded.iter().any(|k| !k.active && Some(k.key_id.as_str()) == active);
+                follows && !revives
+            }
+        }
+    }
+}
+
 /// [`Store::run`] with a typed result and the caller's own error type.
 pub trait StoreExt: Store {
     /// Runs `unit` as one transaction (see [`Store::run`]) and returns what it returned. `Ok` commits every write the

@@ -14,20 +14,10 @@ pub(super) async fn record(
     how: &RecordKeys,
     at: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    let recorded = list(&mut *conn).await?;
-    let recorded_active = recorded.iter().find(|k| k.active).map(|k| k.key_id.clone());
-    let active = keys.iter().find(|k| k.active).map(|k| k.key_id.clone()).unwrap_or_default();
-    match how {
-        RecordKeys::First if !recorded.is_empty() => return Ok(false),
-        RecordKeys::First => {}
-        RecordKeys::Update { expect_active } => {
-            let follows = recorded_active.as_ref().is_some_and(|a| expect_active.contains(a));
-            let revives = recorded.iter().any(|k| !k.active && k.key_id == active);
-            if !follows || revives {
-                return Ok(false);
-            }
-        }
+    if !how.allows(&list(&mut *conn).await?, keys) {
+        return Ok(false);
     }
+    let active = RecordedKey::signing(keys).map(|k| k.key_id.clone()).unwrap_or_default();
     // The one-active index is checked per statement: retire the old active key before marking the new one.
     sqlx::query("UPDATE signing_keys SET status = 'retired' WHERE status = 'active' AND key_id <> ?1")
         .bind(&active)
