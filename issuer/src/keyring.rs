@@ -94,6 +94,15 @@ impl SharedKeyRing {
             );
             return Ok(false);
         }
+        if let Err(e) = ring.signing_certificate(time::OffsetDateTime::now_utc(), None) {
+            tracing::warn!(
+                error = %e,
+                dir = %self.dir.display(),
+                "the key ring files changed, but no certificate covers their active key now; still signing with the \
+                 previous ring"
+            );
+            return Ok(false);
+        }
         let mut loaded = self.loaded.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         if loaded.manifest == manifest {
             return Ok(false); // another task reloaded the same files meanwhile
@@ -191,8 +200,14 @@ impl SharedKeyRing {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks.tick().await;
             let mut warned: Option<std::time::Instant> = None;
+            let mut warned_expiry: Option<std::time::Instant> = None;
             loop {
                 ticks.tick().await;
+                if warned_expiry.is_none_or(|t| t.elapsed() >= EXPIRY_WARNING_EVERY)
+                    && warn_if_certificate_ends_soon(&ring.current(), time::OffsetDateTime::now_utc())
+                {
+                    warned_expiry = Some(std::time::Instant::now());
+                }
                 let recorded = match ring.admit_recorded(&*store).await {
                     Ok(recorded) => recorded,
                     Err(e) => {
@@ -219,6 +234,33 @@ impl SharedKeyRing {
 
 /// How often a running instance says it signs with a key the store records as retired.
 const STALE_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// How long before its signing certificate ends an instance starts saying so.
+pub const CERTIFICATE_WARNING_AHEAD: time::Duration = time::Duration::days(30);
+
+/// How often it says so.
+const EXPIRY_WARNING_EVERY: Duration = Duration::from_secs(3600);
+
+/// Logs a warning when the ring has roots and the certificate its active key signs under now ends within
+/// [`CERTIFICATE_WARNING_AHEAD`] (or none covers it); whether it warned.
+pub fn warn_if_certificate_ends_soon(ring: &KeyRing, now: time::OffsetDateTime) -> bool {
+    match ring.signing_certificate(now, None) {
+        Ok(Some(certificate)) if certificate.not_after() - now < CERTIFICATE_WARNING_AHEAD => {
+            tracing::warn!(
+                key_id = %certificate.key_id(),
+                not_after = %certificate.not_after(),
+                "the signing key's certificate ends soon: prepare, certify and rotate to a new key before then \
+                 (docs/operations.md, \"Rotating a certified key\"); after it ends this instance refuses to sign"
+            );
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::error!(error = %e, "this instance cannot sign: no certificate covers its signing key now");
+            true
+        }
+    }
+}
 
 impl Loaded {
     fn new(ring: Arc<KeyRing>, manifest: Vec<u8>) -> Self {

@@ -46,7 +46,7 @@ pub use keyring::SharedKeyRing;
 pub use license_key::{LicenseKey, LicenseKeyError, ALPHABET, KEY_CHARS, RANDOM_CHARS};
 pub use service::{
     new_admin_token, token_hash, Context, Expiry, Issued, LicenseRef, Licensing, NewLicense, OfflineDeactivated,
-    ServiceError, TokenPolicy, Unusable, Validated, ValidationCode,
+    ServiceError, SignedRevocations, TokenPolicy, Unusable, Validated, ValidationCode, REVOCATION_LIST_TTL,
 };
 pub use store::{connect as connect_store, is_postgres_url, DEFAULT_POOL_SIZE};
 pub use store::{
@@ -265,6 +265,10 @@ async fn adopt_key_ring(store: &Arc<dyn Store>, keys_dir: &std::path::Path) -> R
         created = Some(ring.active().key_id());
     }
     let ring = SharedKeyRing::open(keys_dir)?;
+    // With roots, a key no certificate covers cannot sign: refuse to start rather than answer 503 to every request.
+    let now = time::OffsetDateTime::now_utc();
+    ring.current().signing_certificate(now, None)?;
+    keyring::warn_if_certificate_ends_soon(&ring.current(), now);
     let local = ring.current().active().key_id().to_string();
     let mut recorded = recorded;
     if recorded_active(&recorded).is_none() {

@@ -163,14 +163,16 @@ The license issuer: HTTP service (public and admin API), SQLite store, token sig
 Usage: issuer [OPTIONS] <COMMAND>
 
 Commands:
-  init     Create the data directory, store, signing key ring and admin API token (printed once)
-  serve    Run the HTTP service (creates the data directory, store, key ring and an admin token on first start)
-  keys     Signing keys: generate, list, rotate, retire, export the public key set
-  license  Licenses: create, list, show, update, suspend, reinstate, revoke, import from CSV
-  machine  Machines activated on a license: list, remove
-  token    Tokens: issue (also from an air-gapped activation request), inspect, redeem a deactivation code
-  config   Configuration helpers
-  help     Print this message or the help of the given subcommand(s)
+  init         Create the data directory, store, signing key ring and admin API token (printed once)
+  serve        Run the HTTP service (creates the data directory, store, key ring and an admin token on first start)
+  keys         Signing keys: generate, list, prepare, rotate, retire, certificates and roots, export the public key set
+  root         The vendor's root key (keep it offline): create it, show its line, certify signing keys
+  revocations  The signed revocation list for offline apps: export it to a file
+  license      Licenses: create, list, show, update, suspend, reinstate, revoke, import from CSV
+  machine      Machines activated on a license: list, remove
+  token        Tokens: issue (also from an air-gapped activation request), inspect, redeem a deactivation code
+  config       Configuration helpers
+  help         Print this message or the help of the given subcommand(s)
 
 Options:
       --data-dir <DIR>      Data directory of the SQLite store and key ring [default: ./issuer-data; env ISSUER_DATA_DIR]
@@ -363,8 +365,8 @@ fn keys_list_rotate_export_and_retire() {
     sandbox.run(&["keys", "list"]).assert(
         0,
         "
-KEY ID            STATUS  CREATED
-[..]  active  [..]Z
+KEY ID            STATUS  CREATED               CERTIFIED UNTIL
+[..]  active  [..]Z  -
 ",
         "",
     );
@@ -573,6 +575,72 @@ machine-two  -           -         offline  [..]Z  [..]Z
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.starts_with("signature:        BAD SIGNATURE"), "{}", out.stdout);
     assert_eq!(out.stderr, "error: the token's signature is invalid\n");
+}
+
+/// `token` with its raw bytes (header, claims, signature) changed by `edit`, re-encoded as token text.
+fn tampered(token: &str, edit: impl FnOnce(&mut Vec<u8>)) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let mut raw = URL_SAFE_NO_PAD.decode(token.trim().strip_prefix("lic1.").unwrap()).unwrap();
+    edit(&mut raw);
+    format!("lic1.{}", URL_SAFE_NO_PAD.encode(raw))
+}
+
+#[test]
+fn token_inspect_checks_the_signature_before_showing_claims() {
+    let sandbox = Sandbox::initialized();
+    let id = sandbox.create_license()["id"].as_str().unwrap().to_string();
+    let issued = sandbox.json(&["token", "issue", "--license", &id, "--fingerprint", "machine-one", "--json"]);
+    let token = issued["token"].as_str().unwrap();
+
+    // The email changed: the signature is reported first, then the claims as the token states them, marked.
+    let forged = tampered(token, |raw| {
+        let at = raw.windows(15).position(|w| w == b"ada@example.com").unwrap();
+        raw[at] = b'e';
+    });
+    let out = sandbox.run(&["token", "inspect", &forged]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("signature:        BAD SIGNATURE: altered"), "{}", out.stdout);
+    assert!(lines[1].starts_with("(the claims below are NOT verified"), "{}", out.stdout);
+    assert!(lines.contains(&"email:            eda@example.com"), "{}", out.stdout);
+    assert_eq!(out.stderr, "error: the token's signature is invalid\n");
+    let inspected = sandbox.json_failing(&["token", "inspect", &forged, "--json"]);
+    assert_eq!(
+        (inspected["verified"].as_bool(), inspected["verification"].as_str()),
+        (Some(false), Some("bad_signature"))
+    );
+    assert_eq!(inspected["claims"]["email"], "eda@example.com");
+
+    // A byte slipped in after the claims: they no longer decode, and the bad signature is still what is reported
+    // (not a malformed token, exit code 2, as when the claims were read first).
+    let padded = tampered(token, |raw| {
+        let at = raw.len() - 64;
+        raw.insert(at, 0);
+    });
+    sandbox.run(&["token", "inspect", &padded]).assert(
+        1,
+        "
+signature:        BAD SIGNATURE: altered, or not signed by this issuer's key [..]
+claims:           cannot be decoded (the license token is malformed ([..]); copy the whole token again)
+",
+        "error: the token's signature is invalid\n",
+    );
+    let inspected = sandbox.json_failing(&["token", "inspect", &padded, "--json"]);
+    assert_eq!((inspected["verification"].as_str(), &inspected["claims"]), (Some("bad_signature"), &Value::Null));
+
+    // Surrounding whitespace: exactly what the format trims (HT LF FF CR SP), in a file as inline.
+    std::fs::write(sandbox.path().join("spaced.license"), format!(" \t{token}\r\n")).unwrap();
+    let inspected = sandbox.json(&["token", "inspect", "@spaced.license", "--json"]);
+    assert_eq!(
+        (inspected["verified"].as_bool(), inspected["claims"]["email"].as_str()),
+        (Some(true), Some("ada@example.com"))
+    );
+    for (name, text) in [("nbsp", format!("{token}\u{a0}")), ("vertical tab", format!("{token}\u{b}"))] {
+        let out = sandbox.run(&["token", "inspect", &text]);
+        assert_eq!(out.code, 2, "{name}: {out:?}");
+        assert!(out.stderr.starts_with("error: the license token is malformed"), "{name}: {}", out.stderr);
+    }
 }
 
 #[test]

@@ -65,6 +65,20 @@ pub enum KeyError {
     /// The operating system's random source failed.
     #[error("the operating system's random source failed: {0}")]
     Random(String),
+    /// A certificate, root key or revocation list is refused by the format (its message says why).
+    #[error(transparent)]
+    Format(#[from] verifier::Error),
+    /// A key is already waiting to become the active key; certify and activate it, or retire it, first.
+    #[error("key {0} is already pending (prepared to become the active key); rotate to it or retire it first")]
+    PendingExists(KeyId),
+    /// With root keys in the ring, a key may sign only while a certificate covers it.
+    #[error("key {key_id} has no certificate that covers {what}; with root keys configured, a key signs only while a root's certificate covers it: certify its public key with `issuer root certify` and add it with `issuer keys add-certificate`")]
+    Uncertified {
+        /// The key.
+        key_id: KeyId,
+        /// What it would sign: a time, and a product when there is one.
+        what: String,
+    },
     /// The claims break a limit of the token format.
     #[error(transparent)]
     Claims(#[from] ClaimsError),

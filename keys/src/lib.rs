@@ -33,7 +33,9 @@
 //! # Layout
 //! - `secret`: [`SecretKey`] (generate, PKCS#8 PEM, sign) and SPKI PEM for public keys.
 //! - `files`: key files written create-new with mode 0600, refused when others can read them.
-//! - `ring`: [`KeyRing`], one active key and retired ones, stored in a directory.
+//! - `ring`: [`KeyRing`], one active key, a pending one and retired ones, their certificates and the roots, stored
+//!   in a directory.
+//! - `root`: [`Root`], the vendor's root key that certifies signing keys.
 //! - `error`: [`KeyError`].
 //!
 //! Key ids, public key lines and the token format itself are defined once, in the `verifier` crate.
@@ -41,9 +43,11 @@
 mod error;
 mod files;
 mod ring;
+mod root;
 mod secret;
 
 pub use error::KeyError;
 pub use files::{read_secret_key, write_secret_key, Overwrite};
 pub use ring::{KeyRing, KeyStatus, RingEntry};
+pub use root::{read_public_key_file, read_root_key, Root, ROOT_PUBLIC_FILE, ROOT_SECRET_FILE};
 pub use secret::{public_key_from_pem, public_key_pem, SecretKey};

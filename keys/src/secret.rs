@@ -6,7 +6,8 @@ use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, KeypairBytes};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use rand_core::{OsRng, RngCore};
-use verifier::{Claims, KeyId, PublicKey, UnsignedToken};
+use time::OffsetDateTime;
+use verifier::{Claims, KeyId, LicenseId, PublicKey, UnsignedCertificate, UnsignedRevocationList, UnsignedToken};
 use zeroize::Zeroizing;
 
 use crate::KeyError;
@@ -53,6 +54,30 @@ impl SecretKey {
         let unsigned = UnsignedToken::new(self.key_id(), claims)?;
         let signature = self.key.sign(unsigned.message());
         Ok(unsigned.finish(&signature.to_bytes()))
+    }
+
+    /// Signs, as a root, a certificate of `key` for signing times `not_before..=not_after` (and only `scope`'s
+    /// product, when given).
+    pub fn certify(
+        &self,
+        key: &PublicKey,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        scope: Option<&str>,
+    ) -> Result<String, KeyError> {
+        let unsigned = UnsignedCertificate::new(self.key_id(), key, not_before, not_after, scope)?;
+        Ok(unsigned.finish(&self.key.sign(unsigned.message()).to_bytes()))
+    }
+
+    /// Signs the revocation list number `sequence` of the `revoked` licenses, made at `issued_at`.
+    pub fn sign_revocation_list(
+        &self,
+        sequence: u64,
+        issued_at: OffsetDateTime,
+        revoked: &[LicenseId],
+    ) -> Result<String, KeyError> {
+        let unsigned = UnsignedRevocationList::new(self.key_id(), sequence, issued_at, revoked)?;
+        Ok(unsigned.finish(&self.key.sign(unsigned.message()).to_bytes()))
     }
 
     /// The key file text: an untrusted comment line naming the key id, then PKCS#8 PEM (`openssl pkey` reads it).

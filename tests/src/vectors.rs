@@ -4,8 +4,10 @@
 //! exists to prove that the files on disk are exactly what the format and the `keys` crate produce (Ed25519 signing is
 //! deterministic), and to write the files of a new vector once. `vectors_match_the_generator` compares every file.
 //!
-//! To add vectors (only ever for a new case or a new format version, never to edit one): add them here and run
-//! `VECTORS_WRITE=1 cargo test -p e2e-tests --test vectors`; existing files are never overwritten.
+//! To add vectors (only ever for a new case or a new format version, never to edit one): add them at the end of
+//! [`cases`] and run `VECTORS_WRITE=1 cargo test -p e2e-tests --test vectors`. It writes the new files and appends the
+//! new cases to `cases.json`; no other existing file is ever overwritten, and `cases.json` is rewritten only when its
+//! existing entries come out byte for byte as before.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -16,8 +18,8 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::macros::datetime;
 use time::OffsetDateTime;
-use verifier::format::{SIGNING_LABEL, TOKEN_PREFIX};
-use verifier::{fingerprint, Claims, LicenseId, TokenKind, UnsignedToken};
+use verifier::format::{MAX_TOKEN_LEN, PUBLIC_KEY_PREFIX, SIGNING_LABEL, TOKEN_PREFIX};
+use verifier::{fingerprint, Claims, KeyId, LicenseId, TokenKind, UnsignedToken};
 
 /// Directory of the v1 vectors, relative to the workspace root.
 pub const DIR: &str = "verifier/tests/vectors/v1";
@@ -73,6 +75,9 @@ pub struct Case {
     pub expect: &'static str,
     /// For accepted tokens, the claims a verifier must decode.
     pub claims: Option<Claims>,
+    /// A key set file to verify with instead of the manifest's `trusted_keys`; `None` for most cases (and then the
+    /// case's JSON has no such field, so the entries written before this field existed stay byte for byte the same).
+    pub trusted_keys: Option<&'static str>,
 }
 
 /// The keys of the vectors: the trusted test key, a second trusted (retired) key, and an untrusted one.
@@ -132,7 +137,8 @@ pub fn cases(keys: &VectorKeys) -> Vec<Case> {
     let online = keys.main.sign(&typical).unwrap();
     let offline = keys.main.sign(&offline_claims()).unwrap();
     let day_after = datetime!(2026-11-23 12:00 UTC);
-    let case = |file, token, about, now, expect, claims| Case { file, token, about, now, expect, claims };
+    let case =
+        |file, token, about, now, expect, claims| Case { file, token, about, now, expect, claims, trusted_keys: None };
     let mut out = vec![
         case("valid_online.token", online.clone(), "typical online token", day_after, "valid", Some(typical.clone())),
         case(
@@ -351,7 +357,240 @@ pub fn cases(keys: &VectorKeys) -> Vec<Case> {
         "not_yet_valid",
         None,
     ));
+
+    // Added after the first 26: appended, so the entries above keep their place in cases.json.
+    out.push(case(
+        "fail_small_order_r.token",
+        small_order_r(&keys.main, &typical),
+        "signature R is the identity point (small order) and S = k*a, so the cofactorless equation holds: \
+         non-strict verifiers accept it, strict verification refuses it",
+        day_after,
+        "bad_signature",
+        None,
+    ));
+    for (file, trusted_keys, about) in [
+        (
+            "fail_noncanonical_key.token",
+            "fail_noncanonical_key.keys.txt",
+            "a valid token, but the key set holds a key line whose point encoding has y = p + 3 (non-canonical, with \
+             its correct key id): the whole key set is refused",
+        ),
+        (
+            "fail_small_order_key.token",
+            "fail_small_order_key.keys.txt",
+            "a valid token, but the key set holds a key line of a small-order point (order 8, with its correct key \
+             id): the whole key set is refused",
+        ),
+        (
+            "fail_key_id_mismatch.token",
+            "fail_key_id_mismatch.keys.txt",
+            "a valid token, but the key set holds a key line of the main key with the retired key's key id: the \
+             whole key set is refused",
+        ),
+    ] {
+        out.push(Case {
+            trusted_keys: Some(trusted_keys),
+            ..case(file, online.clone(), about, day_after, "invalid_public_key", None)
+        });
+    }
+
+    // The prefix rules of §2.
+    let body = online.strip_prefix(TOKEN_PREFIX).unwrap();
+    for (file, prefix, about, expect) in [
+        ("fail_version_leading_zero.token", "lic01.", "prefix version with a leading zero (lic01.)", "malformed"),
+        (
+            "fail_version_zero.token",
+            "lic0.",
+            "prefix version 0 (lic0.): well formed, not supported",
+            "unsupported_version",
+        ),
+        (
+            "fail_version_nine_digits.token",
+            "lic999999999.",
+            "prefix version 999999999, the largest 9-digit version: well formed, not supported",
+            "unsupported_version",
+        ),
+        ("fail_version_ten_digits.token", "lic1000000000.", "a 10-digit prefix version (lic1000000000.)", "malformed"),
+        ("fail_uppercase_prefix.token", "LIC1.", "uppercase prefix LIC1.", "malformed"),
+    ] {
+        out.push(case(file, format!("{prefix}{body}"), about, day_after, expect, None));
+    }
+
+    // Whitespace: exactly HT, LF, FF, CR and SP are trimmed, nothing else.
+    out.push(case(
+        "valid_surrounded_by_ascii_whitespace.token",
+        format!("\t\n\x0c\r {online} \r\x0c\n\t"),
+        "the typical token surrounded on both sides by all five trimmed characters (HT LF FF CR SP)",
+        day_after,
+        "valid",
+        Some(typical.clone()),
+    ));
+    out.push(case(
+        "fail_trailing_vertical_tab.token",
+        format!("{online}\x0b"),
+        "the typical token followed by a vertical tab (0B), which is not trimmed",
+        day_after,
+        "malformed",
+        None,
+    ));
+    out.push(case(
+        "fail_trailing_nbsp.token",
+        format!("{online}\u{a0}"),
+        "the typical token followed by U+00A0 NO-BREAK SPACE (C2 A0), which is not trimmed",
+        day_after,
+        "malformed",
+        None,
+    ));
+    out.push(case(
+        "fail_leading_bom.token",
+        format!("\u{feff}{online}"),
+        "the typical token after a byte order mark U+FEFF (EF BB BF), which is not trimmed",
+        day_after,
+        "malformed",
+        None,
+    ));
+
+    // The 2048-byte limit. Nothing longer than 1561 characters can be a valid v1 token, so the limit only decides
+    // between unsupported_version and malformed for another version's prefix.
+    let at_limit = format!("lic2.{}", "A".repeat(MAX_TOKEN_LEN - "lic2.".len()));
+    assert_eq!(at_limit.len(), MAX_TOKEN_LEN);
+    out.push(case(
+        "fail_unknown_version_2048_bytes.token",
+        at_limit.clone(),
+        "prefix lic2. and a body of 2043 base64 characters: exactly 2048 bytes, so the version is reported",
+        day_after,
+        "unsupported_version",
+        None,
+    ));
+    out.push(case(
+        "fail_unknown_version_2049_bytes.token",
+        format!("{at_limit}A"),
+        "prefix lic2. and a body of 2044 base64 characters: 2049 bytes, over the limit, which is checked first",
+        day_after,
+        "malformed",
+        None,
+    ));
+    let padding = " ".repeat(1100);
+    out.push(case(
+        "valid_padded_beyond_2048_bytes.token",
+        format!("{padding}{online}{padding}"),
+        "the typical token between 1100 spaces on each side: trimming comes before the length limit",
+        day_after,
+        "valid",
+        Some(typical.clone()),
+    ));
+
+    // Exact time boundaries (leeway 60 s).
+    out.push(case(
+        "valid_online_before_refresh_after.token",
+        online.clone(),
+        "the typical online token one second before refresh_after: valid, no refresh due yet",
+        datetime!(2026-11-29 9:59:59 UTC),
+        "valid",
+        Some(typical.clone()),
+    ));
+    out.push(case(
+        "valid_online_at_refresh_after.token",
+        online.clone(),
+        "the typical online token at exactly refresh_after: refresh due (no leeway)",
+        datetime!(2026-11-29 10:00:00 UTC),
+        "refresh_due",
+        Some(typical.clone()),
+    ));
+    let at_leeway = Claims { issued_at: datetime!(2026-11-23 12:01:00 UTC), ..typical.clone() };
+    out.push(case(
+        "valid_issued_at_leeway_edge.token",
+        keys.main.sign(&at_leeway).unwrap(),
+        "issued exactly 60 s after the verifier's clock: the last second the 60 s leeway accepts",
+        day_after,
+        "valid",
+        Some(at_leeway),
+    ));
+    let past_leeway = Claims { issued_at: datetime!(2026-11-23 12:01:01 UTC), ..typical.clone() };
+    out.push(case(
+        "fail_issued_past_leeway.token",
+        keys.main.sign(&past_leeway).unwrap(),
+        "issued 61 s after the verifier's clock: the first second past the 60 s leeway",
+        day_after,
+        "not_yet_valid",
+        None,
+    ));
     out
+}
+
+/// The public key line for `point` with its correctly derived key id, even for points `PublicKey` refuses.
+fn key_line(point: &[u8; 32]) -> String {
+    key_line_with_id(KeyId::derive(point), point)
+}
+
+fn key_line_with_id(key_id: KeyId, point: &[u8; 32]) -> String {
+    let mut raw = key_id.to_bytes().to_vec();
+    raw.extend_from_slice(point);
+    format!("{PUBLIC_KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw))
+}
+
+/// `y = p + 3`, little-endian with the sign bit clear: a non-canonical encoding of the large-order point with y = 3
+/// (ed25519-dalek's `VerifyingKey::from_bytes` accepts it, reducing y mod p).
+const NONCANONICAL_POINT: [u8; 32] = {
+    let mut y = [0xff; 32];
+    y[0] = 0xf0;
+    y[31] = 0x7f;
+    y
+};
+
+/// A point of order 8 (canonical encoding).
+const SMALL_ORDER_POINT: [u8; 32] = [
+    0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20, 0x53,
+    0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a,
+];
+
+/// The key set files of the `invalid_public_key` cases: the main key, then one line a verifier must refuse.
+fn bad_key_sets(keys: &VectorKeys) -> Vec<(String, String)> {
+    let main = keys.main.public_key();
+    let sets = [
+        (
+            "fail_noncanonical_key.keys.txt",
+            "# The main key, then a key line whose point has y = p + 3 (non-canonical encoding): refused.",
+            key_line(&NONCANONICAL_POINT),
+        ),
+        (
+            "fail_small_order_key.keys.txt",
+            "# The main key, then a key line of a point of order 8: refused.",
+            key_line(&SMALL_ORDER_POINT),
+        ),
+        (
+            "fail_key_id_mismatch.keys.txt",
+            "# The main key, then the main key's point under the retired key's key id: refused.",
+            key_line_with_id(keys.retired.key_id(), &main.to_bytes()),
+        ),
+    ];
+    sets.into_iter().map(|(file, comment, line)| (file.to_string(), format!("{comment}\n{main}\n{line}\n"))).collect()
+}
+
+/// The typical token signed with R = the identity point and S = k·a mod L, where k = SHA-512(R ‖ A ‖ M) mod L and a
+/// is the key's secret scalar: [S]B − [k]A = identity = R, so the cofactorless equation holds, but R has small order.
+fn small_order_r(key: &SecretKey, claims: &Claims) -> String {
+    use curve25519_dalek::Scalar;
+    use ed25519_dalek::hazmat::ExpandedSecretKey;
+    use sha2::Digest as _;
+
+    let raw = unsigned_raw(key, claims);
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let k = sha2::Sha512::new()
+        .chain_update(identity)
+        .chain_update(key.public_key().to_bytes())
+        .chain_update(SIGNING_LABEL)
+        .chain_update(&raw)
+        .finalize();
+    let mut wide = [0u8; 64];
+    wide.copy_from_slice(&k);
+    let k = Scalar::from_bytes_mod_order_wide(&wide);
+    let a = ExpandedSecretKey::from(&dalek(key).to_bytes()).scalar;
+    let mut all = raw;
+    all.extend_from_slice(&identity);
+    all.extend_from_slice((k * a).as_bytes());
+    encode_raw(&all)
 }
 
 /// The typical claims' bytes with max_machines (3) written as the overlong varint 0x83 0x00.
@@ -429,13 +668,19 @@ pub fn files(keys: &VectorKeys) -> Vec<(String, String)> {
         "format": "license token v1; see docs/token-format.md",
         "trusted_keys": "keys.txt",
         "validation": { "product": PRODUCT, "fingerprint": fingerprint(PRODUCT, INSTALL_ID), "leeway_secs": 60 },
-        "cases": cases.iter().map(|c| json!({
-            "file": c.file,
-            "about": c.about,
-            "now": time_json(Some(c.now)),
-            "expect": c.expect,
-            "claims": c.claims.as_ref().map(claims_json),
-        })).collect::<Vec<_>>(),
+        "cases": cases.iter().map(|c| {
+            let mut entry = json!({
+                "file": c.file,
+                "about": c.about,
+                "now": time_json(Some(c.now)),
+                "expect": c.expect,
+                "claims": c.claims.as_ref().map(claims_json),
+            });
+            if let Some(trusted_keys) = c.trusted_keys {
+                entry["trusted_keys"] = trusted_keys.into();
+            }
+            entry
+        }).collect::<Vec<_>>(),
     });
     let mut files = vec![
         ("cases.json".to_string(), format!("{}\n", serde_json::to_string_pretty(&manifest).unwrap())),
@@ -450,6 +695,7 @@ pub fn files(keys: &VectorKeys) -> Vec<(String, String)> {
         ("test-key.pem".to_string(), keys.main.to_pem().unwrap().to_string()),
         ("untrusted-key.pub".to_string(), format!("{}\n", keys.stranger.public_key())),
     ];
+    files.extend(bad_key_sets(keys));
     // Token files have no trailing newline: the bytes are exactly the token (verifiers must also accept one).
     files.extend(cases.into_iter().map(|c| (c.file.to_string(), c.token)));
     files

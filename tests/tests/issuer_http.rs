@@ -156,7 +156,14 @@ async fn full_flow_activates_validates_refreshes_deactivates_and_token_verifies_
     assert_eq!(validated["valid"], true);
     assert_eq!(validated["code"], "VALID");
 
-    let (status, refreshed) = server.post("/v1/refresh", json!({ "token": token })).await;
+    // Around a token only the whitespace the format trims (HT LF FF CR SP, docs/token-format.md §2) is ignored: a
+    // no-break space or a vertical tab is part of the text, so the token is malformed, as an app's verifier says.
+    for text in [format!("{token}\u{a0}"), format!("{token}\u{b}")] {
+        let (status, body) = server.post("/v1/refresh", json!({ "token": text })).await;
+        assert_eq!((status, s(&body["code"])), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_token"), "{text:?}");
+        assert!(s(&body["message"]).contains("malformed"), "{body}");
+    }
+    let (status, refreshed) = server.post("/v1/refresh", json!({ "token": format!("\t {token}\r\n") })).await;
     assert_eq!(status, StatusCode::OK, "{refreshed}");
     let new_token = s(&refreshed["token"]);
     verify_at(new_token, &key_set, &Validation::new("acme-cad", "machine-one"), now).unwrap();
@@ -183,6 +190,18 @@ async fn full_flow_activates_validates_refreshes_deactivates_and_token_verifies_
     let activation = &events["events"][1];
     assert_eq!(activation["fingerprint"], "machine-one");
     assert_eq!(activation["client_ip"], "127.0.0.1");
+
+    // Token size (docs/token-format.md §1): an ordinary activation, with a real 22-character fingerprint, a
+    // 23-character key, a 20-character email, two entitlements and an expiry, gives a token of at most 300 characters.
+    let mut typical_body = license_body(1);
+    typical_body["email"] = json!("ada@lovelace-labs.io");
+    let typical = server.create(typical_body).await;
+    let fingerprint = verifier::fingerprint("acme-cad", "test-install-id");
+    assert_eq!(fingerprint.len(), 22);
+    let (status, activated) = server.activate(s(&typical["key"]), &fingerprint).await;
+    assert_eq!(status, StatusCode::OK, "{activated}");
+    let typical_token = s(&activated["token"]);
+    assert!(typical_token.len() <= 300, "{} characters: {typical_token}", typical_token.len());
     server.stop().await;
 }
 
@@ -570,6 +589,7 @@ async fn openapi_document_is_served_and_lists_every_route() {
         ("/v1/licenses/{id}/machines", "get"),
         ("/v1/licenses/{id}/machines/{fingerprint}", "delete"),
         ("/v1/licenses/{id}/events", "get"),
+        ("/v1/revocations", "get"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");

@@ -84,7 +84,8 @@ impl ClockGuard {
     }
 }
 
-fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+/// Replaces `path` with `contents` through a synced temporary file beside it: readers see the old or the new file.
+pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     let tmp = temp_beside(path);
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;

@@ -81,6 +81,63 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A signing-key certificate cannot be used: malformed, its signature does not verify, or its fields break a rule.
+    #[error("the signing-key certificate is not valid ({reason}); get it again from the vendor")]
+    InvalidCertificate {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A certificate is signed by a root key the app does not trust.
+    #[error(
+        "the certificate is signed by root key {key_id}, which this app does not trust; embed the vendor's root key"
+    )]
+    UnknownRoot {
+        /// The root key id the certificate names.
+        key_id: KeyId,
+    },
+    /// The token (or revocation list) was signed after its key's certificate had ended.
+    #[error("key {key_id} signed this after its certificate ended at {not_after}")]
+    CertificateExpired {
+        /// The signing key.
+        key_id: KeyId,
+        /// The end of the certificate's window.
+        not_after: OffsetDateTime,
+    },
+    /// The token (or revocation list) was signed before its key's certificate began.
+    #[error("key {key_id} signed this before its certificate began at {not_before}")]
+    CertificateNotYetValid {
+        /// The signing key.
+        key_id: KeyId,
+        /// The start of the certificate's window.
+        not_before: OffsetDateTime,
+    },
+    /// The token is for a product its key's certificate does not cover.
+    #[error("key {key_id} is certified for product `{scope}` only, not for this token's product")]
+    CertificateScope {
+        /// The signing key.
+        key_id: KeyId,
+        /// The product the certificate covers.
+        scope: alloc::string::String,
+    },
+    /// The license is on the vendor's revocation list.
+    #[error("the license was revoked by the vendor")]
+    LicenseRevoked,
+    /// A revocation list cannot be used: malformed, or its signature does not verify.
+    #[error("the revocation list is not valid ({reason}); get it again from the vendor")]
+    InvalidRevocationList {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A revocation list is older than the one the app already holds.
+    #[error(
+        "revocation list {offered} is older than list {held}, which this app already holds; keeping the newer one"
+    )]
+    StaleRevocationList {
+        /// The sequence number of the list held.
+        held: u64,
+        /// The sequence number of the list offered.
+        offered: u64,
+    },
     /// An activation request or deactivation code is not valid (wrong kind, version, length or content).
     #[error("the code is not valid: {reason}{}", if crate::offline::is_wrong_kind(reason) { "" } else { "; ask for a new one" })]
     InvalidCode {
@@ -120,6 +177,14 @@ impl Error {
             Error::NotYetValid { .. } => "not_yet_valid",
             Error::ClockRolledBack { .. } => "clock_rolled_back",
             Error::InvalidPublicKey { .. } => "invalid_public_key",
+            Error::InvalidCertificate { .. } => "invalid_certificate",
+            Error::UnknownRoot { .. } => "unknown_root",
+            Error::CertificateExpired { .. } => "certificate_expired",
+            Error::CertificateNotYetValid { .. } => "certificate_not_yet_valid",
+            Error::CertificateScope { .. } => "certificate_scope",
+            Error::LicenseRevoked => "license_revoked",
+            Error::InvalidRevocationList { .. } => "invalid_revocation_list",
+            Error::StaleRevocationList { .. } => "stale_revocation_list",
             Error::InvalidCode { .. } => "invalid_code",
             Error::MistypedCode => "mistyped_code",
             Error::InvalidClaims(_) => "invalid_claims",

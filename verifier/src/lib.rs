@@ -28,7 +28,12 @@
 //! # Layout
 //! - `token`: text → [`UntrustedToken`] → (signature) → [`License`]; and [`UnsignedToken`] for signers.
 //! - `claims`: [`Claims`] and their postcard encoding and limits.
-//! - `key`: [`KeyId`], [`PublicKey`] lines and the trusted [`KeySet`] (several keys for rotation).
+//! - `key`: [`KeyId`], [`PublicKey`] and [`RootKey`] lines and the trusted [`KeySet`] (several keys for rotation,
+//!   roots and the signing keys they certified).
+//! - `cert`: [`Certificate`], a root's signature on a signing key for a window of time (and optionally a product).
+//! - `revocation`: [`RevocationList`], the signed list of revoked licenses an offline app honours.
+//! - `bundle`: [`Bundle`], a license file's lines (token, certificates, revocation list).
+//! - `state` (`std`): [`CertificateFile`] and [`RevocationFile`], what an app keeps between runs.
 //! - `validation`: [`Validation`] (product, machine, time) and [`verify_at`].
 //! - `fingerprint`: [`fingerprint()`] and, with `std`, [`InstallId`] (the random per-install id file).
 //! - `clock` (`std`): [`ClockGuard`], which catches a clock set back.
@@ -38,6 +43,8 @@
 
 extern crate alloc;
 
+mod bundle;
+mod cert;
 mod claims;
 #[cfg(feature = "std")]
 mod clock;
@@ -46,9 +53,14 @@ mod fingerprint;
 pub mod format;
 mod key;
 mod offline;
+mod revocation;
+#[cfg(feature = "std")]
+mod state;
 mod token;
 mod validation;
 
+pub use bundle::Bundle;
+pub use cert::{Certificate, UnsignedCertificate, UntrustedCertificate};
 pub use claims::{Claims, LicenseId, TokenKind};
 #[cfg(feature = "std")]
 pub use clock::{ClockGuard, DEFAULT_ROLLBACK_LEEWAY_SECS};
@@ -56,8 +68,11 @@ pub use error::{ClaimsError, Error};
 #[cfg(feature = "std")]
 pub use fingerprint::InstallId;
 pub use fingerprint::{fingerprint, FINGERPRINT_LABEL};
-pub use key::{KeyId, KeySet, PublicKey};
+pub use key::{KeyId, KeySet, PublicKey, RootKey};
 pub use offline::{token_proof, ActivationRequest, DeactivationCode, MAX_MACHINE_NAME_LEN};
+pub use revocation::{revoked_entry, RevocationList, UnsignedRevocationList};
+#[cfg(feature = "std")]
+pub use state::{CertificateFile, RevocationFile};
 pub use time::OffsetDateTime;
 pub use token::{License, UnsignedToken, UntrustedToken};
 #[cfg(feature = "std")]

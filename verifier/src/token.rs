@@ -9,6 +9,7 @@ use ed25519_dalek::Signature;
 
 use crate::claims::{self, Claims};
 use crate::format::*;
+use crate::key::Trusted;
 use crate::{ClaimsError, Error, KeyId, KeySet};
 
 /// A token that parsed but whose signature has not been checked: only its version and key id may be read.
@@ -59,16 +60,20 @@ impl UntrustedToken {
         claims::decode(&self.buf[SIGNING_LABEL.len() + HEADER_LEN..self.buf.len() - SIGNATURE_LEN])
     }
 
-    /// Checks the signature with the trusted key named in the header, then decodes the claims.
+    /// Checks the signature with the trusted key named in the header, then decodes the claims; for a key trusted
+    /// through a certificate, also that a certificate covers the token's `issued_at` and product.
     ///
     /// Uses `verify_strict`: non-canonical signatures and small-order points are refused, so a token has exactly one
     /// valid signature.
     pub fn verify(&self, keys: &KeySet) -> Result<License, Error> {
-        let key = keys.get(self.key_id).ok_or(Error::UnknownKey { key_id: self.key_id })?;
+        let trusted = keys.trusted(self.key_id).ok_or(Error::UnknownKey { key_id: self.key_id })?;
         let (message, signature) = self.buf.split_at(self.buf.len() - SIGNATURE_LEN);
         let signature = Signature::from_slice(signature).map_err(|_| Error::BadSignature)?;
-        key.verifying_key().verify_strict(message, &signature).map_err(|_| Error::BadSignature)?;
+        trusted.key().verifying_key().verify_strict(message, &signature).map_err(|_| Error::BadSignature)?;
         let claims = claims::decode(&message[SIGNING_LABEL.len() + HEADER_LEN..])?;
+        if let Trusted::Certified(_) = trusted {
+            keys.check_certified(self.key_id, claims.issued_at, Some(&claims.product))?;
+        }
         Ok(License { claims, key_id: self.key_id })
     }
 }

@@ -2,9 +2,13 @@
 
 use alloc::string::String;
 
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
-use crate::{Error, KeySet, License, UntrustedToken};
+use crate::format::limits;
+use crate::{Error, KeySet, License, RevocationList, UntrustedToken};
+
+/// [`limits::MAX_TIME`] as a signed Unix time; it fits, being far below `i64::MAX`.
+const MAX_TIME: i64 = limits::MAX_TIME as i64;
 
 /// Default leeway for clock differences between issuer and app, in seconds.
 pub const DEFAULT_LEEWAY_SECS: u64 = 60;
@@ -20,19 +24,30 @@ pub struct Validation {
     pub fingerprint: Option<String>,
     /// Seconds of clock difference tolerated on every time check. Default: [`DEFAULT_LEEWAY_SECS`] (60).
     pub leeway_secs: u64,
+    /// The newest revocation list the app holds: a token of a listed license fails with [`Error::LicenseRevoked`],
+    /// before any other check. Default: none.
+    pub revocation_list: Option<RevocationList>,
 }
 
 impl Validation {
     /// Checks for `product` on the machine with `fingerprint`, with the default leeway.
     pub fn new(product: impl Into<String>, fingerprint: impl Into<String>) -> Self {
-        Validation { product: product.into(), fingerprint: Some(fingerprint.into()), leeway_secs: DEFAULT_LEEWAY_SECS }
+        Validation {
+            product: product.into(),
+            fingerprint: Some(fingerprint.into()),
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+            revocation_list: None,
+        }
     }
 
     /// Checks a verified license at `now`.
     ///
-    /// Order: product, machine, not-yet-valid, license expiry, token expiry; the first failure is returned, so an
+    /// Order: revocation list, product, machine, not-yet-valid, license expiry, token expiry; the first failure is returned, so an
     /// expired license is reported as such even when its token also ran out.
     pub fn check(&self, license: &License, now: OffsetDateTime) -> Result<Status, Error> {
+        if self.revocation_list.as_ref().is_some_and(|list| list.contains(&license.license_id)) {
+            return Err(Error::LicenseRevoked);
+        }
         if license.product != self.product {
             return Err(Error::WrongProduct { expected: self.product.clone(), found: license.product.clone() });
         }
@@ -41,26 +56,30 @@ impl Validation {
                 return Err(Error::WrongMachine);
             }
         }
-        let leeway = Duration::seconds(i64::try_from(self.leeway_secs).unwrap_or(i64::MAX));
-        // Saturating: a huge leeway must not overflow into a panic.
-        let earliest =
-            now.checked_add(leeway).unwrap_or(OffsetDateTime::new_utc(time::Date::MAX, time::Time::MIDNIGHT));
-        let latest = now.checked_sub(leeway).unwrap_or(OffsetDateTime::new_utc(time::Date::MIN, time::Time::MIDNIGHT));
-        if license.issued_at > earliest {
+        // Whole seconds: `unix_timestamp` truncates toward −∞, which changes no result because every claim time and
+        // the leeway are integers. The arithmetic is then exact except for saturation, and saturation is harmless:
+        // claim times lie in 0..=MAX_TIME, so an `earliest` clamped to MAX_TIME and a `latest` saturated far below 0
+        // compare with them exactly as the true values would. (Saturating `latest` at 0 would not: `0 >= 0` would
+        // call a license expiring at the epoch expired.)
+        let now_secs = now.unix_timestamp();
+        let leeway = i64::try_from(self.leeway_secs).unwrap_or(i64::MAX);
+        let earliest = now_secs.saturating_add(leeway).min(MAX_TIME);
+        let latest = now_secs.saturating_sub(leeway);
+        if license.issued_at.unix_timestamp() > earliest {
             return Err(Error::NotYetValid { issued_at: license.issued_at });
         }
         if let Some(expired_at) = license.license_expires_at {
-            if latest >= expired_at {
+            if latest >= expired_at.unix_timestamp() {
                 return Err(Error::LicenseExpired { expired_at });
             }
         }
         if let Some(expired_at) = license.token_expires_at {
-            if latest >= expired_at {
+            if latest >= expired_at.unix_timestamp() {
                 return Err(Error::TokenExpired { expired_at });
             }
         }
         match license.refresh_after {
-            Some(refresh_after) if now >= refresh_after => Ok(Status::RefreshDue),
+            Some(refresh_after) if now_secs >= refresh_after.unix_timestamp() => Ok(Status::RefreshDue),
             _ => Ok(Status::Valid),
         }
     }
@@ -194,6 +213,80 @@ mod tests {
         assert!(matches!(err, Error::WrongProduct { ref found, .. } if found == "acme-viewer"));
         let other_machine = Claims { fingerprint: "elsewhere".into(), ..claims() };
         assert_eq!(check(&other_machine, datetime!(2026-11-22 12:00 UTC)).unwrap_err().code(), "wrong_machine");
+    }
+
+    fn offline_claims(issued_at: OffsetDateTime, license_expires_at: Option<OffsetDateTime>) -> Claims {
+        Claims {
+            kind: TokenKind::Offline,
+            issued_at,
+            license_expires_at,
+            refresh_after: None,
+            token_expires_at: None,
+            ..claims()
+        }
+    }
+
+    fn with_leeway(leeway_secs: u64) -> Validation {
+        Validation { leeway_secs, ..Validation::new("acme-cad", "this-machine") }
+    }
+
+    #[test]
+    fn token_issued_at_the_last_representable_second_is_accepted_with_a_huge_leeway() {
+        // now + leeway is past the end of the time range: it must count as later than every claim time, not as
+        // 9999-12-31T00:00:00Z.
+        let last = datetime!(9999-12-31 23:59:59 UTC);
+        let c = offline_claims(last, None);
+        assert_eq!(check_with(&c, &with_leeway(u64::MAX), datetime!(2026-11-22 12:00 UTC)).unwrap(), Status::Valid);
+        let late_now = datetime!(9999-12-31 23:59:59.999_999_999 UTC);
+        assert_eq!(check_with(&c, &with_leeway(1), late_now).unwrap(), Status::Valid);
+        assert_eq!(check_with(&c, &with_leeway(0), late_now).unwrap(), Status::Valid);
+    }
+
+    #[test]
+    fn not_yet_valid_boundary_near_the_end_of_the_time_range_is_exact() {
+        let c = offline_claims(datetime!(9999-12-31 23:59:59 UTC), None);
+        let now = datetime!(9999-12-31 23:58:59 UTC);
+        assert_eq!(check_with(&c, &with_leeway(60), now).unwrap(), Status::Valid);
+        assert_eq!(check_with(&c, &with_leeway(59), now).unwrap_err().code(), "not_yet_valid");
+    }
+
+    #[test]
+    fn license_expiring_at_the_epoch_is_expired_only_by_exact_arithmetic() {
+        // now - leeway below 0 must not saturate at 0: `0 >= 0` would call this license expired.
+        let epoch = OffsetDateTime::UNIX_EPOCH;
+        let c = offline_claims(epoch, Some(epoch));
+        let now = datetime!(1970-01-01 0:00:30 UTC);
+        assert_eq!(check_with(&c, &with_leeway(31), now).unwrap(), Status::Valid);
+        assert_eq!(check_with(&c, &with_leeway(u64::MAX), now).unwrap(), Status::Valid);
+        assert_eq!(check_with(&c, &with_leeway(30), now).unwrap_err().code(), "license_expired");
+        let earliest_now = datetime!(-9999-01-01 0:00 UTC);
+        assert_eq!(check_with(&c, &with_leeway(u64::MAX), earliest_now).unwrap(), Status::Valid);
+    }
+
+    #[test]
+    fn sub_second_now_gives_the_same_results_as_whole_seconds() {
+        let epoch = OffsetDateTime::UNIX_EPOCH;
+        let c = offline_claims(epoch, Some(epoch));
+        let half_before = datetime!(1969-12-31 23:59:59.5 UTC);
+        assert_eq!(check_with(&c, &with_leeway(0), half_before).unwrap_err().code(), "not_yet_valid");
+        assert_eq!(check_with(&c, &with_leeway(1), half_before).unwrap(), Status::Valid);
+        assert_eq!(check_with(&c, &with_leeway(1), datetime!(1970-01-01 0:00:00.5 UTC)).unwrap(), Status::Valid);
+        assert_eq!(
+            check_with(&c, &with_leeway(1), datetime!(1970-01-01 0:00:01 UTC)).unwrap_err().code(),
+            "license_expired"
+        );
+        assert_eq!(check_with(&c, &with_leeway(0), epoch).unwrap_err().code(), "license_expired");
+        let issued = datetime!(2026-11-22 10:00 UTC);
+        let c = offline_claims(issued, None);
+        let just_before = datetime!(2026-11-22 9:58:59.999 UTC);
+        assert_eq!(check_with(&c, &with_leeway(60), just_before).unwrap_err().code(), "not_yet_valid");
+        assert_eq!(check_with(&c, &with_leeway(60), datetime!(2026-11-22 9:59 UTC)).unwrap(), Status::Valid);
+    }
+
+    #[test]
+    fn refresh_is_due_from_the_refresh_after_second_on() {
+        assert_eq!(check(&claims(), datetime!(2026-11-23 9:59:59.999 UTC)).unwrap(), Status::Valid);
+        assert_eq!(check(&claims(), datetime!(2026-11-23 10:00 UTC)).unwrap(), Status::RefreshDue);
     }
 
     #[test]

@@ -4,11 +4,12 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Subcommand, ValueEnum};
-use keys::{KeyRing, KeyStatus, Overwrite, SecretKey};
-use serde::Serialize;
+use keys::{KeyRing, Overwrite, SecretKey};
 use verifier::KeyId;
 
-use super::{fmt_time, keys_dir, load_config, write_json, write_table, CliError, CliResult, GlobalArgs};
+use super::{
+    fmt_time, inline_or_file, keys_dir, load_config, write_json, write_table, CliError, CliResult, GlobalArgs,
+};
 
 /// `issuer keys ...`.
 #[derive(Debug, Subcommand)]
@@ -28,8 +29,26 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Make a new active signing key; earlier keys stay trusted (retired). A running service reloads within 5 s.
+    /// Make the pending key (or, without one, a new key) the active signing key; earlier keys stay trusted
+    /// (retired). With root keys, the new key must have a certificate. A running service reloads within 5 s.
     Rotate,
+    /// Make the key of the next rotation now, without signing with it: certify its public key file with
+    /// `issuer root certify` (or publish it to apps), then `issuer keys rotate`.
+    Prepare,
+    /// Add a certificate (`lkc1.`, from `issuer root certify`) of one of the ring's keys.
+    AddCertificate {
+        /// The certificate, or `@FILE`.
+        certificate: String,
+    },
+    /// Add a root key: from then on the ring signs only with keys a root certified. Give the active key's
+    /// certificate by that root with it, so signing never stops.
+    AddRoot {
+        /// The root key line (`lrk1.`), or `@FILE` (the root's `root.pub`).
+        root: String,
+        /// The active key's certificate by this root, or `@FILE`.
+        #[arg(long)]
+        certificate: String,
+    },
     /// Remove a retired key from the ring: tokens it signed stop verifying once apps get the new key set.
     Retire {
         /// The key id (16 hex digits, see `issuer keys list`).
@@ -59,32 +78,24 @@ pub enum ExportFormat {
     Json,
 }
 
-#[derive(Serialize)]
-struct KeyView {
-    key_id: String,
-    public_key: String,
-    status: &'static str,
-    created_at: String,
+fn view(ring: &KeyRing) -> crate::http::KeysResponse {
+    crate::http::KeysResponse::of(ring)
 }
 
-#[derive(Serialize)]
-struct KeysView {
-    keys: Vec<KeyView>,
+/// Until when the key's certificates cover signing, for people: the latest end, or `-` without certificates.
+fn certified_until(ring: &KeyRing, key_id: KeyId) -> String {
+    ring.certificates_of(key_id).map(|c| c.not_after()).max().map(fmt_time).unwrap_or_else(|| "-".into())
 }
 
-fn view(ring: &KeyRing) -> KeysView {
-    KeysView {
-        keys: ring
-            .entries()
-            .iter()
-            .map(|e| KeyView {
-                key_id: e.public.key_id().to_string(),
-                public_key: e.public.to_string(),
-                status: e.status.as_str(),
-                created_at: fmt_time(e.created_at),
-            })
-            .collect(),
-    }
+fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+/// With roots, refuses a ring whose active key no certificate covers now: it could not sign.
+fn refuse_uncertified(ring: &KeyRing) -> CliResult {
+    ring.signing_certificate(now(), None)
+        .map(|_| ())
+        .map_err(|e| CliError::Failed(format!("{}; nothing was changed", super::error_chain(&e))))
 }
 
 fn key_error(e: keys::KeyError) -> CliError {
@@ -156,7 +167,16 @@ pub(crate) async fn run(command: KeysCommand, global: &GlobalArgs, out: &mut dyn
     let config = load_config(global, None)?;
     let dir = keys_dir(&config)?;
     // Changes of the ring wait for any instance initializing this data directory, and for each other.
-    let _lock = if matches!(command, KeysCommand::Rotate | KeysCommand::Retire { .. } | KeysCommand::Record) {
+    let changes = matches!(
+        command,
+        KeysCommand::Rotate
+            | KeysCommand::Retire { .. }
+            | KeysCommand::Record
+            | KeysCommand::Prepare
+            | KeysCommand::AddCertificate { .. }
+            | KeysCommand::AddRoot { .. }
+    );
+    let _lock = if changes {
         Some(crate::datadir::lock(&config.data_dir).await.map_err(|e| CliError::Failed(e.to_string()))?)
     } else {
         None
@@ -169,9 +189,60 @@ pub(crate) async fn run(command: KeysCommand, global: &GlobalArgs, out: &mut dyn
             let rows: Vec<Vec<String>> = ring
                 .entries()
                 .iter()
-                .map(|e| vec![e.public.key_id().to_string(), e.status.as_str().into(), fmt_time(e.created_at)])
+                .map(|e| {
+                    let id = e.public.key_id();
+                    vec![id.to_string(), e.status.as_str().into(), fmt_time(e.created_at), certified_until(&ring, id)]
+                })
                 .collect();
-            write_table(out, &["KEY ID", "STATUS", "CREATED"], &rows)
+            write_table(out, &["KEY ID", "STATUS", "CREATED", "CERTIFIED UNTIL"], &rows)
+        }
+        KeysCommand::Prepare => {
+            let id = ring.prepare().map_err(key_error)?;
+            ring.save(&dir).map_err(key_error)?;
+            writeln!(out, "Prepared key {id}; it signs nothing until `issuer keys rotate`.")?;
+            writeln!(out, "Public key file: {}", dir.join(format!("{id}.pub")).display())?;
+            writeln!(out, "public key: {}", ring.pending().map(|p| p.public_key().to_string()).unwrap_or_default())?;
+            if ring.has_roots() {
+                writeln!(
+                    out,
+                    "Next: on the root's machine, `issuer root certify --dir ROOT --public-key {id}.pub --out {id}.cert`; \
+                     then `issuer keys add-certificate @{id}.cert` and `issuer keys rotate`."
+                )?;
+            }
+            Ok(())
+        }
+        KeysCommand::AddCertificate { certificate } => {
+            let certificate = ring.add_certificate(&inline_or_file(&certificate)?).map_err(key_error)?;
+            ring.save(&dir).map_err(key_error)?;
+            let scope = certificate.scope().map(|p| format!(" for product `{p}`")).unwrap_or_default();
+            writeln!(
+                out,
+                "Added the certificate of key {} by root {}{scope}, covering {} to {}.",
+                certificate.key_id(),
+                certificate.root_key_id(),
+                fmt_time(certificate.not_before()),
+                fmt_time(certificate.not_after())
+            )?;
+            writeln!(out, "Copy the keys/ directory to every instance; a running service reloads within 5 seconds.")?;
+            Ok(())
+        }
+        KeysCommand::AddRoot { root, certificate } => {
+            let root =
+                keys::read_root_key(&inline_or_file(&root)?).map_err(|e| CliError::Usage(super::error_chain(&e)))?;
+            let root_id = root.key_id();
+            ring.add_root(root);
+            ring.add_certificate(&inline_or_file(&certificate)?).map_err(key_error)?;
+            refuse_uncertified(&ring)?;
+            ring.save(&dir).map_err(key_error)?;
+            writeln!(
+                out,
+                "Added root {root_id}. From now on this ring signs only with keys a root certified; the active key {} \
+                 is certified until {}.",
+                ring.active().key_id(),
+                certified_until(&ring, ring.active().key_id())
+            )?;
+            writeln!(out, "Apps may now embed only the root key line; tokens carry the certificate they need.")?;
+            Ok(())
         }
         KeysCommand::Rotate => {
             let store = open_store(&config).await?;
@@ -179,6 +250,13 @@ pub(crate) async fn run(command: KeysCommand, global: &GlobalArgs, out: &mut dyn
             let before = KeyRing::open(&dir).map_err(key_error)?;
             let old = ring.active().key_id();
             let new = ring.rotate().map_err(key_error)?;
+            refuse_uncertified(&ring).map_err(|e| match e {
+                CliError::Failed(m) => CliError::Failed(format!(
+                    "{m}. With root keys, rotate in steps: `issuer keys prepare`, certify the new key with \
+                     `issuer root certify`, `issuer keys add-certificate`, then `issuer keys rotate`"
+                )),
+                other => other,
+            })?;
             ring.save(&dir).map_err(key_error)?;
             let recorded = record_in_store(&store, &ring, vec![old.to_string()]).await;
             if !matches!(recorded, Ok(true)) {
@@ -245,9 +323,17 @@ pub(crate) async fn run(command: KeysCommand, global: &GlobalArgs, out: &mut dyn
     }
 }
 
+/// The key set text: the ring's keys, then its roots and certificates (an app that embeds the roots needs only
+/// those; the certificates also arrive beside every token).
 fn write_lines(out: &mut dyn Write, ring: &KeyRing) -> CliResult {
     for e in ring.entries() {
         writeln!(out, "{}", e.public)?;
+    }
+    for root in ring.roots() {
+        writeln!(out, "{root}")?;
+    }
+    for certificate in ring.certificates() {
+        writeln!(out, "{certificate}")?;
     }
     Ok(())
 }
@@ -270,11 +356,10 @@ fn export(out: &mut dyn Write, ring: &KeyRing, format: ExportFormat) -> CliResul
             writeln!(out, "/// Load them with `verifier::KeySet::from_lines(LICENSE_PUBLIC_KEYS)`.")?;
             writeln!(out, "pub const LICENSE_PUBLIC_KEYS: &[&str] = &[")?;
             for e in ring.entries() {
-                let status = match e.status {
-                    KeyStatus::Active => "active",
-                    _ => "retired",
-                };
-                writeln!(out, "    \"{}\", // {} ({status})", e.public, e.public.key_id())?;
+                writeln!(out, "    \"{}\", // {} ({})", e.public, e.public.key_id(), e.status.as_str())?;
+            }
+            for root in ring.roots() {
+                writeln!(out, "    \"{root}\", // root {}", root.key_id())?;
             }
             writeln!(out, "];")?;
             Ok(())

@@ -28,6 +28,8 @@ use crate::{Config, Flags, KEYS_DIR};
 mod import;
 mod keys;
 mod license;
+mod revocations;
+mod root;
 mod token;
 
 pub use import::{ImportSummary, IMPORT_COLUMNS};
@@ -74,11 +76,23 @@ pub enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Signing keys: generate, list, rotate, retire, export the public key set.
+    /// Signing keys: generate, list, prepare, rotate, retire, certificates and roots, export the public key set.
     Keys {
         /// The keys subcommand.
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// The vendor's root key (keep it offline): create it, show its line, certify signing keys.
+    Root {
+        /// The root subcommand.
+        #[command(subcommand)]
+        command: root::RootCommand,
+    },
+    /// The signed revocation list for offline apps: export it to a file.
+    Revocations {
+        /// The revocations subcommand.
+        #[command(subcommand)]
+        command: revocations::RevocationsCommand,
     },
     /// Licenses: create, list, show, update, suspend, reinstate, revoke, import from CSV.
     License {
@@ -259,6 +273,8 @@ async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> CliResul
         Command::Init => init(&load_config(&global, None)?, out).await,
         Command::Serve { listen } => serve(load_config(&global, listen)?, out).await,
         Command::Keys { command } => keys::run(command, &global, out).await,
+        Command::Root { command } => root::run(command, out),
+        Command::Revocations { command } => revocations::run(command, &global, out, err).await,
         Command::License { command } => license::run(command, &global, out, err).await,
         Command::Machine { command } => license::run_machine(command, &global, out, err).await,
         Command::Token { command } => token::run(command, &global, out, err).await,
@@ -452,12 +468,18 @@ pub(crate) fn write_table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<Str
     Ok(())
 }
 
-/// The text of an argument that is either given inline or as `@FILE` (read from the file).
+/// The text of an argument that is either given inline or as `@FILE` (read from the file), trimmed.
 pub(crate) fn inline_or_file(arg: &str) -> Result<String, CliError> {
+    inline_or_file_untrimmed(arg).map(|t| t.trim().to_string())
+}
+
+/// [`inline_or_file`] without the trimming, for texts whose parser decides which whitespace surrounding them may have
+/// (a token: exactly the ASCII whitespace of docs/token-format.md §2).
+pub(crate) fn inline_or_file_untrimmed(arg: &str) -> Result<String, CliError> {
     match arg.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(Path::new(path))
-            .map(|t| t.trim().to_string())
-            .map_err(|e| CliError::Usage(format!("cannot read {path}: {e}"))),
-        None => Ok(arg.trim().to_string()),
+        Some(path) => {
+            std::fs::read_to_string(Path::new(path)).map_err(|e| CliError::Usage(format!("cannot read {path}: {e}")))
+        }
+        None => Ok(arg.to_string()),
     }
 }

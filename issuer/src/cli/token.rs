@@ -10,8 +10,8 @@ use verifier::{ActivationRequest, Claims, DeactivationCode, KeyId, TokenKind, Un
 
 use super::license::license_ref;
 use super::{
-    fmt_opt_time, fmt_time, inline_or_file, keys_dir, load_config, open_service, slots_used, write_json, CliError,
-    CliResult, GlobalArgs,
+    fmt_opt_time, fmt_time, inline_or_file, inline_or_file_untrimmed, keys_dir, load_config, open_service, slots_used,
+    write_json, CliError, CliResult, GlobalArgs,
 };
 use crate::http::admin::LicenseView;
 use crate::service::{Issued, ServiceError};
@@ -88,6 +88,8 @@ struct IssuedView {
     machines_remaining: u32,
     new_machine: bool,
     file: Option<String>,
+    /// The signing key's certificate (key ring with roots), also written to the file after the token.
+    certificate: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -137,7 +139,9 @@ struct InspectView {
     key_id: String,
     /// `active`, `retired`, or null when the ring does not hold the key.
     key_status: Option<&'static str>,
-    claims: ClaimsView,
+    /// The verified claims when `verified`; otherwise what the token says, unverified, or null when even that cannot
+    /// be decoded.
+    claims: Option<ClaimsView>,
 }
 
 #[derive(Serialize)]
@@ -188,12 +192,12 @@ pub(crate) async fn run(
                 (None, TokenKind::Online) => None,
             };
             if let Some(path) = &file {
-                std::fs::write(path, format!("{}\n", issued.token))
+                std::fs::write(path, issued.file_text())
                     .map_err(|e| CliError::Failed(format!("cannot write the token to {}: {e}", path.display())))?;
             }
             write_issued(out, issued, file.as_deref(), json)
         }
-        TokenCommand::Inspect { token, json } => inspect(global, &inline_or_file(&token)?, json, out),
+        TokenCommand::Inspect { token, json } => inspect(global, &inline_or_file_untrimmed(&token)?, json, out),
         TokenCommand::Deactivate { code, license, json } => {
             let code = parse_deactivation(&inline_or_file(&code)?)?;
             let licensing = open_service(global, err).await?;
@@ -319,6 +323,7 @@ fn write_issued(out: &mut dyn Write, issued: Issued, file: Option<&Path>, json: 
                 file: file.map(|f| f.display().to_string()),
                 license: LicenseView::at(issued.license, issued.claims.issued_at),
                 token: issued.token,
+                certificate: issued.certificate,
             },
         );
     }
@@ -360,15 +365,17 @@ fn write_issued(out: &mut dyn Write, issued: Issued, file: Option<&Path>, json: 
 
 fn inspect(global: &GlobalArgs, token: &str, json: bool, out: &mut dyn Write) -> CliResult {
     let untrusted = UntrustedToken::parse(token).map_err(|e| CliError::Usage(e.to_string()))?;
-    let claims = untrusted.untrusted_claims().map_err(|e| CliError::Usage(e.to_string()))?;
     let config = load_config(global, None)?;
     let ring = keys::KeyRing::open(&keys_dir(&config)?).map_err(|e| CliError::Failed(super::error_chain(&e)))?;
     let key_id: KeyId = untrusted.key_id();
     let key_status = ring.entries().iter().find(|e| e.public.key_id() == key_id).map(|e| e.status.as_str());
-    let verification = match untrusted.verify(&ring.public_key_set()) {
-        Ok(_) => "valid",
-        Err(verifier::Error::UnknownKey { .. }) => "unknown_key",
-        Err(verifier::Error::BadSignature) => "bad_signature",
+    // Signature first (format spec §1.1): only a verified token's claims are its claims. The claims of a token that
+    // does not verify are decoded only to show what it says, labelled as unverified.
+    let (verification, claims) = match untrusted.verify(&ring.public_key_set()) {
+        Ok(license) => ("valid", Ok(license.into_claims())),
+        Err(verifier::Error::UnknownKey { .. }) => ("unknown_key", untrusted.untrusted_claims()),
+        Err(verifier::Error::BadSignature) => ("bad_signature", untrusted.untrusted_claims()),
+        // Validly signed, but the claims break the format: nothing to show.
         Err(e) => return Err(CliError::Usage(e.to_string())),
     };
     if json {
@@ -379,7 +386,7 @@ fn inspect(global: &GlobalArgs, token: &str, json: bool, out: &mut dyn Write) ->
                 verification,
                 key_id: key_id.to_string(),
                 key_status,
-                claims: ClaimsView::from(&claims),
+                claims: claims.as_ref().ok().map(ClaimsView::from),
             },
         )?;
     } else {
@@ -390,30 +397,41 @@ fn inspect(global: &GlobalArgs, token: &str, json: bool, out: &mut dyn Write) ->
             ),
             _ => format!("BAD SIGNATURE: altered, or not signed by this issuer's key {key_id}"),
         };
-        let c = &claims;
-        let entitlements = if c.entitlements.is_empty() { "-".to_string() } else { c.entitlements.join(", ") };
-        let offline = c.kind == TokenKind::Offline;
         writeln!(out, "signature:        {signature}")?;
-        if verification != "valid" {
-            writeln!(out, "(the claims below are NOT verified)")?;
+        match &claims {
+            Ok(c) => {
+                if verification != "valid" {
+                    writeln!(
+                        out,
+                        "(the claims below are NOT verified: they are what the token says, and nothing vouches for them)"
+                    )?;
+                }
+                write_claims(out, c)?;
+            }
+            Err(e) => writeln!(out, "claims:           cannot be decoded ({e})")?,
         }
-        writeln!(out, "kind:             {}", kind_name(c.kind))?;
-        writeln!(out, "license id:       {}", c.license_id)?;
-        writeln!(out, "license key:      {}", c.license_key)?;
-        writeln!(out, "email:            {}", c.email)?;
-        writeln!(out, "product:          {}", c.product)?;
-        writeln!(out, "entitlements:     {entitlements}")?;
-        writeln!(out, "slots:            {}", c.max_machines)?;
-        writeln!(out, "fingerprint:      {}", c.fingerprint)?;
-        writeln!(out, "issued at:        {}", fmt_time(c.issued_at))?;
-        writeln!(out, "license expires:  {}", fmt_opt_time(c.license_expires_at, "never"))?;
-        let none = if offline { "never (offline token)" } else { "-" };
-        writeln!(out, "refresh after:    {}", fmt_opt_time(c.refresh_after, none))?;
-        writeln!(out, "token expires:    {}", fmt_opt_time(c.token_expires_at, none))?;
     }
     match verification {
         "valid" => Ok(()),
         "unknown_key" => Err(CliError::Failed(format!("the token's key {key_id} is not in the key ring"))),
         _ => Err(CliError::Failed("the token's signature is invalid".into())),
     }
+}
+
+fn write_claims(out: &mut dyn Write, c: &Claims) -> CliResult {
+    let entitlements = if c.entitlements.is_empty() { "-".to_string() } else { c.entitlements.join(", ") };
+    writeln!(out, "kind:             {}", kind_name(c.kind))?;
+    writeln!(out, "license id:       {}", c.license_id)?;
+    writeln!(out, "license key:      {}", c.license_key)?;
+    writeln!(out, "email:            {}", c.email)?;
+    writeln!(out, "product:          {}", c.product)?;
+    writeln!(out, "entitlements:     {entitlements}")?;
+    writeln!(out, "slots:            {}", c.max_machines)?;
+    writeln!(out, "fingerprint:      {}", c.fingerprint)?;
+    writeln!(out, "issued at:        {}", fmt_time(c.issued_at))?;
+    writeln!(out, "license expires:  {}", fmt_opt_time(c.license_expires_at, "never"))?;
+    let none = if c.kind == TokenKind::Offline { "never (offline token)" } else { "-" };
+    writeln!(out, "refresh after:    {}", fmt_opt_time(c.refresh_after, none))?;
+    writeln!(out, "token expires:    {}", fmt_opt_time(c.token_expires_at, none))?;
+    Ok(())
 }

@@ -55,6 +55,7 @@ error_codes! {
     RateLimited => "rate_limited": "429: too many requests from this address; see `Retry-After`.",
     InternalError => "internal_error": "500: an internal error; the issuer logged the details.",
     StoreUnavailable => "store_unavailable": "503 (`/healthz`): the store does not answer.",
+    SigningKeyNotCertified => "signing_key_not_certified": "503: the key ring has root keys and no certificate covers its signing key now (for this product); the operator must add one.",
 }
 
 impl std::fmt::Display for ErrorCode {

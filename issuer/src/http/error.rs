@@ -161,6 +161,11 @@ impl From<ServiceError> for ApiError {
                 }
             }
             ServiceError::Store(ref err) => ApiError::internal(err),
+            ServiceError::Signing(ref err @ keys::KeyError::Uncertified { .. }) => {
+                // The operator's to fix, not the client's: said loudly in the log, plainly to the client.
+                tracing::error!(error = %err, "refusing to sign: the signing key has no covering certificate");
+                ApiError::new(S::SERVICE_UNAVAILABLE, ErrorCode::SigningKeyNotCertified, err.to_string())
+            }
             ServiceError::Signing(ref err) => ApiError::internal(err),
             other => ApiError::internal(&other),
         }

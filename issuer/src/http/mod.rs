@@ -28,6 +28,7 @@ mod ratelimit;
 mod server;
 
 pub use error::{ApiError, ErrorCode};
+pub(crate) use public::KeysResponse;
 pub use ratelimit::IpRateLimiter;
 pub(crate) use server::{fit_connections, raise_open_file_limit};
 
@@ -83,6 +84,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/refresh", post(public::refresh))
         .route("/v1/deactivate", post(public::deactivate))
         .route("/v1/keys", get(public::keys))
+        .route("/v1/revocations", get(public::revocations))
         .route("/v1/offline/activate", post(public::offline_activate))
         .route("/v1/offline/deactivate", post(public::offline_deactivate))
         .route_layer(from_fn_with_state(state.clone(), ratelimit::limit));

@@ -60,6 +60,8 @@ pub(crate) struct TokenResponse {
     machines_used: u32,
     machines_remaining: u32,
     new_machine: bool,
+    /// The signing key's certificate, for apps that embed only the root; `null` without roots.
+    certificate: Option<String>,
 }
 
 impl TokenResponse {
@@ -72,6 +74,7 @@ impl TokenResponse {
             machines_used: issued.machines_used,
             machines_remaining: issued.license.max_machines.saturating_sub(issued.machines_used),
             new_machine: issued.new_machine,
+            certificate: issued.certificate,
         }
     }
 }
@@ -184,28 +187,62 @@ pub(crate) struct KeyEntry {
     status: &'static str,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
+    /// The key's certificates (`lkc1.`), newest window last; empty without roots.
+    certificates: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct KeysResponse {
     keys: Vec<KeyEntry>,
+    /// The root keys (`lrk1.`) that certify the keys; empty without roots.
+    roots: Vec<String>,
 }
 
-/// `GET /v1/keys`: the public keys apps should trust, the active one first.
+impl KeysResponse {
+    /// What `GET /v1/keys` and `issuer keys list --json` say about a ring.
+    pub(crate) fn of(ring: &keys::KeyRing) -> Self {
+        let keys = ring
+            .entries()
+            .iter()
+            .map(|e| KeyEntry {
+                key_id: e.public.key_id().to_string(),
+                public_key: e.public.to_string(),
+                status: e.status.as_str(),
+                created_at: e.created_at,
+                certificates: ring.certificates_of(e.public.key_id()).map(ToString::to_string).collect(),
+            })
+            .collect();
+        KeysResponse { keys, roots: ring.roots().map(ToString::to_string).collect() }
+    }
+}
+
+/// `GET /v1/keys`: the public keys apps should trust, the active one first, with their certificates and the roots.
 pub(crate) async fn keys(State(state): State<AppState>) -> JsonResponse<KeysResponse> {
-    let keys = state
-        .licensing
-        .key_ring()
-        .entries()
-        .iter()
-        .map(|e| KeyEntry {
-            key_id: e.public.key_id().to_string(),
-            public_key: e.public.to_string(),
-            status: e.status.as_str(),
-            created_at: e.created_at,
-        })
-        .collect();
-    JsonResponse(KeysResponse { keys })
+    JsonResponse(KeysResponse::of(&state.licensing.key_ring()))
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct RevocationsResponse {
+    /// The signed list (`lrl1.`).
+    revocation_list: String,
+    sequence: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    issued_at: OffsetDateTime,
+    key_id: String,
+    /// The signing key's certificate, for apps that embed only the root; `null` without roots.
+    certificate: Option<String>,
+}
+
+/// `GET /v1/revocations`: the signed list of revoked licenses, for apps that verify offline.
+pub(crate) async fn revocations(State(state): State<AppState>) -> Result<JsonResponse<RevocationsResponse>, ApiError> {
+    let signed = state.licensing.revocation_list().await?;
+    Ok(JsonResponse(RevocationsResponse {
+        revocation_list: signed.list.clone(),
+        sequence: signed.sequence,
+        issued_at: signed.issued_at,
+        key_id: signed.key_id.clone(),
+        certificate: signed.certificate.clone(),
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +258,8 @@ pub(crate) struct OfflineTokenResponse {
     machines_used: u32,
     machines_remaining: u32,
     new_machine: bool,
+    /// The signing key's certificate, for apps that embed only the root; `null` without roots.
+    certificate: Option<String>,
 }
 
 /// `POST /v1/offline/activate`: turns an `ACT1-` activation request into an offline token (no token expiry),
@@ -240,6 +279,7 @@ pub(crate) async fn offline_activate(
         machines_used: issued.machines_used,
         machines_remaining: issued.license.max_machines.saturating_sub(issued.machines_used),
         new_machine: issued.new_machine,
+        certificate: issued.certificate,
     }))
 }
 

@@ -35,6 +35,20 @@ pub struct Issued {
     pub machines_used: u32,
     /// Whether this activation took a new slot (`false` for a re-activation or a refresh).
     pub new_machine: bool,
+    /// The certificate (`lkc1.`) of the key that signed the token, when the key ring has roots: apps that embed only
+    /// the root trust the token through it.
+    pub certificate: Option<String>,
+}
+
+impl Issued {
+    /// The license file an air-gapped machine is given (docs/token-format.md §15): the token, then the certificate
+    /// of its key when there is one. Without roots it is the token alone, as before certificates.
+    pub fn file_text(&self) -> String {
+        match &self.certificate {
+            Some(certificate) => format!("{}\n{certificate}\n", self.token),
+            None => format!("{}\n", self.token),
+        }
+    }
 }
 
 /// Result codes of validation, stable for clients.
@@ -134,9 +148,11 @@ impl Licensing {
         let (which, fp, unit_ctx) = (which.clone(), fingerprint.to_string(), ctx.clone());
         let (name, platform) = (name.map(str::to_string), platform.map(str::to_string));
         let offline = kind == TokenKind::Offline;
-        // Only an offline token is signed inside the unit (its proof is stored with the activation); an online one
-        // after it, by `issue`.
-        let (signer, policy) = (offline.then(|| self.ring.current()), self.policy);
+        // One ring for the whole activation. Only an offline token is signed inside the unit (its proof is stored
+        // with the activation); an online one after it. Either way a key that may not sign for the license's product
+        // (key ring with roots, no covering certificate) refuses inside the unit, so no slot is taken for nothing.
+        let (ring, policy) = (self.ring.current(), self.policy);
+        let unit_ring = Arc::clone(&ring);
         let (license, machines_used, new_machine, signed) = self
             .store
             .transact(move |tx| {
@@ -145,6 +161,7 @@ impl Licensing {
                     let license = tx.license(which.lookup()).await?.ok_or(ServiceError::LicenseNotFound)?;
                     let at = ctx.at();
                     usable(&license, at).map_err(ServiceError::Unusable)?;
+                    unit_ring.signing_certificate(at, Some(&license.product))?;
                     let activated =
                         tx.activate_machine(license.id, &fingerprint, name.as_deref(), platform.as_deref(), at).await?;
                     let (new_machine, machines_used) = match activated {
@@ -156,10 +173,18 @@ impl Licensing {
                         Activated::NoLicense => return Err(ServiceError::LicenseNotFound),
                     };
                     let mut detail = serde_json::json!({ "new_machine": new_machine, "machines_used": machines_used });
-                    let signed = if let Some(ring) = &signer {
+                    let signed = if offline {
                         detail["offline"] = true.into();
-                        let issued =
-                            sign(ring, policy, license.clone(), &fingerprint, at, machines_used, new_machine, kind)?;
+                        let issued = sign(
+                            &unit_ring,
+                            policy,
+                            license.clone(),
+                            &fingerprint,
+                            at,
+                            machines_used,
+                            new_machine,
+                            kind,
+                        )?;
                         let proof = verifier::token_proof(&issued.token).map_err(ServiceError::InvalidToken)?;
                         if !tx.set_offline_proof(license.id, &fingerprint, &proof).await? {
                             return Err(ServiceError::NotActivated);
@@ -175,9 +200,7 @@ impl Licensing {
             .await?;
         match signed {
             Some(issued) => Ok(issued),
-            None => {
-                self.issue(license, fingerprint.to_string(), ctx.at(), machines_used, new_machine, TokenKind::Online)
-            }
+            None => sign(&ring, policy, license, fingerprint, ctx.at(), machines_used, new_machine, TokenKind::Online),
         }
     }
 
@@ -224,7 +247,9 @@ impl Licensing {
     /// the machine is still activated. The check, the machine's `last_seen_at` and the `refreshed` event (also of a
     /// refusal) are one unit: a refresh that commits after a revocation is refused.
     pub async fn refresh(&self, token: &str, ctx: &Context) -> Result<Issued, ServiceError> {
-        let untrusted = UntrustedToken::parse(token.trim()).map_err(ServiceError::InvalidToken)?;
+        // Not `str::trim`: the parser trims exactly the ASCII whitespace the format allows (docs/token-format.md §2),
+        // so the issuer accepts the same texts an app's verifier does.
+        let untrusted = UntrustedToken::parse(token).map_err(ServiceError::InvalidToken)?;
         let old = match untrusted.verify(&self.ring.public_keys()) {
             // Signed by a key this instance has not loaded yet: another instance may have rotated first.
             Err(verifier::Error::UnknownKey { .. }) if self.reload_key_ring().await => {
@@ -234,6 +259,9 @@ impl Licensing {
         }
         .map_err(ServiceError::InvalidToken)?
         .into_claims();
+        // Refused before the unit: a key that may not sign for this product must not count as a check-in.
+        let ring = self.ring.current();
+        ring.signing_certificate(ctx.at(), Some(&old.product))?;
         let (license_id, fingerprint) = (Uuid::from_bytes(old.license_id.0), old.fingerprint);
         let unit_ctx = ctx.clone();
         let fp = fingerprint.clone();
@@ -266,7 +294,7 @@ impl Licensing {
             })
             .await?;
         let (license, machines_used) = refreshed?;
-        self.issue(license, fingerprint, ctx.at(), machines_used, false, TokenKind::Online)
+        sign(&ring, self.policy, license, &fingerprint, ctx.at(), machines_used, false, TokenKind::Online)
     }
 
     /// Deactivates this machine, freeing its slot, with its `deactivated` event. Returns the license and the machines
@@ -295,19 +323,6 @@ impl Licensing {
                 })
             })
             .await
-    }
-
-    /// Signs a token for `license` on this machine with the ring in use now.
-    fn issue(
-        &self,
-        license: License,
-        fingerprint: String,
-        at: OffsetDateTime,
-        machines_used: u32,
-        new_machine: bool,
-        kind: TokenKind,
-    ) -> Result<Issued, ServiceError> {
-        sign(&self.ring.current(), self.policy, license, &fingerprint, at, machines_used, new_machine, kind)
     }
 }
 
@@ -344,6 +359,7 @@ fn sign(
         refresh_after,
         token_expires_at,
     };
+    let certificate = ring.signing_certificate(at, Some(&license.product))?.map(ToString::to_string);
     let token = ring.sign(&claims)?;
-    Ok(Issued { token, claims, refresh_after, token_expires_at, license, machines_used, new_machine })
+    Ok(Issued { token, claims, refresh_after, token_expires_at, license, machines_used, new_machine, certificate })
 }

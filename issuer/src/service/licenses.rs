@@ -227,7 +227,10 @@ impl Licensing {
     /// Revokes a license for good (a revoked one stays revoked, unchanged). Once this returns `Ok`, nothing changes
     /// the status again.
     pub async fn revoke(&self, which: &LicenseRef, ctx: &Context) -> Result<License, ServiceError> {
-        self.transition(which, LicenseStatus::Revoked, ctx).await
+        let revoked = self.transition(which, LicenseStatus::Revoked, ctx).await;
+        // The next revocation list this instance serves lists it.
+        self.revocations.clear().await;
+        revoked
     }
 
     /// One status transition as a unit: read under the lock, decide, compare-and-set, event.

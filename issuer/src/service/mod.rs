@@ -8,7 +8,7 @@
 //!
 //! Layout: `licenses` (create, update, status transitions, admin machine removal, event reads), `activation`
 //! (activate, validate, refresh, deactivate, token signing), `offline` (air-gapped activation and deactivation
-//! codes), `checks` (shared checks), `error` ([`ServiceError`]).
+//! codes), `revocations` (the signed revocation list), `checks` (shared checks), `error` ([`ServiceError`]).
 
 use std::sync::Arc;
 
@@ -27,12 +27,14 @@ mod checks;
 mod error;
 mod licenses;
 mod offline;
+mod revocations;
 
 pub use activation::{Issued, Validated, ValidationCode};
 pub use checks::{new_admin_token, token_hash};
 pub use error::{ServiceError, Unusable};
 pub use licenses::{Expiry, LicenseRef, NewLicense};
 pub use offline::OfflineDeactivated;
+pub use revocations::{SignedRevocations, REVOCATION_LIST_TTL};
 
 /// Longest machine name or platform accepted on activation.
 pub const MAX_MACHINE_TEXT_LEN: usize = 128;
@@ -87,6 +89,7 @@ pub struct Licensing {
     policy: TokenPolicy,
     extra_admin_hash: Option<[u8; 32]>,
     clock: Arc<dyn Clock>,
+    revocations: revocations::RevocationCache,
 }
 
 impl std::fmt::Debug for Licensing {
@@ -114,6 +117,7 @@ impl Licensing {
             policy,
             extra_admin_hash: extra_admin_token.map(token_hash),
             clock: Arc::new(SystemClock),
+            revocations: revocations::RevocationCache::default(),
         }
     }
 

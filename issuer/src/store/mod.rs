@@ -137,6 +137,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The signing keys the store records (empty before any instance recorded its ring), active first.
     async fn recorded_keys(&self) -> Result<Vec<RecordedKey>, StoreError>;
+
+    /// The ids of every revoked license, read in one snapshot. A revocation is final (the store refuses any change
+    /// of a revoked license's status) and licenses are never deleted, so the set only grows: two answers of the
+    /// same length are the same set, which is what makes the count a revocation list's sequence number.
+    async fn revoked_licenses(&self) -> Result<Vec<Uuid>, StoreError>;
 }
 
 /// A LIKE pattern (with `ESCAPE '\\'`) matching text that starts with `prefix` literally: `%`, `_` and `\\` in it

@@ -20,7 +20,9 @@ use one::OneUnit as _;
 
 pub mod one;
 pub mod races;
+pub mod revocations;
 pub mod units;
+pub use revocations::revoked_licenses_grow_as_one_set_under_concurrent_revocations;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -73,6 +75,7 @@ macro_rules! store_conformance_tests {
             status_changes_are_compare_and_set_and_revoked_is_final,
             list_filters_by_status_as_it_stands_and_by_email_prefix,
             the_signing_key_ring_is_recorded_once_then_updated,
+            revoked_licenses_grow_as_one_set_under_concurrent_revocations,
         );
         $crate::store_conformance_tests!(@whole $open;
             units::a_unit_commits_all_its_writes_or_none,

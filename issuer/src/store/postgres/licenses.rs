@@ -36,6 +36,14 @@ where
     row.as_ref().map(license_from_row).transpose()
 }
 
+/// The ids of the revoked licenses, in one statement (one snapshot).
+pub(super) async fn revoked<'e, E>(db: E) -> Result<Vec<Uuid>, StoreError>
+where
+    E: Executor<'e, Database = Postgres>,
+{
+    Ok(sqlx::query_scalar("SELECT id FROM licenses WHERE status = 'revoked'").fetch_all(db).await?)
+}
+
 /// The validation read in one round trip: the license, its active machines, and whether `fingerprint` is one.
 pub(super) async fn for_machine<'e, E>(
     db: E,

@@ -347,4 +347,8 @@ impl Store for PostgresStore {
     async fn recorded_keys(&self) -> Result<Vec<RecordedKey>, StoreError> {
         keys::list(&self.pool).await
     }
+
+    async fn revoked_licenses(&self) -> Result<Vec<Uuid>, StoreError> {
+        licenses::revoked(&self.pool).await
+    }
 }

@@ -28,6 +28,16 @@ where
     row.as_ref().map(license_from_row).transpose()
 }
 
+/// The ids of the revoked licenses, in one statement (one snapshot).
+pub(super) async fn revoked<'e, E>(db: E) -> Result<Vec<Uuid>, StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    let rows: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM licenses WHERE status = 'revoked'").fetch_all(db).await?;
+    rows.iter().map(|id| uuid_from(id)).collect()
+}
+
 /// The validation read in one query: the license, its active machines, and whether `fingerprint` is one of them.
 pub(super) async fn for_machine<'e, E>(
     db: E,

@@ -310,6 +310,10 @@ impl Store for SqliteStore {
     async fn recorded_keys(&self) -> Result<Vec<RecordedKey>, StoreError> {
         keys::list(&self.pool).await
     }
+
+    async fn revoked_licenses(&self) -> Result<Vec<Uuid>, StoreError> {
+        licenses::revoked(&self.pool).await
+    }
 }
 
 fn count_from(n: i64) -> Result<u32, StoreError> {
