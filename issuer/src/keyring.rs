@@ -268,9 +268,31 @@ impl Loaded {
     }
 }
 
+/// What decides whether the ring changed: `ring.txt`, and the roots and certificates beside it (adding a root or a
+/// renewed certificate changes no manifest line, and must reach a running instance too). A few small files.
 fn read_manifest(dir: &Path) -> Result<Vec<u8>, KeyError> {
     let path = dir.join(MANIFEST);
-    std::fs::read(&path).map_err(|source| KeyError::Io { path, source })
+    let mut seen = std::fs::read(&path).map_err(|source| KeyError::Io { path, source })?;
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+        move |source| KeyError::Io { path: path.to_path_buf(), source }
+    }
+    let mut certified: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cert") || p.file_name().is_some_and(|n| n == "roots.txt"))
+        .collect();
+    certified.sort();
+    for path in certified {
+        seen.push(0);
+        seen.extend_from_slice(path.file_name().unwrap_or_default().as_encoded_bytes());
+        seen.push(0);
+        match std::fs::read(&path) {
+            Ok(bytes) => seen.extend_from_slice(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // removed meanwhile
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+    Ok(seen)
 }
 
 #[cfg(test)]
@@ -297,6 +319,30 @@ mod tests {
         assert_eq!(shared.current().entries().len(), 2, "the old key stays as a retired key");
         assert_eq!(held.active().key_id(), original.active().key_id(), "a ring already taken does not change");
         assert!(!shared.reload_if_changed().unwrap());
+    }
+
+    #[test]
+    fn a_new_root_or_certificate_is_a_change_of_the_ring() {
+        let dir = tempfile::tempdir().unwrap();
+        let root_dir = tempfile::tempdir().unwrap();
+        KeyRing::create(dir.path()).unwrap();
+        let shared = SharedKeyRing::open(dir.path()).unwrap();
+        let root = keys::Root::create(&root_dir.path().join("root")).unwrap();
+        let mut ring = KeyRing::open(dir.path()).unwrap();
+        ring.add_root(root.public().clone());
+        let now = time::OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+        ring.add_certificate(&root.certify(ring.active().public_key(), now - day, now + day, None).unwrap()).unwrap();
+        ring.save(dir.path()).unwrap();
+        assert!(shared.reload_if_changed().unwrap(), "ring.txt is unchanged, roots.txt and the .cert file are new");
+        assert!(shared.current().has_roots());
+        assert!(!shared.reload_if_changed().unwrap());
+        // A renewed certificate alone is a change too.
+        let mut ring = KeyRing::open(dir.path()).unwrap();
+        ring.add_certificate(&root.certify(ring.active().public_key(), now, now + day * 30, None).unwrap()).unwrap();
+        ring.save(dir.path()).unwrap();
+        assert!(shared.reload_if_changed().unwrap());
+        assert_eq!(shared.current().certificates().count(), 2);
     }
 
     #[test]

@@ -139,6 +139,11 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
 /// [`start`] with the service reading `clock` instead of the system clock (tests move a [`ManualClock`]).
 pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Started, StartError> {
     let opened = open_with_clock(config, clock).await?;
+    // With roots, a key no certificate covers cannot sign: a service refuses to start rather than answer 503 to
+    // every activation. (The CLI opens the same way but may still list, revoke or export: only signing refuses.)
+    let now = time::OffsetDateTime::now_utc();
+    opened.licensing.key_ring().signing_certificate(now, None)?;
+    keyring::warn_if_certificate_ends_soon(&opened.licensing.key_ring(), now);
     // A rotation done elsewhere (`issuer keys rotate`, or the vendor's distribution of the ring to every instance)
     // reaches this service without a restart.
     let store = opened.licensing.store().clone();
@@ -226,10 +231,12 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     })
 }
 
-/// The public keys of `ring` as the store records them.
+/// The public keys of `ring` as the store records them. A pending key is left out: it has never signed, and
+/// recording it as not signing would read as retired, so it could not become the signing key later.
 pub fn recorded_keys_of(ring: &keys::KeyRing) -> Vec<store::RecordedKey> {
     ring.entries()
         .iter()
+        .filter(|e| e.status != keys::KeyStatus::Pending)
         .map(|e| store::RecordedKey {
             key_id: e.public.key_id().to_string(),
             public_key: e.public.to_string(),
@@ -265,10 +272,6 @@ async fn adopt_key_ring(store: &Arc<dyn Store>, keys_dir: &std::path::Path) -> R
         created = Some(ring.active().key_id());
     }
     let ring = SharedKeyRing::open(keys_dir)?;
-    // With roots, a key no certificate covers cannot sign: refuse to start rather than answer 503 to every request.
-    let now = time::OffsetDateTime::now_utc();
-    ring.current().signing_certificate(now, None)?;
-    keyring::warn_if_certificate_ends_soon(&ring.current(), now);
     let local = ring.current().active().key_id().to_string();
     let mut recorded = recorded;
     if recorded_active(&recorded).is_none() {

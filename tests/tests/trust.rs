@@ -417,6 +417,8 @@ fn with_roots_no_key_signs_without_a_covering_certificate() {
     ];
     vendor.cli(&args).ok();
     vendor.issuer(&["keys", "add-certificate", &format!("@{cert}")]).ok();
+    // Recording the ring while a key is pending leaves the pending key out, so it can still become the signing key.
+    vendor.issuer(&["keys", "record"]).ok();
     vendor.issuer(&["keys", "rotate"]).ok();
     let license = vendor
         .issuer(&["license", "create", "--email", "lab@example.com", "--product", PRODUCT, "--slots", "1", "--json"])
@@ -438,4 +440,11 @@ fn with_roots_no_key_signs_without_a_covering_certificate() {
     ring.save(&keys_dir).unwrap();
     let err = vendor.issuer(&["token", "issue", "--license", id, "--fingerprint", "fp-1"]).failed(1);
     assert!(err.contains("has no certificate that covers"), "{err}");
+    // Only signing refuses: the vendor can still list and revoke (and the service refuses to start).
+    vendor.issuer(&["license", "revoke", id]).ok();
+    assert_eq!(vendor.issuer(&["license", "list", "--json"]).json()["licenses"][0]["status"], "revoked");
+    let flags = issuer::Flags::new(None, Some(vendor.data_dir()), None);
+    let config = issuer::Config::load(None, |_| None, flags).unwrap();
+    let refused = tokio::runtime::Runtime::new().unwrap().block_on(issuer::start(&config)).unwrap_err();
+    assert!(refused.to_string().contains("has no certificate that covers"), "{refused}");
 }

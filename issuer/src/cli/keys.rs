@@ -23,7 +23,7 @@ pub enum KeysCommand {
         #[arg(long)]
         force: bool,
     },
-    /// List the ring's keys: id, created, active or retired.
+    /// List the ring's keys: id, status (active, pending or retired), created, and until when certificates cover it.
     List {
         /// Print JSON (the same shape as GET /v1/keys).
         #[arg(long)]

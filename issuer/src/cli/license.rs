@@ -501,8 +501,8 @@ pub(crate) async fn run(
             let l = licensing.revoke(&license_ref(&license)?, &ctx).await?;
             writeln!(
                 out,
-                "License {} is {} ({}, {}). Online apps learn it at their next refresh; offline tokens stay valid \
-                 until the license's own expiry.",
+                "License {} is {} ({}, {}). Online apps learn it at their next refresh; offline apps once they \
+                 install a revocation list made from now on (`issuer revocations export`, GET /v1/revocations).",
                 l.id,
                 l.effective_status(ctx.now),
                 l.email,

@@ -360,10 +360,20 @@ fn write_issued(out: &mut dyn Write, issued: Issued, file: Option<&Path>, json: 
         None => writeln!(out, "Token:")?,
     }
     writeln!(out, "{}", issued.token)?;
+    if let Some(certificate) = &issued.certificate {
+        writeln!(out, "Certificate of its signing key (an app that embeds only the root needs it too):")?;
+        writeln!(out, "{certificate}")?;
+    }
     Ok(())
 }
 
-fn inspect(global: &GlobalArgs, token: &str, json: bool, out: &mut dyn Write) -> CliResult {
+fn inspect(global: &GlobalArgs, text: &str, json: bool, out: &mut dyn Write) -> CliResult {
+    // A license file (token, then its key's certificate) is inspected by its token line; anything else is taken as
+    // token text with exactly the whitespace rules of the format.
+    let token = match verifier::Bundle::parse(text) {
+        Ok(bundle) if bundle.tokens.len() == 1 && !bundle.certificates.is_empty() => bundle.tokens[0],
+        _ => text,
+    };
     let untrusted = UntrustedToken::parse(token).map_err(|e| CliError::Usage(e.to_string()))?;
     let config = load_config(global, None)?;
     let ring = keys::KeyRing::open(&keys_dir(&config)?).map_err(|e| CliError::Failed(super::error_chain(&e)))?;
