@@ -95,7 +95,11 @@ pub(crate) fn run(command: RootCommand, out: &mut dyn Write) -> CliResult {
                     let text = valid_for.unwrap_or_else(|| DEFAULT_VALIDITY.into());
                     let secs =
                         crate::parse_duration_secs(&text).map_err(|e| CliError::Usage(format!("--valid-for: {e}")))?;
-                    not_before + time::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX))
+                    // Checked: a huge --valid-for must be a usage error, not an overflow panic.
+                    i64::try_from(secs)
+                        .ok()
+                        .and_then(|s| not_before.checked_add(time::Duration::seconds(s)))
+                        .ok_or_else(|| CliError::Usage(format!("--valid-for: `{text}` reaches past year 9999")))?
                 }
             };
             let certificate = root
