@@ -20,6 +20,8 @@ const ROUTES: &[(Method, &str)] = &[
     (Method::POST, "/v1/offline/deactivate"),
     (Method::POST, "/v1/licenses"),
     (Method::PATCH, "/v1/licenses/00000000-0000-7000-8000-000000000000"),
+    (Method::POST, "/v1/policies"),
+    (Method::PATCH, "/v1/policies/pro-annual"),
 ];
 
 struct Fixture {

@@ -65,6 +65,9 @@ pub struct Config {
     /// Seconds a token stays valid past its refresh time, for apps that are offline for a while. Default 604,800
     /// (7 days). Config `offline_grace = "7d"`, env `ISSUER_OFFLINE_GRACE`.
     pub offline_grace_secs: u64,
+    /// Seconds between two sweeps that cull machines whose lease ended (docs/policies.md); culling at activation does
+    /// not wait for it. Default 60. Config `lease_sweep_interval = "60s"`, env `ISSUER_LEASE_SWEEP_INTERVAL`.
+    pub lease_sweep_interval_secs: u64,
     /// Requests per second each client IP may make to the public endpoints; 0 switches the limit off. Default 10.
     /// Config `rate_limit_per_second`, env `ISSUER_RATE_LIMIT_PER_SECOND`.
     pub rate_limit_per_second: u32,
@@ -187,6 +190,7 @@ impl Default for Config {
             admin_token: None,
             refresh_interval_secs: 24 * 3600,
             offline_grace_secs: 7 * 24 * 3600,
+            lease_sweep_interval_secs: 60,
             rate_limit_per_second: 10,
             rate_limit_burst: 30,
             max_body_bytes: 64 * 1024,
@@ -206,6 +210,7 @@ struct FileConfig {
     database_pool_size: Option<u32>,
     refresh_interval: Option<String>,
     offline_grace: Option<String>,
+    lease_sweep_interval: Option<String>,
     rate_limit_per_second: Option<u32>,
     rate_limit_burst: Option<u32>,
     max_body_bytes: Option<usize>,
@@ -320,6 +325,9 @@ impl Config {
         if let Some(d) = file.offline_grace {
             self.offline_grace_secs = parse_setting_duration("offline_grace", &d)?;
         }
+        if let Some(d) = file.lease_sweep_interval {
+            self.lease_sweep_interval_secs = parse_setting_duration("lease_sweep_interval", &d)?;
+        }
         if let Some(n) = file.rate_limit_per_second {
             self.rate_limit_per_second = n;
         }
@@ -361,6 +369,9 @@ impl Config {
         if let Some(v) = get("ISSUER_OFFLINE_GRACE") {
             self.offline_grace_secs = parse_setting_duration("ISSUER_OFFLINE_GRACE", &v)?;
         }
+        if let Some(v) = get("ISSUER_LEASE_SWEEP_INTERVAL") {
+            self.lease_sweep_interval_secs = parse_setting_duration("ISSUER_LEASE_SWEEP_INTERVAL", &v)?;
+        }
         if let Some(v) = get("ISSUER_RATE_LIMIT_PER_SECOND") {
             self.rate_limit_per_second = parse_number("ISSUER_RATE_LIMIT_PER_SECOND", &v)?;
         }
@@ -385,6 +396,9 @@ impl Config {
         }
         if self.offline_grace_secs > MAX_TOKEN_PERIOD_SECS {
             return bad("offline_grace", "must be at most 3650d");
+        }
+        if self.lease_sweep_interval_secs == 0 || self.lease_sweep_interval_secs > 86_400 {
+            return bad("lease_sweep_interval", "must be between 1s and 1d");
         }
         if self.database_pool_size == 0 || self.database_pool_size > 1000 {
             return bad("database_pool_size", "must be between 1 and 1000");
@@ -422,6 +436,10 @@ database_pool_size = 10
 # (ISSUER_REFRESH_INTERVAL, ISSUER_OFFLINE_GRACE). Units: s, m, h, d, w.
 refresh_interval = "24h"
 offline_grace = "7d"
+
+# How often machines whose policy lease ended are culled (ISSUER_LEASE_SWEEP_INTERVAL); an activation culls its own
+# license's dead machines at once, whatever this is (docs/policies.md).
+lease_sweep_interval = "60s"
 
 # Per-client-IP limit on the public endpoints (activate, validate, refresh, deactivate, keys, offline/activate,
 # offline/deactivate): a steady rate in requests per second and a burst above it (ISSUER_RATE_LIMIT_PER_SECOND,
@@ -497,6 +515,18 @@ pub fn parse_duration_secs(value: &str) -> Result<u64, String> {
         _ => return Err(bad()),
     };
     n.checked_mul(factor).ok_or_else(bad)
+}
+
+/// A duration in seconds as [`parse_duration_secs`] reads it back, in the largest of days, hours, minutes and seconds
+/// that divides it (`86400` is `1d`, `5400` is `90m`).
+pub fn format_duration_secs(secs: u64) -> String {
+    match secs {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 #[cfg(test)]

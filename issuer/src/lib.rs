@@ -39,20 +39,22 @@ mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    parse_duration_secs, Config, ConfigError, Flags, HttpSettings, Secret, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
-    MAX_TOKEN_PERIOD_SECS,
+    format_duration_secs, parse_duration_secs, Config, ConfigError, Flags, HttpSettings, Secret, DEFAULT_DATA_DIR,
+    DEFAULT_LISTEN, MAX_TOKEN_PERIOD_SECS,
 };
 pub use keyring::SharedKeyRing;
 pub use license_key::{LicenseKey, LicenseKeyError, ALPHABET, KEY_CHARS, RANDOM_CHARS};
 pub use service::{
-    new_admin_token, token_hash, Context, Expiry, Issued, LicenseRef, Licensing, NewLicense, OfflineDeactivated,
-    ServiceError, SignedRevocations, TokenPolicy, Unusable, Validated, ValidationCode, REVOCATION_LIST_TTL,
+    is_policy_name, new_admin_token, token_hash, Context, Expiry, Issued, LicenseRef, Licensing, NewLicense,
+    OfflineDeactivated, ServiceError, SignedRevocations, TokenPolicy, Unusable, Validated, ValidationCode,
+    REVOCATION_LIST_TTL,
 };
 pub use store::{connect as connect_store, is_postgres_url, DEFAULT_POOL_SIZE};
 pub use store::{
-    Activated, Created, Cursor, EffectiveStatus, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage,
-    LicenseStatus, LicenseUpdate, Lookup, Machine, NewEvent, PostgresStore, RecordKeys, RecordedKey, Redeemed,
-    SqliteStore, Store, StoreError, StoreExt, Tx, Work,
+    Activated, Created, Culled, Cursor, EffectiveStatus, Event, EventKind, Idempotency, License, LicenseFilter,
+    LicensePage, LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck, NewEvent, NewMachine, Overage, Policy,
+    PolicyDeleted, PolicyUpdate, PostgresStore, Presence, RecordKeys, RecordedKey, Redeemed, SqliteStore, Store,
+    StoreError, StoreExt, Tx, Work, DEFAULT_DEACTIVATION_PERIOD_SECS,
 };
 
 /// Name of the SQLite database file in the data directory.
@@ -148,6 +150,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     // reaches this service without a restart.
     let store = opened.licensing.store().clone();
     opened.licensing.key_ring_handle().spawn_watcher_with_store(store, KEY_RING_RELOAD_INTERVAL);
+    opened.licensing.spawn_lease_sweeper(std::time::Duration::from_secs(config.lease_sweep_interval_secs));
     let state = http::AppState::new(
         opened.licensing,
         config.rate_limit_per_second,

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use issuer::{Config, Flags, License, LicenseKey, LicenseStatus, Store, StoreExt as _};
+use issuer::{Config, Flags, License, LicenseKey, LicenseStatus, NewMachine, Store, StoreExt as _};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use verifier::{Claims, KeySet, LicenseId, TokenKind};
@@ -65,6 +65,7 @@ pub async fn seed(data_dir: &Path, database_url: Option<&str>, n: usize, slots: 
             entitlements: vec!["pro".into()],
             metadata: serde_json::Map::new(),
             status: LicenseStatus::Active,
+            policy: None,
             created_at: now,
             updated_at: now,
         };
@@ -92,7 +93,14 @@ pub async fn seed(data_dir: &Path, database_url: Option<&str>, n: usize, slots: 
                 .transact(move |tx| {
                     Box::pin(async move {
                         tx.insert_license(&license, None).await?;
-                        tx.activate_machine(license.id, &fingerprint, Some("seed"), None, now).await.map(|_| ())
+                        let machine = NewMachine {
+                            fingerprint: &fingerprint,
+                            name: Some("seed"),
+                            platform: None,
+                            at: now,
+                            lease_expires_at: None,
+                        };
+                        tx.activate_machine(license.id, &machine, 0).await.map(|_| ())
                     })
                 })
                 .await

@@ -1,13 +1,24 @@
 //! End-to-end tests across the workspace's crates live in `tests/tests/`; this library holds what they share: the
 //! generators of the frozen test vectors (tokens in `verifier/tests/vectors/v1/`, certificates and revocation lists in
 //! `verifier/tests/vectors/trust-v1/`), the store conformance suite run against
-//! every store backend (`conformance`), and a throwaway PostgreSQL for tests (`pg`).
+//! every store backend (`conformance`), a throwaway PostgreSQL for tests (`pg`), and the issuer served over HTTP on a
+//! temporary data directory for the HTTP tests (`server`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod conformance;
 pub mod pg;
+pub mod server;
 pub mod trust_vectors;
 pub mod vectors;
+
+/// The migration versions the issuer applies on `backend` (`"sqlite"` or `"postgres"`): 1 to the number of files in
+/// `issuer/migrations/<backend>/`, so a test of "each migration applied once" does not change with every migration.
+pub fn migration_versions(backend: &str) -> Vec<i64> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../issuer/migrations").join(backend);
+    let files =
+        std::fs::read_dir(&dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension() == Some("sql".as_ref()));
+    (1..=files.count() as i64).collect()
+}
 
 /// The `issuer` binary next to the running test binary (`target/<profile>/issuer`), which `cargo test` builds for
 /// the issuer package's own binary tests; `None` when it is not there.

@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use e2e_tests::server::{Server, NO_LIMIT};
+use reqwest::Method;
 use serde_json::{json, Value};
 use verifier::{
     verify_at, ActivationRequest, DeactivationCode, InstallId, KeySet, LicenseId, OffsetDateTime, Status, TokenKind,
@@ -284,39 +286,24 @@ fn read(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_endpoints_activate_and_deactivate_over_http() {
-    let dir = tempfile::tempdir().unwrap();
-    let flags = issuer::Flags::new(None, Some(dir.path().join("data")), None);
-    let mut config = issuer::Config::load(None, |_| None, flags).unwrap();
-    config.rate_limit_per_second = 0;
-    let started = issuer::start(&config).await.unwrap();
-    let admin = started.new_admin_token.clone().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(issuer::http::serve(listener, started.state, async {
-        let _ = stopped.await;
-    }));
-    let client = reqwest::Client::new();
-    let post = |path: &str, body: Value| {
-        let request = client.post(format!("{base}{path}")).json(&body);
+    let server = Server::start(NO_LIMIT).await;
+    let post = |path: &'static str, body: Value| {
+        let answer = server.post(path, body);
         async move {
-            let resp = request.send().await.unwrap();
-            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+            let (status, body) = answer.await;
+            (status.as_u16(), body)
         }
     };
 
-    let license: Value = client
-        .post(format!("{base}/v1/licenses"))
-        .bearer_auth(&admin)
-        .json(&json!({ "email": "lab@example.com", "product": PRODUCT, "max_machines": 1 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, license) = server
+        .admin(
+            Method::POST,
+            "/v1/licenses",
+            Some(json!({ "email": "lab@example.com", "product": PRODUCT, "max_machines": 1 })),
+        )
+        .await;
     let key = license["key"].as_str().unwrap();
-    let keys: Value = client.get(format!("{base}/v1/keys")).send().await.unwrap().json().await.unwrap();
+    let (_, keys) = server.send(Method::GET, "/v1/keys", None, false).await;
     let lines: Vec<String> =
         keys["keys"].as_array().unwrap().iter().map(|k| k["public_key"].as_str().unwrap().to_string()).collect();
     let app = App::new(&lines);
@@ -345,6 +332,5 @@ async fn offline_endpoints_activate_and_deactivate_over_http() {
     let (status, body) = post("/v1/offline/deactivate", json!({ "code": forged })).await;
     assert_eq!((status, body["code"].as_str().unwrap()), (404, "unknown_deactivation_code"), "{body}");
 
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }

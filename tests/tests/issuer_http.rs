@@ -1,106 +1,11 @@
-//! End-to-end tests of the issuer's HTTP API: a real server on 127.0.0.1 port 0 with a real SQLite file, driven over
-//! HTTP, with tokens checked offline by the `verifier` crate.
+//! End-to-end tests of the issuer's HTTP API: a real server ([`e2e_tests::server::Server`]) on 127.0.0.1 port 0 with
+//! a real SQLite file, driven over HTTP, with tokens checked offline by the `verifier` crate.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
-use reqwest::{Client, Method, StatusCode};
+use e2e_tests::server::{s, Options, Server, NO_LIMIT};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 use verifier::{verify_at, KeySet, OffsetDateTime, Validation};
-
-struct Server {
-    base: String,
-    admin: String,
-    client: Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    _dir: tempfile::TempDir,
-}
-
-struct Options {
-    rate_per_second: u32,
-    rate_burst: u32,
-    env_admin_token: Option<&'static str>,
-    trusted_proxies: &'static [&'static str],
-}
-
-const NO_LIMIT: Options = Options { rate_per_second: 0, rate_burst: 0, env_admin_token: None, trusted_proxies: &[] };
-
-async fn start(options: Options) -> Server {
-    start_with_clock(options, std::sync::Arc::new(issuer::SystemClock)).await
-}
-
-async fn start_with_clock(options: Options, clock: std::sync::Arc<dyn issuer::Clock>) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let flags = issuer::Flags::new(None, Some(dir.path().join("data")), None);
-    let mut config = issuer::Config::load(None, |_| None, flags).unwrap();
-    config.rate_limit_per_second = options.rate_per_second;
-    config.rate_limit_burst = options.rate_burst;
-    config.admin_token = options.env_admin_token.map(issuer::Secret::new);
-    config.trusted_proxies = options.trusted_proxies.iter().map(|ip| ip.parse().unwrap()).collect();
-    let started = issuer::start_with_clock(&config, clock).await.unwrap();
-    let admin = started.new_admin_token.clone().expect("a fresh data dir creates an admin token");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(issuer::http::serve(listener, started.state, async {
-        let _ = rx.await;
-    }));
-    let client = Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-    Server { base: format!("http://{addr}"), admin, client, stop: Some(tx), task: Some(task), _dir: dir }
-}
-
-impl Server {
-    async fn send(&self, method: Method, path: &str, body: Option<Value>, admin: bool) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
-        if admin {
-            req = req.bearer_auth(&self.admin);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let value =
-            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        (status, value)
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(Method::POST, path, Some(body), false).await
-    }
-
-    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.send(method, path, body, true).await
-    }
-
-    async fn create(&self, body: Value) -> Value {
-        let (status, license) = self.admin(Method::POST, "/v1/licenses", Some(body)).await;
-        assert_eq!(status, StatusCode::CREATED, "{license}");
-        license
-    }
-
-    async fn activate(&self, key: &str, fingerprint: &str) -> (StatusCode, Value) {
-        self.post("/v1/activate", json!({ "key": key, "fingerprint": fingerprint })).await
-    }
-
-    async fn validate(&self, key: &str, fingerprint: &str) -> Value {
-        let (status, body) = self.post("/v1/validate", json!({ "key": key, "fingerprint": fingerprint })).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
-        }
-    }
-}
 
 fn license_body(max_machines: u32) -> Value {
     json!({
@@ -113,14 +18,10 @@ fn license_body(max_machines: u32) -> Value {
     })
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_flow_activates_validates_refreshes_deactivates_and_token_verifies_offline() {
-    let server = start(NO_LIMIT).await;
-    let license = server.create(license_body(2)).await;
+    let server = Server::start(NO_LIMIT).await;
+    let license = server.create_license(license_body(2)).await;
     let key = s(&license["key"]);
     assert_eq!(key.len(), 23);
     assert_eq!(license["status"], "active");
@@ -195,7 +96,7 @@ async fn full_flow_activates_validates_refreshes_deactivates_and_token_verifies_
     // 23-character key, a 20-character email, two entitlements and an expiry, gives a token of at most 300 characters.
     let mut typical_body = license_body(1);
     typical_body["email"] = json!("ada@lovelace-labs.io");
-    let typical = server.create(typical_body).await;
+    let typical = server.create_license(typical_body).await;
     let fingerprint = verifier::fingerprint("acme-cad", "test-install-id");
     assert_eq!(fingerprint.len(), 22);
     let (status, activated) = server.activate(s(&typical["key"]), &fingerprint).await;
@@ -207,8 +108,8 @@ async fn full_flow_activates_validates_refreshes_deactivates_and_token_verifies_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_reports_every_result_code() {
-    let server = start(NO_LIMIT).await;
-    let license = server.create(license_body(2)).await;
+    let server = Server::start(NO_LIMIT).await;
+    let license = server.create_license(license_body(2)).await;
     let key = s(&license["key"]).to_string();
     let id = s(&license["id"]).to_string();
     server.activate(&key, "m1").await;
@@ -256,7 +157,7 @@ async fn validate_reports_every_result_code() {
     let mut expired_body = license_body(1);
     expired_body["duration"] = Value::Null;
     expired_body["expires_at"] = json!("2020-01-01T00:00:00Z");
-    let expired = server.create(expired_body).await;
+    let expired = server.create_license(expired_body).await;
     let expired_key = s(&expired["key"]);
     assert_eq!(server.validate(expired_key, "m1").await["code"], "EXPIRED");
     let (status, body) = server.activate(expired_key, "m1").await;
@@ -266,9 +167,9 @@ async fn validate_reports_every_result_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_activations_on_three_slots_give_exactly_three() {
-    let server = start(NO_LIMIT).await;
+    let server = Server::start(NO_LIMIT).await;
     for round in 0..5 {
-        let license = server.create(license_body(3)).await;
+        let license = server.create_license(license_body(3)).await;
         let key = s(&license["key"]).to_string();
         let id = s(&license["id"]).to_string();
         let requests = (0..200).map(|i| {
@@ -291,8 +192,8 @@ async fn two_hundred_concurrent_activations_on_three_slots_give_exactly_three() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reactivating_an_active_machine_returns_a_fresh_token_without_using_a_slot() {
     let clock = std::sync::Arc::new(issuer::ManualClock::starting_now());
-    let server = start_with_clock(NO_LIMIT, clock.clone()).await;
-    let license = server.create(license_body(1)).await;
+    let server = Server::start_with_clock(NO_LIMIT, clock.clone()).await;
+    let license = server.create_license(license_body(1)).await;
     let key = s(&license["key"]);
     let (_, first) = server.activate(key, "m1").await;
     assert_eq!(first["new_machine"], true);
@@ -309,7 +210,7 @@ async fn reactivating_an_active_machine_returns_a_fresh_token_without_using_a_sl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_key_creates_one_license_and_refuses_a_different_body() {
-    let server = start(NO_LIMIT).await;
+    let server = Server::start(NO_LIMIT).await;
     let post = |body: Value, idem: &'static str| {
         server
             .client
@@ -337,7 +238,7 @@ async fn idempotency_key_creates_one_license_and_refuses_a_different_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_routes_refuse_missing_and_wrong_tokens_and_accept_the_env_token() {
-    let server = start(Options { env_admin_token: Some("automation-token"), ..NO_LIMIT }).await;
+    let server = Server::start(Options { env_admin_token: Some("automation-token"), ..NO_LIMIT }).await;
     let url = format!("{}/v1/licenses", server.base);
     let missing = server.client.get(&url).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
@@ -358,7 +259,7 @@ async fn admin_routes_refuse_missing_and_wrong_tokens_and_accept_the_env_token()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_json_errors_with_the_right_status() {
-    let server = start(NO_LIMIT).await;
+    let server = Server::start(NO_LIMIT).await;
     let url = |p: &str| format!("{}{p}", server.base);
     let code_of = |r: reqwest::Response| async move {
         let status = r.status();
@@ -399,7 +300,7 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
         assert!(s(&body["message"]).contains("mistyped"), "{body}");
     }
 
-    let license = server.create(license_body(1)).await;
+    let license = server.create_license(license_body(1)).await;
     let key = s(&license["key"]);
     let (status, body) = server.post("/v1/activate", json!({ "key": key, "fingerprint": "has space" })).await;
     assert_eq!((status, s(&body["code"])), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"));
@@ -447,8 +348,8 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_and_suspension_reach_refresh() {
-    let server = start(NO_LIMIT).await;
-    let license = server.create(license_body(1)).await;
+    let server = Server::start(NO_LIMIT).await;
+    let license = server.create_license(license_body(1)).await;
     let (key, id) = (s(&license["key"]), s(&license["id"]));
     let (_, activated) = server.activate(key, "m1").await;
     let token = s(&activated["token"]);
@@ -470,12 +371,12 @@ async fn revocation_and_suspension_reach_refresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_lists_filters_pages_gets_by_key_and_removes_machines() {
-    let server = start(NO_LIMIT).await;
+    let server = Server::start(NO_LIMIT).await;
     let mut created = Vec::new();
     for i in 0..5 {
         let mut body = license_body(2);
         body["email"] = json!(if i % 2 == 0 { "even@example.com" } else { "odd@example.com" });
-        created.push(server.create(body).await);
+        created.push(server.create_license(body).await);
     }
     let mut seen = Vec::new();
     let mut path = "/v1/licenses?limit=2".to_string();
@@ -533,7 +434,7 @@ async fn admin_lists_filters_pages_gets_by_key_and_removes_machines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_endpoints_are_rate_limited_per_ip_with_retry_after() {
-    let server = start(Options { rate_per_second: 1, rate_burst: 3, ..NO_LIMIT }).await;
+    let server = Server::start(Options { rate_per_second: 1, rate_burst: 3, ..NO_LIMIT }).await;
     let key = issuer::LicenseKey::generate().unwrap().to_string();
     let mut statuses = Vec::new();
     let mut retry_after = None;
@@ -564,7 +465,7 @@ async fn public_endpoints_are_rate_limited_per_ip_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_is_served_and_lists_every_route() {
-    let server = start(NO_LIMIT).await;
+    let server = Server::start(NO_LIMIT).await;
     let (status, doc) = server.send(Method::GET, "/v1/openapi.json", None, false).await;
     assert_eq!(status, StatusCode::OK);
     assert!(s(&doc["openapi"]).starts_with("3."));
@@ -590,6 +491,11 @@ async fn openapi_document_is_served_and_lists_every_route() {
         ("/v1/licenses/{id}/machines/{fingerprint}", "delete"),
         ("/v1/licenses/{id}/events", "get"),
         ("/v1/revocations", "get"),
+        ("/v1/policies", "post"),
+        ("/v1/policies", "get"),
+        ("/v1/policies/{name}", "get"),
+        ("/v1/policies/{name}", "patch"),
+        ("/v1/policies/{name}", "delete"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -597,7 +503,10 @@ async fn openapi_document_is_served_and_lists_every_route() {
     // And every documented operation is served (never the unknown-route or wrong-method answer).
     let mut operations = 0;
     for (path, item) in paths {
-        let concrete = path.replace("{id}", "0190f5a4-7c1e-7a3b-9c4d-5e6f708192a3").replace("{fingerprint}", "m");
+        let concrete = path
+            .replace("{id}", "0190f5a4-7c1e-7a3b-9c4d-5e6f708192a3")
+            .replace("{fingerprint}", "m")
+            .replace("{name}", "pro-annual");
         for method in item.as_object().unwrap().keys().filter(|m| *m != "parameters") {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let body = (method != Method::GET && method != Method::DELETE).then(|| json!({}));
@@ -614,8 +523,8 @@ async fn openapi_document_is_served_and_lists_every_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotation_reaches_the_running_service_without_a_restart() {
-    let server = start(NO_LIMIT).await;
-    let license = server.create(license_body(2)).await;
+    let server = Server::start(NO_LIMIT).await;
+    let license = server.create_license(license_body(2)).await;
     let (status, activated) = server.activate(s(&license["key"]), "machine-one").await;
     assert_eq!(status, StatusCode::OK, "{activated}");
     let old_token = s(&activated["token"]).to_string();
@@ -623,7 +532,7 @@ async fn a_key_rotation_reaches_the_running_service_without_a_restart() {
 
     // Rotate the ring as `issuer keys rotate` does: the files, then the record in the store (an instance takes a
     // reloaded ring only when the store records its signing key).
-    let data_dir = server._dir.path().join("data");
+    let data_dir = server.data_dir();
     let keys_dir = data_dir.join(issuer::KEYS_DIR);
     let mut ring = keys::KeyRing::open(&keys_dir).unwrap();
     let new_key = ring.rotate().unwrap();
@@ -672,7 +581,7 @@ async fn behind_a_trusted_proxy_clients_are_told_apart_by_x_forwarded_for() {
     };
     // 127.0.0.1 (the test client) is the proxy: each forwarded client has its own bucket of 2.
     let server =
-        start(Options { rate_per_second: 1, rate_burst: 2, trusted_proxies: &["127.0.0.1"], ..NO_LIMIT }).await;
+        Server::start(Options { rate_per_second: 1, rate_burst: 2, trusted_proxies: &["127.0.0.1"], ..NO_LIMIT }).await;
     for _ in 0..2 {
         assert_eq!(validate(&server, "203.0.113.7").await, StatusCode::OK);
     }
@@ -681,7 +590,7 @@ async fn behind_a_trusted_proxy_clients_are_told_apart_by_x_forwarded_for() {
     assert_eq!(validate(&server, "198.51.100.1, 203.0.113.8").await, StatusCode::OK);
     assert_eq!(validate(&server, "203.0.113.8").await, StatusCode::OK);
     // The event log records the forwarded client.
-    let license = server.create(license_body(1)).await;
+    let license = server.create_license(license_body(1)).await;
     let req = server.client.post(format!("{}/v1/activate", server.base)).header("X-Forwarded-For", "192.0.2.44");
     let resp = req.json(&json!({ "key": s(&license["key"]), "fingerprint": "m1" })).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -691,7 +600,7 @@ async fn behind_a_trusted_proxy_clients_are_told_apart_by_x_forwarded_for() {
     server.stop().await;
 
     // Without trusted proxies the header is ignored: every request is the TCP peer's.
-    let server = start(Options { rate_per_second: 1, rate_burst: 2, ..NO_LIMIT }).await;
+    let server = Server::start(Options { rate_per_second: 1, rate_burst: 2, ..NO_LIMIT }).await;
     assert_eq!(validate(&server, "203.0.113.7").await, StatusCode::OK);
     assert_eq!(validate(&server, "203.0.113.8").await, StatusCode::OK);
     assert_eq!(validate(&server, "203.0.113.9").await, StatusCode::TOO_MANY_REQUESTS);
@@ -700,14 +609,14 @@ async fn behind_a_trusted_proxy_clients_are_told_apart_by_x_forwarded_for() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_refuse_unknown_parameters_show_expired_licenses_and_search_by_email_prefix() {
-    let server = start(NO_LIMIT).await;
+    let server = Server::start(NO_LIMIT).await;
     let mut lapsed = license_body(1);
     lapsed["duration"] = Value::Null;
     lapsed["expires_at"] = json!("2020-01-01T00:00:00Z");
     lapsed["email"] = json!("Old.Customer@example.com");
-    let lapsed = server.create(lapsed).await;
+    let lapsed = server.create_license(lapsed).await;
     assert_eq!(lapsed["status"], "expired", "a license created already past its expiry shows as expired");
-    let current = server.create(license_body(1)).await;
+    let current = server.create_license(license_body(1)).await;
     assert_eq!(current["status"], "active");
 
     let (status, body) = server.admin(Method::GET, "/v1/licenses?emial=ada@example.com", None).await;
@@ -738,7 +647,7 @@ async fn lists_refuse_unknown_parameters_show_expired_licenses_and_search_by_ema
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_sent_to_the_wrong_offline_route_says_which_code_it_is() {
-    let server = start(NO_LIMIT).await;
+    let server = Server::start(NO_LIMIT).await;
     let dea1 = verifier::DeactivationCode { license_id: verifier::LicenseId([7; 16]), proof: [9; 16] }.to_code();
     let (status, body) = server.post("/v1/offline/activate", json!({ "request": dea1 })).await;
     assert_eq!((status, s(&body["code"])), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_code"), "{body}");

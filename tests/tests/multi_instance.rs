@@ -19,16 +19,26 @@ use tokio::sync::oneshot;
 struct Instance {
     base: String,
     new_admin_token: Option<String>,
+    licensing: std::sync::Arc<issuer::Licensing>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 async fn start_instance(data_dir: &Path, database_url: &str) -> Instance {
+    start_instance_with_clock(data_dir, database_url, std::sync::Arc::new(issuer::SystemClock)).await
+}
+
+async fn start_instance_with_clock(
+    data_dir: &Path,
+    database_url: &str,
+    clock: std::sync::Arc<dyn issuer::Clock>,
+) -> Instance {
     let flags = issuer::Flags::new(None, Some(data_dir.to_path_buf()), Some(database_url.to_string()));
     let mut config = issuer::Config::load(None, |_| None, flags).unwrap();
     config.rate_limit_per_second = 0;
     config.database_pool_size = 8;
-    let started = issuer::start(&config).await.unwrap();
+    let started = issuer::start_with_clock(&config, clock).await.unwrap();
+    let licensing = started.state.licensing.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -38,6 +48,7 @@ async fn start_instance(data_dir: &Path, database_url: &str) -> Instance {
     Instance {
         base: format!("http://{addr}"),
         new_admin_token: started.new_admin_token,
+        licensing,
         stop: Some(tx),
         task: Some(task),
     }
@@ -170,6 +181,75 @@ async fn instances_on_one_database_share_slots_and_see_revocations_at_once() {
         let (status, refused) = post(&client, format!("{base}/v1/refresh"), json!({ "token": token }), None).await;
         assert_eq!((status, refused["code"].as_str()), (StatusCode::FORBIDDEN, Some("revoked")), "{refused}");
     }
+
+    for instance in [a, b, c] {
+        instance.stop().await;
+    }
+}
+
+/// A floating policy's seats on three instances sharing one PostgreSQL database and one (manual) clock: 200
+/// simultaneous checkouts give exactly the seats; once the leases end, the next 200 culls the dead machines in their
+/// own transactions and again give exactly the seats; sweeps of the three instances at once cull each machine once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn floating_seats_and_lease_culling_are_exact_across_three_instances_on_postgres() {
+    let Some(db) = pg::test_database("multi_instance_floating").await else { return };
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let data: Vec<PathBuf> = dirs.iter().map(|d| d.path().join("data")).collect();
+    let clock = std::sync::Arc::new(issuer::ManualClock::starting_now());
+    let a = start_instance_with_clock(&data[0], db.url(), clock.clone()).await;
+    let admin = a.new_admin_token.clone().unwrap();
+    copy_key_ring(&data[0], &data[1]);
+    copy_key_ring(&data[0], &data[2]);
+    let b = start_instance_with_clock(&data[1], db.url(), clock.clone()).await;
+    let c = start_instance_with_clock(&data[2], db.url(), clock.clone()).await;
+    let bases = vec![a.base.clone(), b.base.clone(), c.base.clone()];
+    let client = client();
+
+    let policy = json!({ "name": "lab", "product": "acme-cad", "max_machines": 4, "floating": true, "lease": "10m" });
+    let (status, body) = post(&client, format!("{}/v1/policies", bases[1]), policy, Some(&admin)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let body = json!({ "email": "lab@example.com", "policy": "lab" });
+    let (status, license) = post(&client, format!("{}/v1/licenses", bases[2]), body, Some(&admin)).await;
+    assert_eq!(status, StatusCode::CREATED, "{license}");
+    let (id, key) = (license["id"].as_str().unwrap().to_string(), license["key"].as_str().unwrap().to_string());
+
+    let culled_events = || async {
+        let events: Value = client
+            .get(format!("{}/v1/licenses/{id}/events?limit=1000", bases[0]))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        events["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "machine.culled").count()
+    };
+    let ok = activation_storm(&client, &bases, &key, 0).await;
+    eprintln!("floating: {} of 200 simultaneous checkouts over 3 instances succeeded", ok.len());
+    assert_eq!(ok.len(), 4, "exactly the 4 seats");
+    assert!(ok.iter().all(|t| t["lease_expires_at"].is_string()), "{ok:?}");
+
+    clock.advance(time::Duration::minutes(11));
+    let ok = activation_storm(&client, &bases, &key, 1).await;
+    eprintln!("floating after the leases ended: {} of 200 succeeded", ok.len());
+    assert_eq!(ok.len(), 4, "the ended leases returned their seats, and only those");
+    assert_eq!(culled_events().await, 4, "each dead machine culled once, by an activation");
+
+    clock.advance(time::Duration::minutes(11));
+    let sweeps: Vec<_> = [&a, &b, &c]
+        .iter()
+        .map(|i| {
+            let licensing = i.licensing.clone();
+            tokio::spawn(async move { licensing.cull_expired_leases().await.unwrap() })
+        })
+        .collect();
+    let mut swept = 0;
+    for s in sweeps {
+        swept += s.await.unwrap();
+    }
+    assert_eq!(swept, 4, "three sweeps at once cull the 4 machines once between them");
+    assert_eq!(culled_events().await, 8);
 
     for instance in [a, b, c] {
         instance.stop().await;

@@ -12,10 +12,11 @@ use super::{count, write_json, CliError, CliResult};
 use crate::config::parse_duration_secs;
 use crate::service::{Expiry, Licensing, NewLicense, ServiceError};
 
-/// The columns `license import` reads: the first four are required, `entitlements` (separated by `;`) and `order_id`
-/// (the idempotency key, so a re-import skips rows already created) are optional. Other columns are ignored, and so is
-/// an [`ERROR_COLUMN`] (a reject file's).
-pub const IMPORT_COLUMNS: [&str; 6] = ["email", "product", "slots", "expiry", "entitlements", "order_id"];
+/// The columns `license import` reads: the first four are required, `entitlements` (separated by `;`), `order_id`
+/// (the idempotency key, so a re-import skips rows already created) and `policy` are optional. With a `policy` column
+/// only `email` is required: the empty cells (or missing columns) of a row with a policy are the policy's grants.
+/// Other columns are ignored, and so is an [`ERROR_COLUMN`] (a reject file's).
+pub const IMPORT_COLUMNS: [&str; 7] = ["email", "product", "slots", "expiry", "entitlements", "order_id", "policy"];
 
 /// The column a reject file adds. An input's own `error` column (importing a reject file) is dropped from the next
 /// reject file, which gets the new error instead.
@@ -39,33 +40,38 @@ struct Columns {
     /// The header, trimmed.
     names: Vec<String>,
     email: usize,
-    product: usize,
-    slots: usize,
-    expiry: usize,
+    product: Option<usize>,
+    slots: Option<usize>,
+    expiry: Option<usize>,
     entitlements: Option<usize>,
     order_id: Option<usize>,
+    policy: Option<usize>,
 }
 
 impl Columns {
     fn find(headers: &csv::StringRecord) -> Result<Self, CliError> {
         let position = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
-        let missing: Vec<&str> = IMPORT_COLUMNS[..4].iter().copied().filter(|c| position(c).is_none()).collect();
-        let required = |name: &str| position(name).unwrap_or_default();
+        let policy = position("policy");
+        // With a policy column, rows may take product, slots and expiry from their policy, so only email is needed.
+        let required = if policy.is_some() { &IMPORT_COLUMNS[..1] } else { &IMPORT_COLUMNS[..4] };
+        let missing: Vec<&str> = required.iter().copied().filter(|c| position(c).is_none()).collect();
         if !missing.is_empty() {
             return Err(CliError::Usage(format!(
-                "the CSV header lacks the {} {}; expected email,product,slots,expiry[,entitlements][,order_id]",
+                "the CSV header lacks the {} {}; expected email,product,slots,expiry[,entitlements][,order_id]\
+                 [,policy] (with a policy column, only email is required)",
                 if missing.len() == 1 { "column" } else { "columns" },
                 missing.join(", ")
             )));
         }
         Ok(Columns {
             names: headers.iter().map(|h| h.trim().to_string()).collect(),
-            email: required("email"),
-            product: required("product"),
-            slots: required("slots"),
-            expiry: required("expiry"),
+            email: position("email").unwrap_or_default(),
+            product: position("product"),
+            slots: position("slots"),
+            expiry: position("expiry"),
             entitlements: position("entitlements"),
             order_id: position("order_id"),
+            policy,
         })
     }
 }
@@ -78,8 +84,12 @@ struct Row {
 
 fn parse_row(record: &csv::StringRecord, columns: &Columns) -> Result<Row, String> {
     // A short row: name the columns it lacks, rather than complain about the empty values they would have had.
-    let mut read = vec![columns.email, columns.product, columns.slots, columns.expiry];
-    read.extend(columns.entitlements.iter().chain(&columns.order_id));
+    let mut read = vec![columns.email];
+    read.extend(
+        [columns.product, columns.slots, columns.expiry, columns.entitlements, columns.order_id, columns.policy]
+            .into_iter()
+            .flatten(),
+    );
     read.sort_unstable();
     let missing: Vec<&str> = read.iter().filter(|&&i| i >= record.len()).map(|&i| columns.names[i].as_str()).collect();
     if !missing.is_empty() {
@@ -91,42 +101,53 @@ fn parse_row(record: &csv::StringRecord, columns: &Columns) -> Result<Row, Strin
             columns.names.len()
         ));
     }
-    let field = |i: usize| record.get(i).unwrap_or_default().trim();
+    let field = |i: Option<usize>| field_text(record, i);
+    let policy = Some(field(columns.policy)).filter(|p| !p.is_empty()).map(String::from);
     let slots_text = field(columns.slots);
-    let slots: u32 = slots_text.parse().map_err(|_| match slots_text {
-        "" => "slots: empty; give the number of machine slots".to_string(),
-        other => format!("slots: `{other}` is not a whole number"),
-    })?;
+    let slots: Option<u32> = match slots_text {
+        "" if policy.is_some() => None,
+        "" if columns.policy.is_some() => {
+            return Err("slots: empty; give the number of machine slots or a policy".into())
+        }
+        "" => return Err("slots: empty; give the number of machine slots".to_string()),
+        text => Some(text.parse().map_err(|_| format!("slots: `{text}` is not a whole number"))?),
+    };
     let expiry_text = field(columns.expiry);
     let expiry = if expiry_text.is_empty() {
-        Expiry::Never
+        policy.is_none().then_some(Expiry::Never)
     } else if let Ok(t) = OffsetDateTime::parse(expiry_text, &Rfc3339) {
-        Expiry::At(t)
+        Some(Expiry::At(t))
     } else {
-        Expiry::After(parse_duration_secs(expiry_text).map_err(|_| {
-            format!(
-                "expiry: `{expiry_text}` is neither empty (perpetual), an RFC 3339 time nor a duration such as 365d"
-            )
-        })?)
+        let shape = if policy.is_some() { "empty (the policy's duration)" } else { "empty (perpetual)" };
+        Some(Expiry::After(parse_duration_secs(expiry_text).map_err(|_| {
+            format!("expiry: `{expiry_text}` is neither {shape}, an RFC 3339 time nor a duration such as 365d")
+        })?))
     };
-    let entitlements = columns
-        .entitlements
-        .map(|i| field(i).split(';').map(str::trim).filter(|e| !e.is_empty()).map(String::from).collect())
-        .unwrap_or_default();
-    let order_id = columns.order_id.map(|i| field(i).to_string()).filter(|o| !o.is_empty());
+    let entitlements: Vec<String> =
+        field(columns.entitlements).split(';').map(str::trim).filter(|e| !e.is_empty()).map(String::from).collect();
+    let order_id = Some(field(columns.order_id)).filter(|o| !o.is_empty()).map(String::from);
     let mut metadata = serde_json::Map::new();
     if let Some(order) = &order_id {
         metadata.insert("order_id".into(), order.clone().into());
     }
+    // With a policy an empty cell is the policy's grant. Without one the request is the one of old exactly, so the
+    // order_id of a row imported before matches it again.
+    let grant = policy.is_some();
     let new = NewLicense {
-        email: field(columns.email).to_string(),
-        product: field(columns.product).to_string(),
+        email: field(Some(columns.email)).to_string(),
+        product: Some(field(columns.product).to_string()).filter(|p| !(grant && p.is_empty())),
         max_machines: slots,
         expiry,
-        entitlements,
+        entitlements: Some(entitlements).filter(|e| !(grant && e.is_empty())),
         metadata,
+        policy,
     };
     Ok(Row { new, order_id })
+}
+
+/// The trimmed text of a row's cell; a column the file lacks reads as an empty cell.
+fn field_text(record: &csv::StringRecord, column: Option<usize>) -> &str {
+    column.and_then(|i| record.get(i)).unwrap_or_default().trim()
 }
 
 /// Where the failed rows of `file` go by default, beside it: `x.csv` -> `x.rejects.csv`, and a reject file's own
@@ -204,6 +225,10 @@ pub(crate) async fn run(
                 let ctx = licensing.context(None);
                 match licensing.create_license(row.new, row.order_id.as_deref(), &ctx).await {
                     Ok((_, created)) => Ok(created),
+                    Err(ServiceError::PolicyNotFound) => Err(format!(
+                        "policy: no policy named `{}` exists (see `issuer policy list`)",
+                        field_text(record, columns.policy)
+                    )),
                     Err(ServiceError::IdempotencyConflict) => {
                         Err("order_id: already imported with different values (a license exists for this order)"
                             .to_string())

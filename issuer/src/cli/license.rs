@@ -14,7 +14,7 @@ use super::{
 use crate::config::parse_duration_secs;
 use crate::http::admin::{EventView, LicenseView, MachineView};
 use crate::license_key::{LicenseKey, LicenseKeyError};
-use crate::service::{Expiry, LicenseRef, NewLicense};
+use crate::service::{Expiry, LicenseRef, NewLicense, ServiceError};
 use crate::store::{Cursor, EffectiveStatus, Event, License, LicenseFilter, LicenseUpdate, Machine};
 
 /// How many events `license show` lists.
@@ -28,21 +28,30 @@ pub enum LicenseCommand {
         /// The licensee's email.
         #[arg(long)]
         email: String,
-        /// The product (A-Z a-z 0-9 . _ -).
+        /// The policy whose grants it takes (explicit flags override them) and whose rules it follows.
+        #[arg(long, value_name = "NAME")]
+        policy: Option<String>,
+        /// The product (A-Z a-z 0-9 . _ -) [required without --policy; with one: the policy's].
         #[arg(long)]
-        product: String,
-        /// Machine slots.
-        #[arg(long, default_value_t = 1)]
-        slots: u32,
-        /// Expiry time, RFC 3339 (e.g. 2027-01-31T00:00:00Z) [default: perpetual].
-        #[arg(long, value_name = "TIME", conflicts_with = "duration")]
+        product: Option<String>,
+        /// Machine slots [default: the policy's, or 1 without --policy].
+        #[arg(long, alias = "max-machines")]
+        slots: Option<u32>,
+        /// Expiry time, RFC 3339 (e.g. 2027-01-31T00:00:00Z) [default: from the policy's duration, or perpetual].
+        #[arg(long, value_name = "TIME", conflicts_with_all = ["duration", "perpetual"])]
         expires: Option<String>,
         /// Expiry as a duration from now, e.g. 365d, 12w, 720h.
-        #[arg(long, value_name = "DURATION")]
+        #[arg(long, value_name = "DURATION", conflicts_with = "perpetual")]
         duration: Option<String>,
-        /// A feature the license unlocks (repeat for several).
-        #[arg(long = "entitlement", value_name = "NAME")]
+        /// No expiry, whatever the policy's duration.
+        #[arg(long)]
+        perpetual: bool,
+        /// A feature the license unlocks (repeat for several) [default: the policy's, or none].
+        #[arg(long = "entitlement", value_name = "NAME", conflicts_with = "no_entitlements")]
         entitlements: Vec<String>,
+        /// No entitlements, whatever the policy's.
+        #[arg(long)]
+        no_entitlements: bool,
         /// Free-form JSON object, e.g. '{"order":"A-1001"}'.
         #[arg(long, value_name = "JSON")]
         metadata: Option<String>,
@@ -132,7 +141,7 @@ pub enum LicenseCommand {
         #[arg(value_name = "ID|KEY")]
         license: String,
     },
-    /// Create licenses from a CSV of purchases: header email,product,slots,expiry[,entitlements][,order_id].
+    /// Create licenses from a CSV of purchases: header email,product,slots,expiry[,entitlements][,order_id][,policy].
     Import {
         /// The CSV file.
         file: PathBuf,
@@ -243,6 +252,9 @@ pub(crate) fn write_license(out: &mut dyn Write, l: &License, now: OffsetDateTim
     writeln!(out, "key:          {}", l.key)?;
     writeln!(out, "email:        {}", l.email)?;
     writeln!(out, "product:      {}", l.product)?;
+    if let Some(policy) = &l.policy {
+        writeln!(out, "policy:       {policy}")?;
+    }
     writeln!(out, "status:       {}", l.effective_status(now))?;
     writeln!(out, "slots:        {}", l.max_machines)?;
     writeln!(out, "expires:      {}", fmt_opt_time(l.expires_at, "never"))?;
@@ -328,25 +340,59 @@ pub(crate) async fn run(
         LicenseCommand::Import { .. } => Ok(()),
         LicenseCommand::Create {
             email,
+            policy,
             product,
             slots,
             expires,
             duration,
+            perpetual,
             entitlements,
+            no_entitlements,
             metadata,
             idempotency_key,
             json,
         } => {
-            let expiry = match (expires, duration) {
-                (Some(t), _) => Expiry::At(parse_time("--expires", &t)?),
-                (None, Some(d)) => {
-                    Expiry::After(parse_duration_secs(&d).map_err(|m| CliError::Usage(format!("--duration: {m}")))?)
-                }
-                (None, None) => Expiry::Never,
+            let expiry = match (expires, duration, perpetual) {
+                (Some(t), _, _) => Some(Expiry::At(parse_time("--expires", &t)?)),
+                (None, Some(d), _) => Some(Expiry::After(
+                    parse_duration_secs(&d).map_err(|m| CliError::Usage(format!("--duration: {m}")))?,
+                )),
+                (None, None, true) => Some(Expiry::Never),
+                (None, None, false) => None,
             };
+            let entitlements = (no_entitlements || !entitlements.is_empty()).then_some(entitlements);
             let metadata = metadata.as_deref().map(parse_metadata).transpose()?.unwrap_or_default();
-            let new = NewLicense { email, product, max_machines: slots, expiry, entitlements, metadata };
-            let (license, created) = licensing.create_license(new, idempotency_key.as_deref(), &ctx).await?;
+            let new = match policy {
+                // Left out, a field is the policy's grant.
+                Some(_) => NewLicense { email, product, max_machines: slots, expiry, entitlements, metadata, policy },
+                // Without a policy the request is the one this command always made (the idempotency key's hash of
+                // it included), with the defaults of old: one slot, perpetual, no entitlements.
+                None => NewLicense {
+                    email,
+                    product,
+                    max_machines: Some(slots.unwrap_or(1)),
+                    expiry: Some(expiry.unwrap_or(Expiry::Never)),
+                    entitlements: Some(entitlements.unwrap_or_default()),
+                    metadata,
+                    policy: None,
+                },
+            };
+            let policy = new.policy.clone();
+            let (license, created) =
+                licensing.create_license(new, idempotency_key.as_deref(), &ctx).await.map_err(|e| match e {
+                    ServiceError::PolicyNotFound => CliError::Failed(format!(
+                        "no policy named `{}` exists (see `issuer policy list`)",
+                        policy.as_deref().unwrap_or_default()
+                    )),
+                    // These two are decided against the policy, so they are named by the flags that override it.
+                    ServiceError::InvalidField { field: "product", message } => {
+                        CliError::Usage(format!("--product: {message}"))
+                    }
+                    ServiceError::InvalidField { field: "max_machines", message } => {
+                        CliError::Usage(format!("--slots: {message}"))
+                    }
+                    other => other.into(),
+                })?;
             warn_if_expired(err, &license, ctx.now)?;
             if json {
                 return write_json(out, &LicenseView::at(license, ctx.now));

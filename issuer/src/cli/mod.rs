@@ -28,6 +28,7 @@ use crate::{Config, Flags, KEYS_DIR};
 mod import;
 mod keys;
 mod license;
+mod policy;
 mod revocations;
 mod root;
 mod token;
@@ -99,6 +100,12 @@ pub enum Command {
         /// The license subcommand.
         #[command(subcommand)]
         command: license::LicenseCommand,
+    },
+    /// Policies, the named terms of licenses: create, list, show, update, delete.
+    Policy {
+        /// The policy subcommand.
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
     },
     /// Machines activated on a license: list, remove.
     Machine {
@@ -276,6 +283,7 @@ async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> CliResul
         Command::Root { command } => root::run(command, out),
         Command::Revocations { command } => revocations::run(command, &global, out, err).await,
         Command::License { command } => license::run(command, &global, out, err).await,
+        Command::Policy { command } => policy::run(command, &global, out, err).await,
         Command::Machine { command } => license::run_machine(command, &global, out, err).await,
         Command::Token { command } => token::run(command, &global, out, err).await,
     }

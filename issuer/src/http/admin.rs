@@ -1,4 +1,4 @@
-//! Admin endpoints under `/v1/licenses`, behind `Authorization: Bearer <admin token>`.
+//! Admin endpoints under `/v1/licenses`, behind `Authorization: Bearer <admin token>` (policies: `policies`).
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -50,6 +50,8 @@ pub(crate) struct LicenseView {
     expires_at: Option<OffsetDateTime>,
     entitlements: Vec<String>,
     metadata: serde_json::Map<String, serde_json::Value>,
+    /// The policy it follows; `null` for a license of its own.
+    policy: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -69,6 +71,7 @@ impl LicenseView {
             expires_at: l.expires_at,
             entitlements: l.entitlements,
             metadata: l.metadata,
+            policy: l.policy,
             created_at: l.created_at,
             updated_at: l.updated_at,
         }
@@ -94,13 +97,15 @@ fn metadata_object(
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateRequest {
     email: String,
-    product: String,
-    max_machines: u32,
-    expires_at: Option<String>,
+    product: Option<String>,
+    max_machines: Option<u32>,
+    /// Absent: the policy's duration (or perpetual); `null`: perpetual, whatever the policy says.
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<Option<String>>,
     duration: Option<String>,
-    #[serde(default)]
-    entitlements: Vec<String>,
+    entitlements: Option<Vec<String>>,
     metadata: Option<serde_json::Value>,
+    policy: Option<String>,
 }
 
 /// `POST /v1/licenses`: 201 with the new license; a retry with the same `Idempotency-Key` and body gets 200 and the
@@ -111,13 +116,16 @@ pub(crate) async fn create(
     headers: HeaderMap,
     Json(req): Json<CreateRequest>,
 ) -> Result<(StatusCode, JsonResponse<LicenseView>), ApiError> {
-    let expiry = match (req.expires_at.as_deref(), req.duration.as_deref()) {
+    let expiry = match (req.expires_at, req.duration.as_deref()) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid_field("expires_at", "give either expires_at or duration, not both"))
         }
-        (Some(t), None) => Expiry::At(parse_time("expires_at", t)?),
-        (None, Some(d)) => Expiry::After(parse_duration_secs(d).map_err(|m| ApiError::invalid_field("duration", m))?),
-        (None, None) => Expiry::Never,
+        (Some(Some(t)), None) => Some(Expiry::At(parse_time("expires_at", &t)?)),
+        (Some(None), None) => Some(Expiry::Never),
+        (None, Some(d)) => {
+            Some(Expiry::After(parse_duration_secs(d).map_err(|m| ApiError::invalid_field("duration", m))?))
+        }
+        (None, None) => None,
     };
     let idempotency_key = match headers.get("idempotency-key") {
         Some(v) => Some(
@@ -132,6 +140,7 @@ pub(crate) async fn create(
         expiry,
         entitlements: req.entitlements,
         metadata: metadata_object(req.metadata)?.unwrap_or_default(),
+        policy: req.policy,
     };
     let ctx = state.licensing.context(ip.text());
     let (license, created) = state.licensing.create_license(new, idempotency_key.as_deref(), &ctx).await?;
@@ -200,7 +209,7 @@ pub(crate) async fn get(
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -293,6 +302,8 @@ pub(crate) struct MachineView {
     #[serde(with = "time::serde::rfc3339")]
     last_seen_at: OffsetDateTime,
     offline: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    lease_expires_at: Option<OffsetDateTime>,
 }
 
 impl From<Machine> for MachineView {
@@ -304,6 +315,7 @@ impl From<Machine> for MachineView {
             activated_at: m.activated_at,
             last_seen_at: m.last_seen_at,
             offline: m.offline,
+            lease_expires_at: m.lease_expires_at,
         }
     }
 }

@@ -160,6 +160,26 @@ impl From<ServiceError> for ApiError {
                     ..ApiError::new(S::CONFLICT, ErrorCode::StatusConflict, e.to_string())
                 }
             }
+            ServiceError::PolicyNotFound => ApiError::new(S::NOT_FOUND, ErrorCode::PolicyNotFound, e.to_string()),
+            ServiceError::PolicyExists => ApiError::new(S::CONFLICT, ErrorCode::PolicyExists, e.to_string()),
+            ServiceError::PolicyInUse { licenses } => {
+                let mut details = serde_json::Map::new();
+                details.insert("licenses".into(), licenses.into());
+                ApiError { details: Some(details), ..ApiError::new(S::CONFLICT, ErrorCode::PolicyInUse, e.to_string()) }
+            }
+            ServiceError::LeaseExpired => ApiError::new(S::FORBIDDEN, ErrorCode::LeaseExpired, e.to_string()),
+            ServiceError::OfflineNotAllowed => ApiError::new(S::FORBIDDEN, ErrorCode::OfflineNotAllowed, e.to_string()),
+            ServiceError::DeactivationLimit { limit, period_secs, retry_at } => {
+                let mut details = serde_json::Map::new();
+                details.insert("deactivation_limit".into(), limit.into());
+                details.insert("deactivation_period".into(), crate::config::format_duration_secs(period_secs).into());
+                let at = retry_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                details.insert("retry_at".into(), at.into());
+                ApiError {
+                    details: Some(details),
+                    ..ApiError::new(S::FORBIDDEN, ErrorCode::DeactivationLimitReached, e.to_string())
+                }
+            }
             ServiceError::Store(ref err) => ApiError::internal(err),
             ServiceError::Signing(ref err @ keys::KeyError::Uncertified { .. }) => {
                 // The operator's to fix, not the client's: said loudly in the log, plainly to the client.

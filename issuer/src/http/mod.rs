@@ -1,6 +1,6 @@
 //! The HTTP API: [`app`] builds the router, [`serve`] runs it until a shutdown signal.
 //!
-//! Layout: `public` and `admin` (the handlers), `extract` (extractors whose rejections are [`ApiError`]s),
+//! Layout: `public`, `admin` and `policies` (the handlers), `extract` (extractors whose rejections are [`ApiError`]s),
 //! `error` and `codes` (the one error type and every code it can carry), `ratelimit`, `guard` (body timeout and
 //! honest keep-alive), `server` (the connection loop: cap, timeouts, accept back-off).
 
@@ -23,6 +23,7 @@ mod codes;
 mod error;
 mod extract;
 mod guard;
+pub(crate) mod policies;
 mod public;
 mod ratelimit;
 mod server;
@@ -97,6 +98,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/licenses/{id}/machines", get(admin::machines))
         .route("/v1/licenses/{id}/machines/{fingerprint}", axum::routing::delete(admin::remove_machine))
         .route("/v1/licenses/{id}/events", get(admin::events))
+        .route("/v1/policies", post(policies::create).get(policies::list))
+        .route("/v1/policies/{name}", get(policies::get).patch(policies::update).delete(policies::delete))
         .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
     Router::new()
         .route("/healthz", get(healthz))

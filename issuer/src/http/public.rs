@@ -60,6 +60,11 @@ pub(crate) struct TokenResponse {
     machines_used: u32,
     machines_remaining: u32,
     new_machine: bool,
+    /// More machines than `max_machines` are active, within the policy's overage.
+    overage: bool,
+    /// When the machine's lease ends unless it refreshes; `null` without a lease.
+    #[serde(with = "time::serde::rfc3339::option")]
+    lease_expires_at: Option<OffsetDateTime>,
     /// The signing key's certificate, for apps that embed only the root; `null` without roots.
     certificate: Option<String>,
 }
@@ -74,6 +79,8 @@ impl TokenResponse {
             machines_used: issued.machines_used,
             machines_remaining: issued.license.max_machines.saturating_sub(issued.machines_used),
             new_machine: issued.new_machine,
+            overage: issued.overage,
+            lease_expires_at: issued.lease_expires_at,
             certificate: issued.certificate,
         }
     }
@@ -109,6 +116,9 @@ pub(crate) struct ValidateResponse {
     license: Option<LicenseSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     machines_used: Option<u32>,
+    /// With a license: whether more machines than `max_machines` are active (within its overage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overage: Option<bool>,
 }
 
 /// `POST /v1/validate`: always 200 for a well-formed request; `valid` and `code` carry the answer.
@@ -125,6 +135,7 @@ pub(crate) async fn validate(
         message: v.code.message(),
         license: v.license.as_ref().map(|l| LicenseSummary::at(l, ctx.now)),
         machines_used: v.machines_used,
+        overage: v.license.is_some().then_some(v.overage),
     }))
 }
 
@@ -258,6 +269,8 @@ pub(crate) struct OfflineTokenResponse {
     machines_used: u32,
     machines_remaining: u32,
     new_machine: bool,
+    /// More machines than `max_machines` are active, within the policy's overage.
+    overage: bool,
     /// The signing key's certificate, for apps that embed only the root; `null` without roots.
     certificate: Option<String>,
 }
@@ -279,6 +292,7 @@ pub(crate) async fn offline_activate(
         machines_used: issued.machines_used,
         machines_remaining: issued.license.max_machines.saturating_sub(issued.machines_used),
         new_machine: issued.new_machine,
+        overage: issued.overage,
         certificate: issued.certificate,
     }))
 }

@@ -2,8 +2,9 @@
 //! online apps) and deactivation, and signing the tokens.
 //!
 //! Activation, refresh and deactivation are each one unit of work: the license is read under the unit's lock and
-//! checked (usable, not revoked meanwhile), then the machine change and its event are written together. An online
-//! token is signed after the unit committed, from the license as the unit read it.
+//! checked (usable, not revoked meanwhile), its policy's terms are read, machines whose lease ended are culled, then
+//! the machine change and its event are written together. An online token is signed after the unit committed, from
+//! the license and terms as the unit read them.
 
 use std::sync::Arc;
 
@@ -14,9 +15,10 @@ use uuid::Uuid;
 use verifier::{Claims, LicenseId, TokenKind, UntrustedToken};
 
 use super::checks::{check_fingerprint, check_machine_text, usable};
-use super::{Context, LicenseRef, Licensing, ServiceError, TokenPolicy, Unusable};
+use super::policies::{count_deactivation, cull_license, terms_in, CulledBy, Terms};
+use super::{Context, LicenseRef, Licensing, ServiceError, Unusable};
 use crate::license_key::LicenseKey;
-use crate::store::{Activated, EventKind, License, Lookup, StoreExt as _};
+use crate::store::{Activated, EventKind, License, Lookup, MachineCheck, NewMachine, Presence, StoreExt as _};
 
 /// A signed token and what it says.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,6 +37,10 @@ pub struct Issued {
     pub machines_used: u32,
     /// Whether this activation took a new slot (`false` for a re-activation or a refresh).
     pub new_machine: bool,
+    /// Whether the license has more machines than `max_machines` (within its policy's overage).
+    pub overage: bool,
+    /// When the machine's lease ends unless it checks in again; `None` without a lease (and for offline tokens).
+    pub lease_expires_at: Option<OffsetDateTime>,
     /// The certificate (`lkc1.`) of the key that signed the token, when the key ring has roots: apps that embed only
     /// the root trust the token through it.
     pub certificate: Option<String>,
@@ -67,6 +73,8 @@ pub enum ValidationCode {
     Expired,
     /// This machine is not activated on the license.
     NotActivated,
+    /// This machine's lease ended (it did not check in in time) and its slot was freed or is being freed.
+    LeaseExpired,
     /// More machines are active than the license has slots (slots were lowered).
     TooManyMachines,
     /// The license is for another product than the one asked about.
@@ -83,6 +91,7 @@ impl ValidationCode {
             ValidationCode::Revoked => "REVOKED",
             ValidationCode::Expired => "EXPIRED",
             ValidationCode::NotActivated => "NOT_ACTIVATED",
+            ValidationCode::LeaseExpired => "LEASE_EXPIRED",
             ValidationCode::TooManyMachines => "TOO_MANY_MACHINES",
             ValidationCode::ProductMismatch => "PRODUCT_MISMATCH",
         }
@@ -97,6 +106,7 @@ impl ValidationCode {
             ValidationCode::Revoked => "the license is revoked",
             ValidationCode::Expired => "the license has expired",
             ValidationCode::NotActivated => "this machine is not activated on the license",
+            ValidationCode::LeaseExpired => "this machine's lease ended; activate it again",
             ValidationCode::TooManyMachines => "more machines are active than the license allows",
             ValidationCode::ProductMismatch => "the license is for another product",
         }
@@ -110,8 +120,10 @@ pub struct Validated {
     pub code: ValidationCode,
     /// The license, when the key was found.
     pub license: Option<License>,
-    /// Machines active on the license, when found.
+    /// Machines active on the license (holding a live lease, where leases apply), when found.
     pub machines_used: Option<u32>,
+    /// Whether the license has more machines than `max_machines`, within its overage (a valid answer says so).
+    pub overage: bool,
 }
 
 impl Licensing {
@@ -151,9 +163,9 @@ impl Licensing {
         // One ring for the whole activation. Only an offline token is signed inside the unit (its proof is stored
         // with the activation); an online one after it. Either way a key that may not sign for the license's product
         // (key ring with roots, no covering certificate) refuses inside the unit, so no slot is taken for nothing.
-        let (ring, policy) = (self.ring.current(), self.policy);
+        let (ring, defaults) = (self.ring.current(), self.policy);
         let unit_ring = Arc::clone(&ring);
-        let (license, machines_used, new_machine, signed) = self
+        let (license, machines_used, new_machine, terms, signed) = self
             .store
             .transact(move |tx| {
                 Box::pin(async move {
@@ -161,10 +173,24 @@ impl Licensing {
                     let license = tx.license(which.lookup()).await?.ok_or(ServiceError::LicenseNotFound)?;
                     let at = ctx.at();
                     usable(&license, at).map_err(ServiceError::Unusable)?;
+                    let terms = terms_in(tx, &license, defaults).await?;
+                    if offline && !terms.offline_allowed {
+                        return Err(ServiceError::OfflineNotAllowed);
+                    }
                     unit_ring.signing_certificate(at, Some(&license.product))?;
-                    let activated =
-                        tx.activate_machine(license.id, &fingerprint, name.as_deref(), platform.as_deref(), at).await?;
-                    let (new_machine, machines_used) = match activated {
+                    // Dead machines first: a slot a lease freed is free for this activation.
+                    cull_license(tx, &license, &terms, CulledBy::Activation, &ctx).await?;
+                    // An air-gapped machine cannot check in: its activation holds no lease.
+                    let lease_expires_at = if offline { None } else { terms.lease_until(at) };
+                    let machine = NewMachine {
+                        fingerprint: &fingerprint,
+                        name: name.as_deref(),
+                        platform: platform.as_deref(),
+                        at,
+                        lease_expires_at,
+                    };
+                    let overage = terms.overage.extra(license.max_machines);
+                    let (new_machine, machines_used) = match tx.activate_machine(license.id, &machine, overage).await? {
                         Activated::New { machines_used, .. } => (true, machines_used),
                         Activated::Existing { machines_used, .. } => (false, machines_used),
                         Activated::NoSlotLeft { machines_used } => {
@@ -172,12 +198,16 @@ impl Licensing {
                         }
                         Activated::NoLicense => return Err(ServiceError::LicenseNotFound),
                     };
-                    let mut detail = serde_json::json!({ "new_machine": new_machine, "machines_used": machines_used });
+                    let mut detail = serde_json::json!({
+                        "new_machine": new_machine,
+                        "machines_used": machines_used,
+                        "overage": machines_used > license.max_machines,
+                    });
                     let signed = if offline {
                         detail["offline"] = true.into();
                         let issued = sign(
                             &unit_ring,
-                            policy,
+                            &terms,
                             license.clone(),
                             &fingerprint,
                             at,
@@ -194,13 +224,13 @@ impl Licensing {
                         None
                     };
                     tx.append_event(&ctx.event(license.id, EventKind::Activated, Some(&fingerprint), detail)).await?;
-                    Ok((license, machines_used, new_machine, signed))
+                    Ok((license, machines_used, new_machine, terms, signed))
                 })
             })
             .await?;
         match signed {
             Some(issued) => Ok(issued),
-            None => sign(&ring, policy, license, fingerprint, ctx.at(), machines_used, new_machine, TokenKind::Online),
+            None => sign(&ring, &terms, license, fingerprint, ctx.at(), machines_used, new_machine, TokenKind::Online),
         }
     }
 
@@ -215,11 +245,20 @@ impl Licensing {
     ) -> Result<Validated, ServiceError> {
         let key = LicenseKey::parse(key)?;
         check_fingerprint(fingerprint)?;
-        let Some((license, machines_used, machine_active)) =
-            self.store.license_for_machine(key.as_str(), fingerprint).await?
-        else {
-            return Ok(Validated { code: ValidationCode::NotFound, license: None, machines_used: None });
+        let Some(check) = self.store.license_for_machine(key.as_str(), fingerprint, ctx.at()).await? else {
+            return Ok(Validated {
+                code: ValidationCode::NotFound,
+                license: None,
+                machines_used: None,
+                overage: false,
+            });
         };
+        let MachineCheck { license, machines_used, presence } = check;
+        let policy = match &license.policy {
+            Some(name) => self.store.policy(name).await?,
+            None => None,
+        };
+        let terms = Terms::of(policy.as_ref(), self.policy);
         let code = if product.is_some_and(|p| p != license.product) {
             ValidationCode::ProductMismatch
         } else {
@@ -227,20 +266,20 @@ impl Licensing {
                 Err(Unusable::Revoked) => ValidationCode::Revoked,
                 Err(Unusable::Suspended) => ValidationCode::Suspended,
                 Err(Unusable::Expired) => ValidationCode::Expired,
-                Ok(()) => {
-                    if !machine_active {
-                        ValidationCode::NotActivated
-                    } else if machines_used > license.max_machines {
+                Ok(()) => match presence {
+                    Presence::Absent => ValidationCode::NotActivated,
+                    Presence::LeaseExpired => ValidationCode::LeaseExpired,
+                    Presence::Active if machines_used > terms.limit(license.max_machines) => {
                         ValidationCode::TooManyMachines
-                    } else {
-                        ValidationCode::Valid
                     }
-                }
+                    Presence::Active => ValidationCode::Valid,
+                },
             }
         };
+        let overage = machines_used > license.max_machines;
         let detail = serde_json::json!({ "code": code.as_str() });
         self.store.append_event(&ctx.event(license.id, EventKind::Validated, Some(fingerprint), detail)).await?;
-        Ok(Validated { code, license: Some(license), machines_used: Some(machines_used) })
+        Ok(Validated { code, license: Some(license), machines_used: Some(machines_used), overage })
     }
 
     /// Exchanges a token this issuer signed (even an expired one) for a new one, while the license is usable and
@@ -263,8 +302,7 @@ impl Licensing {
         let ring = self.ring.current();
         ring.signing_certificate(ctx.at(), Some(&old.product))?;
         let (license_id, fingerprint) = (Uuid::from_bytes(old.license_id.0), old.fingerprint);
-        let unit_ctx = ctx.clone();
-        let fp = fingerprint.clone();
+        let (unit_ctx, fp, defaults) = (ctx.clone(), fingerprint.clone(), self.policy);
         let refreshed = self
             .store
             .transact::<_, ServiceError, _>(move |tx| {
@@ -274,27 +312,32 @@ impl Licensing {
                     let outcome = |outcome: &str| serde_json::json!({ "outcome": outcome });
                     let (refusal, why) = match usable(&license, ctx.at()) {
                         Ok(()) => {
-                            if tx.touch_machine(license.id, &fp, ctx.at()).await? {
-                                let used = tx.count_machines(license.id).await?;
-                                let event =
-                                    ctx.event(license.id, EventKind::Refreshed, Some(&fp), outcome("refreshed"));
-                                tx.append_event(&event).await?;
-                                return Ok(Ok((license, used)));
+                            let terms = terms_in(tx, &license, defaults).await?;
+                            cull_license(tx, &license, &terms, CulledBy::Refresh, &ctx).await?;
+                            match tx.touch_machine(license.id, &fp, ctx.at(), terms.lease_until(ctx.at())).await? {
+                                Presence::Active => {
+                                    let used = tx.count_machines(license.id).await?;
+                                    let event =
+                                        ctx.event(license.id, EventKind::Refreshed, Some(&fp), outcome("refreshed"));
+                                    tx.append_event(&event).await?;
+                                    return Ok(Ok((license, used, terms)));
+                                }
+                                Presence::LeaseExpired => (ServiceError::LeaseExpired, "lease_expired"),
+                                Presence::Absent => (ServiceError::NotActivated, "not_activated"),
                             }
-                            (ServiceError::NotActivated, "not_activated")
                         }
                         Err(Unusable::Revoked) => (ServiceError::Unusable(Unusable::Revoked), "revoked"),
                         Err(Unusable::Suspended) => (ServiceError::Unusable(Unusable::Suspended), "suspended"),
                         Err(Unusable::Expired) => (ServiceError::Unusable(Unusable::Expired), "expired"),
                     };
-                    // The refusal is committed as an event; the caller gets the refusal.
+                    // The refusal (and any culling) is committed with its event; the caller gets the refusal.
                     tx.append_event(&ctx.event(license.id, EventKind::Refreshed, Some(&fp), outcome(why))).await?;
                     Ok(Err(refusal))
                 })
             })
             .await?;
-        let (license, machines_used) = refreshed?;
-        sign(&ring, self.policy, license, &fingerprint, ctx.at(), machines_used, false, TokenKind::Online)
+        let (license, machines_used, terms) = refreshed?;
+        sign(&ring, &terms, license, &fingerprint, ctx.at(), machines_used, false, TokenKind::Online)
     }
 
     /// Deactivates this machine, freeing its slot, with its `deactivated` event. Returns the license and the machines
@@ -307,14 +350,18 @@ impl Licensing {
     ) -> Result<(License, u32), ServiceError> {
         let key = LicenseKey::parse(key)?;
         check_fingerprint(fingerprint)?;
-        let (fingerprint, ctx) = (fingerprint.to_string(), ctx.clone());
+        let (fingerprint, ctx, defaults) = (fingerprint.to_string(), ctx.clone(), self.policy);
         self.store
             .transact(move |tx| {
                 Box::pin(async move {
                     let license = tx.license(Lookup::Key(key.as_str())).await?.ok_or(ServiceError::LicenseNotFound)?;
+                    let terms = terms_in(tx, &license, defaults).await?;
+                    cull_license(tx, &license, &terms, CulledBy::Deactivation, &ctx).await?;
                     if !tx.remove_machine(license.id, &fingerprint).await? {
                         return Err(ServiceError::NotActivated);
                     }
+                    // Over the limit, the error rolls the removal back: nothing changes.
+                    count_deactivation(tx, &license, &terms, ctx.at()).await?;
                     let used = tx.count_machines(license.id).await?;
                     let event =
                         ctx.event(license.id, EventKind::Deactivated, Some(&fingerprint), serde_json::json!({}));
@@ -326,11 +373,12 @@ impl Licensing {
     }
 }
 
-/// Signs a token of `kind` for `license` on the machine `fingerprint`, issued at `at`.
+/// Signs a token of `kind` for `license` on the machine `fingerprint`, issued at `at`, timed by `terms`. With a lease,
+/// an online token asks for a refresh by half the lease and never outlives it.
 #[allow(clippy::too_many_arguments)]
 fn sign(
     ring: &Arc<KeyRing>,
-    policy: TokenPolicy,
+    terms: &Terms,
     license: License,
     fingerprint: &str,
     at: OffsetDateTime,
@@ -338,10 +386,19 @@ fn sign(
     new_machine: bool,
     kind: TokenKind,
 ) -> Result<Issued, ServiceError> {
+    let lease_expires_at = match kind {
+        TokenKind::Online => terms.lease_until(at),
+        TokenKind::Offline => None,
+    };
     let (refresh_after, token_expires_at) = match kind {
         TokenKind::Online => {
-            let refresh_after = at + policy.refresh_interval;
-            (Some(refresh_after), Some(refresh_after + policy.offline_grace))
+            let mut refresh_after = at + terms.timing.refresh_interval;
+            let mut token_expires_at = refresh_after + terms.timing.offline_grace;
+            if let (Some(lease), Some(end)) = (terms.lease, lease_expires_at) {
+                refresh_after = refresh_after.min(at + lease / 2);
+                token_expires_at = token_expires_at.min(end);
+            }
+            (Some(refresh_after), Some(token_expires_at))
         }
         TokenKind::Offline => (None, None),
     };
@@ -361,5 +418,17 @@ fn sign(
     };
     let certificate = ring.signing_certificate(at, Some(&license.product))?.map(ToString::to_string);
     let token = ring.sign(&claims)?;
-    Ok(Issued { token, claims, refresh_after, token_expires_at, license, machines_used, new_machine, certificate })
+    let overage = machines_used > license.max_machines;
+    Ok(Issued {
+        token,
+        claims,
+        refresh_after,
+        token_expires_at,
+        license,
+        machines_used,
+        new_machine,
+        overage,
+        lease_expires_at,
+        certificate,
+    })
 }

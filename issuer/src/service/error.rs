@@ -83,6 +83,34 @@ pub enum ServiceError {
         /// The license as it is now, when known.
         license: Option<Box<License>>,
     },
+    /// No policy has this name.
+    #[error("no policy with this name exists")]
+    PolicyNotFound,
+    /// A policy with this name exists already.
+    #[error("a policy with this name exists already; choose another name or update it")]
+    PolicyExists,
+    /// The policy cannot be deleted: licenses use it.
+    #[error("{licenses} license{} use{} this policy; a policy is deleted only while no license uses it", if *.licenses == 1 { "" } else { "s" }, if *.licenses == 1 { "s" } else { "" })]
+    PolicyInUse {
+        /// How many.
+        licenses: u64,
+    },
+    /// The machine's lease ended (it did not check in in time); its slot was freed. It must activate again.
+    #[error("this machine's lease ended and its slot was freed; activate it again")]
+    LeaseExpired,
+    /// The license's policy does not allow offline (air-gapped) tokens.
+    #[error("the license's policy does not allow offline activation")]
+    OfflineNotAllowed,
+    /// The license's deactivation limit is reached; nothing changed.
+    #[error("the license allows {limit} deactivation{} per {}; the next is possible at {}", if *.limit == 1 { "" } else { "s" }, crate::config::format_duration_secs(*.period_secs), rfc3339(*.retry_at))]
+    DeactivationLimit {
+        /// The limit.
+        limit: u32,
+        /// Its window in seconds.
+        period_secs: u64,
+        /// When the oldest counted deactivation leaves the window.
+        retry_at: OffsetDateTime,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),

@@ -18,7 +18,7 @@ use super::{Context, Licensing, ServiceError};
 use crate::license_key::LicenseKey;
 use crate::store::{
     Created, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup,
-    Machine, StoreExt as _,
+    Machine, Policy, StoreExt as _,
 };
 
 /// When a new license ends.
@@ -33,21 +33,85 @@ pub enum Expiry {
     After(u64),
 }
 
-/// What a new license holds.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// What a new license holds. With a `policy`, the fields left `None` are the policy's grants (its product, slots,
+/// duration and entitlements); without one, `product` and `max_machines` are required and the others default to
+/// perpetual with no entitlements.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct NewLicense {
     /// The licensee's email.
     pub email: String,
-    /// The product.
-    pub product: String,
+    /// The product (with a policy: the policy's, which it must equal if given).
+    pub product: Option<String>,
     /// Machine slots (at least 1).
-    pub max_machines: u32,
+    pub max_machines: Option<u32>,
     /// Expiry.
-    pub expiry: Expiry,
+    pub expiry: Option<Expiry>,
     /// Feature names.
-    pub entitlements: Vec<String>,
+    pub entitlements: Option<Vec<String>>,
     /// Free-form JSON object.
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The policy whose grants it takes and whose rules it follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+impl NewLicense {
+    /// The license this describes, created at `at` with `id` and `key`, from `policy` when it names one.
+    fn resolve(
+        self,
+        policy: Option<&Policy>,
+        id: Uuid,
+        key: String,
+        at: OffsetDateTime,
+    ) -> Result<License, ServiceError> {
+        let product = match (self.product, policy) {
+            (Some(p), Some(policy)) if p != policy.product => {
+                return Err(invalid(
+                    "product",
+                    format!("the policy `{}` is for the product `{}`", policy.name, policy.product),
+                ))
+            }
+            (Some(p), _) => p,
+            (None, Some(policy)) => policy.product.clone(),
+            (None, None) => return Err(invalid("product", "is required without a policy")),
+        };
+        let max_machines = self
+            .max_machines
+            .or(policy.map(|p| p.max_machines))
+            .ok_or_else(|| invalid("max_machines", "is required without a policy"))?;
+        let expiry = match (self.expiry, policy.and_then(|p| p.duration_secs)) {
+            (Some(e), _) => e,
+            (None, Some(secs)) => Expiry::After(secs),
+            (None, None) => Expiry::Never,
+        };
+        let expires_at = match expiry {
+            Expiry::Never => None,
+            Expiry::At(t) => Some(t.replace_nanosecond(0).unwrap_or(t)),
+            Expiry::After(secs) => Some(
+                i64::try_from(secs)
+                    .ok()
+                    .and_then(|s| at.checked_add(Duration::seconds(s)))
+                    .ok_or_else(|| invalid("duration", "is too long"))?,
+            ),
+        };
+        let entitlements = self.entitlements.or_else(|| policy.map(|p| p.entitlements.clone())).unwrap_or_default();
+        let license = License {
+            id,
+            key,
+            email: self.email.trim().to_string(),
+            product,
+            max_machines,
+            expires_at,
+            entitlements,
+            metadata: self.metadata,
+            status: LicenseStatus::Active,
+            policy: policy.map(|p| p.name.clone()),
+            created_at: at,
+            updated_at: at,
+        };
+        check_license(&license)?;
+        Ok(license)
+    }
 }
 
 /// A license given by id or by key.
@@ -89,16 +153,6 @@ impl Licensing {
         ctx: &Context,
     ) -> Result<(License, bool), ServiceError> {
         let at = ctx.at();
-        let expires_at = match new.expiry {
-            Expiry::Never => None,
-            Expiry::At(t) => Some(t.replace_nanosecond(0).unwrap_or(t)),
-            Expiry::After(secs) => Some(
-                i64::try_from(secs)
-                    .ok()
-                    .and_then(|s| at.checked_add(Duration::seconds(s)))
-                    .ok_or_else(|| invalid("duration", "is too long"))?,
-            ),
-        };
         let idempotency = match idempotency_key {
             Some(key) => {
                 if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
@@ -109,31 +163,32 @@ impl Licensing {
             }
             None => None,
         };
-        let key = LicenseKey::generate().map_err(|e| ServiceError::Random(e.to_string()))?;
-        let license = License {
-            id: Uuid::now_v7(),
-            key: key.to_string(),
-            email: new.email.trim().to_string(),
-            product: new.product,
-            max_machines: new.max_machines,
-            expires_at,
-            entitlements: new.entitlements,
-            metadata: new.metadata,
-            status: LicenseStatus::Active,
-            created_at: at,
-            updated_at: at,
-        };
-        check_license(&license)?;
-        let detail = serde_json::json!({
-            "email": license.email, "product": license.product, "max_machines": license.max_machines,
-        });
-        let event = ctx.event(license.id, EventKind::Created, None, detail);
+        let key = LicenseKey::generate().map_err(|e| ServiceError::Random(e.to_string()))?.to_string();
+        let id = Uuid::now_v7();
+        if new.policy.is_none() {
+            // Checked before the unit, so a bad request never waits for the writer.
+            new.clone().resolve(None, id, key.clone(), at)?;
+        }
+        let ctx = ctx.clone();
         self.store
             .transact(move |tx| {
                 Box::pin(async move {
+                    // The policy is read in the unit: the license is made from it as it is when the license is stored.
+                    let policy = match &new.policy {
+                        Some(name) => Some(tx.policy(name, false).await?.ok_or(ServiceError::PolicyNotFound)?),
+                        None => None,
+                    };
+                    let license = new.resolve(policy.as_ref(), id, key, at)?;
                     match tx.insert_license(&license, idempotency.as_ref()).await? {
                         Created::New(license) => {
-                            tx.append_event(&event).await?;
+                            let mut detail = serde_json::json!({
+                                "email": license.email, "product": license.product,
+                                "max_machines": license.max_machines,
+                            });
+                            if let Some(policy) = &license.policy {
+                                detail["policy"] = policy.clone().into();
+                            }
+                            tx.append_event(&ctx.event(license.id, EventKind::Created, None, detail)).await?;
                             Ok((license, true))
                         }
                         Created::Replayed(license) => Ok((license, false)),

@@ -8,7 +8,8 @@
 //!
 //! Layout: `licenses` (create, update, status transitions, admin machine removal, event reads), `activation`
 //! (activate, validate, refresh, deactivate, token signing), `offline` (air-gapped activation and deactivation
-//! codes), `revocations` (the signed revocation list), `checks` (shared checks), `error` ([`ServiceError`]).
+//! codes), `policies` (policies, the terms a license follows, leases and their sweep, deactivation limits),
+//! `revocations` (the signed revocation list), `checks` (shared checks), `error` ([`ServiceError`]).
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ mod checks;
 mod error;
 mod licenses;
 mod offline;
+mod policies;
 mod revocations;
 
 pub use activation::{Issued, Validated, ValidationCode};
@@ -34,6 +36,7 @@ pub use checks::{new_admin_token, token_hash};
 pub use error::{ServiceError, Unusable};
 pub use licenses::{Expiry, LicenseRef, NewLicense};
 pub use offline::OfflineDeactivated;
+pub use policies::is_policy_name;
 pub use revocations::{SignedRevocations, REVOCATION_LIST_TTL};
 
 /// Longest machine name or platform accepted on activation.
@@ -188,6 +191,25 @@ impl Licensing {
             .transact(move |tx| Box::pin(async move { tx.add_first_admin_token(&hash, &label, at).await }))
             .await?;
         Ok(stored.then_some(token))
+    }
+
+    /// Runs [`Licensing::cull_expired_leases`] every `interval` in a background task, until the service is dropped
+    /// (the task holds only a weak reference). Culling at activation does not depend on it.
+    pub fn spawn_lease_sweeper(self: &Arc<Self>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(licensing) = weak.upgrade() else { return };
+                match licensing.cull_expired_leases().await {
+                    Ok(0) => {}
+                    Ok(culled) => tracing::info!(culled, "culled machines whose lease ended"),
+                    Err(e) => tracing::warn!(error = %e, "the lease sweep failed; it runs again at the next interval"),
+                }
+            }
+        })
     }
 
     /// Reloads the key ring if its files changed and their active key is the signing key the store records;

@@ -1,9 +1,11 @@
-//! Air-gapped machines: activation from an `ACT1-` request (an offline token, no token expiry) and the one-time
-//! redemption of a `DEA1-` deactivation code, each one unit of work with its event.
+//! Air-gapped machines: activation from an `ACT1-` request (an offline token, no token expiry, refused where the
+//! license's policy does not allow it) and the one-time redemption of a `DEA1-` deactivation code (counted by the
+//! policy's deactivation limit), each one unit of work with its event.
 
 use uuid::Uuid;
 use verifier::{ActivationRequest, DeactivationCode, TokenKind};
 
+use super::policies::{count_deactivation, terms_in};
 use super::{Context, Issued, LicenseRef, Licensing, ServiceError};
 use crate::license_key::LicenseKey;
 use crate::store::{EventKind, License, Lookup, Redeemed, StoreExt as _};
@@ -39,13 +41,17 @@ impl Licensing {
         ctx: &Context,
     ) -> Result<OfflineDeactivated, ServiceError> {
         let (license_id, proof, ctx) = (Uuid::from_bytes(code.license_id.0), code.proof, ctx.clone());
+        let defaults = self.policy;
         self.store
             .transact(move |tx| {
                 Box::pin(async move {
                     let license =
                         tx.license(Lookup::Id(license_id)).await?.ok_or(ServiceError::UnknownDeactivationCode)?;
+                    let terms = terms_in(tx, &license, defaults).await?;
                     match tx.redeem_deactivation(license.id, &proof, ctx.at()).await? {
                         Redeemed::Freed { fingerprint, machines_used } => {
+                            // Over the limit, the error rolls the redemption back: the code can be redeemed later.
+                            count_deactivation(tx, &license, &terms, ctx.at()).await?;
                             let detail = serde_json::json!({ "offline": true, "machines_used": machines_used });
                             let event = ctx.event(license.id, EventKind::Deactivated, Some(&fingerprint), detail);
                             tx.append_event(&event).await?;

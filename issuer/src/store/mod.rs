@@ -13,9 +13,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod model;
+mod policy;
 mod postgres;
 mod sqlite;
 mod unit;
@@ -23,6 +25,10 @@ mod unit;
 pub use model::{
     Activated, Created, Cursor, EffectiveStatus, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage,
     LicenseStatus, LicenseUpdate, Lookup, Machine, NewEvent, RecordedKey, Redeemed,
+};
+pub use policy::{
+    Culled, MachineCheck, NewMachine, Overage, Policy, PolicyDeleted, PolicyUpdate, Presence,
+    DEFAULT_DEACTIVATION_PERIOD_SECS,
 };
 pub use postgres::{is_postgres_url, PostgresStore, DEFAULT_POOL_SIZE};
 pub use sqlite::SqliteStore;
@@ -49,7 +55,7 @@ pub enum StoreError {
     /// The idempotency key was used before with a different request.
     #[error("the Idempotency-Key was already used with a different request")]
     IdempotencyConflict,
-    /// A unique value (license key) already exists.
+    /// A unique value (license key, policy name) already exists.
     #[error("a record with this unique value already exists")]
     Duplicate,
     /// A status change the database refuses: a revoked license stays revoked, whoever writes.
@@ -106,13 +112,21 @@ pub trait Store: Send + Sync + 'static {
     /// The license with this key (canonical grouped form).
     async fn license_by_key(&self, key: &str) -> Result<Option<License>, StoreError>;
 
-    /// What a validation needs: the license with this key, how many machines are active on it, and whether
-    /// `fingerprint` is one of them, in one round trip.
+    /// What a validation needs, in one round trip: the license with this key, how many of its machines hold a lease
+    /// that has not ended at `now` (a machine without a lease always counts), and whether `fingerprint` is one of
+    /// them, one whose lease ended (culled or not yet), or neither.
     async fn license_for_machine(
         &self,
         key: &str,
         fingerprint: &str,
-    ) -> Result<Option<(License, u32, bool)>, StoreError>;
+        now: OffsetDateTime,
+    ) -> Result<Option<MachineCheck>, StoreError>;
+
+    /// The policy with this name.
+    async fn policy(&self, name: &str) -> Result<Option<Policy>, StoreError>;
+
+    /// Every policy, by name.
+    async fn list_policies(&self) -> Result<Vec<Policy>, StoreError>;
 
     /// Whether the store answers: a cheap read, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -120,6 +120,8 @@ pub struct License {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// Active, suspended or revoked.
     pub status: LicenseStatus,
+    /// The policy it was created from, whose rules it follows (docs/policies.md); `None` for a license of its own.
+    pub policy: Option<String>,
     /// When it was created (whole seconds).
     pub created_at: OffsetDateTime,
     /// When it last changed (whole seconds).
@@ -265,6 +267,8 @@ pub struct Machine {
     pub last_seen_at: OffsetDateTime,
     /// Whether it holds an offline token (air-gapped activation), which it gives up with a deactivation code.
     pub offline: bool,
+    /// When its lease ends unless it checks in again; `None` is no lease.
+    pub lease_expires_at: Option<OffsetDateTime>,
 }
 
 /// What [`Store::redeem_deactivation`] did.
@@ -339,6 +343,8 @@ pub enum EventKind {
     Refreshed,
     /// An admin removed a machine.
     MachineRemoved,
+    /// A machine's lease ended and its slot was freed (the detail says when it ended and what culled it).
+    MachineCulled,
 }
 
 impl EventKind {
@@ -355,6 +361,7 @@ impl EventKind {
             EventKind::Validated => "validated",
             EventKind::Refreshed => "refreshed",
             EventKind::MachineRemoved => "machine_removed",
+            EventKind::MachineCulled => "machine.culled",
         }
     }
 
@@ -371,6 +378,7 @@ impl EventKind {
             EventKind::Validated,
             EventKind::Refreshed,
             EventKind::MachineRemoved,
+            EventKind::MachineCulled,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -447,7 +455,7 @@ mod tests {
 
     #[test]
     fn event_kinds_round_trip() {
-        for k in [EventKind::Created, EventKind::MachineRemoved, EventKind::Refreshed] {
+        for k in [EventKind::Created, EventKind::MachineRemoved, EventKind::Refreshed, EventKind::MachineCulled] {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
         }
     }

@@ -14,11 +14,12 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use issuer::{
     Activated, Created, Cursor, EffectiveStatus, EventKind, Idempotency, License, LicenseFilter, LicenseStatus,
-    LicenseUpdate, NewEvent, Redeemed, Store, StoreError,
+    LicenseUpdate, NewEvent, NewMachine, Presence, Redeemed, Store, StoreError,
 };
 use one::OneUnit as _;
 
 pub mod one;
+pub mod policies;
 pub mod races;
 pub mod revocations;
 pub mod units;
@@ -77,6 +78,13 @@ macro_rules! store_conformance_tests {
             the_signing_key_ring_is_recorded_once_then_updated,
             revoked_licenses_grow_as_one_set_under_concurrent_revocations,
         );
+        $crate::store_conformance_tests!(@store $open;
+            policies::policies_round_trip_update_and_delete_only_while_unused,
+            policies::ended_leases_are_culled_per_license_and_by_the_sweep,
+            policies::concurrent_checkouts_cull_ended_leases_and_give_out_exactly_the_seats,
+            policies::concurrent_sweeps_cull_each_ended_lease_once,
+            policies::deactivations_are_counted_after_a_time,
+        );
         $crate::store_conformance_tests!(@whole $open;
             units::a_unit_commits_all_its_writes_or_none,
             units::a_failure_between_the_writes_of_an_operation_leaves_neither,
@@ -91,6 +99,17 @@ macro_rules! store_conformance_tests {
             async fn $case() {
                 if let Some(test_store) = $open(stringify!($case)).await {
                     $crate::conformance::$case(test_store.store.clone()).await;
+                    drop(test_store);
+                }
+            }
+        )*
+    };
+    (@store $open:path; $($module:ident :: $case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                if let Some(test_store) = $open(stringify!($case)).await {
+                    $crate::conformance::$module::$case(test_store.store.clone()).await;
                     drop(test_store);
                 }
             }
@@ -128,9 +147,15 @@ pub(crate) fn license(max_machines: u32) -> License {
         entitlements: vec!["pro".into()],
         metadata: serde_json::Map::new(),
         status: LicenseStatus::Active,
+        policy: None,
         created_at: now(),
         updated_at: now(),
     }
+}
+
+/// A check-in of `fingerprint` now, without a lease, name or platform.
+pub(crate) fn machine(fingerprint: &str) -> NewMachine<'_> {
+    NewMachine { fingerprint, name: None, platform: None, at: now(), lease_expires_at: None }
 }
 
 pub(crate) async fn created(store: &Arc<dyn Store>, max_machines: u32) -> License {
@@ -538,11 +563,11 @@ pub async fn license_for_machine_answers_what_a_validation_needs(store: Arc<dyn 
     let l = created(&store, 3).await;
     store.activate_machine(l.id, "here", None, None, now()).await.unwrap();
     store.activate_machine(l.id, "there", None, None, now()).await.unwrap();
-    let (found, used, active) = store.license_for_machine(&l.key, "here").await.unwrap().unwrap();
-    assert_eq!((found.id, used, active), (l.id, 2, true));
-    let (_, used, active) = store.license_for_machine(&l.key, "elsewhere").await.unwrap().unwrap();
-    assert_eq!((used, active), (2, false));
-    assert!(store.license_for_machine("NOKEY-NOKEY-NOKEY-NOKEY", "here").await.unwrap().is_none());
+    let check = store.license_for_machine(&l.key, "here", now()).await.unwrap().unwrap();
+    assert_eq!((check.license.id, check.machines_used, check.presence), (l.id, 2, Presence::Active));
+    let check = store.license_for_machine(&l.key, "elsewhere", now()).await.unwrap().unwrap();
+    assert_eq!((check.machines_used, check.presence), (2, Presence::Absent));
+    assert!(store.license_for_machine("NOKEY-NOKEY-NOKEY-NOKEY", "here", now()).await.unwrap().is_none());
 }
 
 /// The status filter judges expiry at the filter's `now`: an active license past its expiry is expired, not active;

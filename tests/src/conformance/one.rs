@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use issuer::{
-    Activated, Created, Idempotency, License, LicenseStatus, LicenseUpdate, NewEvent, Redeemed, Store, StoreError,
-    StoreExt as _,
+    Activated, Created, Culled, Idempotency, License, LicenseStatus, LicenseUpdate, NewEvent, NewMachine, Policy,
+    PolicyDeleted, Presence, Redeemed, Store, StoreError, StoreExt as _,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -41,8 +41,45 @@ pub trait OneUnit {
         platform: Option<&str>,
         at: OffsetDateTime,
     ) -> Result<Activated, StoreError>;
-    /// [`issuer::Tx::touch_machine`].
+    /// [`issuer::Tx::activate_machine`] with a lease and an overage.
+    async fn activate_leased(
+        &self,
+        license_id: Uuid,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        lease_expires_at: Option<OffsetDateTime>,
+        overage: u32,
+    ) -> Result<Activated, StoreError>;
+    /// [`issuer::Tx::touch_machine`] without a lease: whether the machine was active.
     async fn touch_machine(&self, license_id: Uuid, fingerprint: &str, at: OffsetDateTime) -> Result<bool, StoreError>;
+    /// [`issuer::Tx::touch_machine`].
+    async fn touch_leased(
+        &self,
+        license_id: Uuid,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        lease_expires_at: Option<OffsetDateTime>,
+    ) -> Result<Presence, StoreError>;
+    /// [`issuer::Tx::cull_machines`].
+    async fn cull_machines(&self, license_id: Uuid, now: OffsetDateTime) -> Result<Vec<Culled>, StoreError>;
+    /// [`issuer::Tx::cull_expired_leases`].
+    async fn cull_expired_leases(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Culled>, StoreError>;
+    /// [`issuer::Tx::record_deactivation`].
+    async fn record_deactivation(&self, license_id: Uuid, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// [`issuer::Tx::prune_deactivations`].
+    async fn prune_deactivations(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
+    /// [`issuer::Tx::deactivations_since`].
+    async fn deactivations_since(
+        &self,
+        license_id: Uuid,
+        since: OffsetDateTime,
+    ) -> Result<(u32, Option<OffsetDateTime>), StoreError>;
+    /// [`issuer::Tx::insert_policy`].
+    async fn insert_policy(&self, policy: &Policy) -> Result<(), StoreError>;
+    /// [`issuer::Tx::update_policy`].
+    async fn update_policy(&self, policy: &Policy) -> Result<bool, StoreError>;
+    /// [`issuer::Tx::delete_policy`].
+    async fn delete_policy(&self, name: &str) -> Result<PolicyDeleted, StoreError>;
     /// [`issuer::Tx::remove_machine`].
     async fn remove_machine(&self, license_id: Uuid, fingerprint: &str) -> Result<bool, StoreError>;
     /// [`issuer::Tx::set_offline_proof`].
@@ -102,16 +139,91 @@ impl OneUnit for Arc<dyn Store> {
     ) -> Result<Activated, StoreError> {
         let (fp, name, platform) = (fingerprint.to_string(), name.map(str::to_string), platform.map(str::to_string));
         self.transact(move |tx| {
-            Box::pin(
-                async move { tx.activate_machine(license_id, &fp, name.as_deref(), platform.as_deref(), at).await },
-            )
+            Box::pin(async move {
+                let m = NewMachine {
+                    fingerprint: &fp,
+                    name: name.as_deref(),
+                    platform: platform.as_deref(),
+                    at,
+                    lease_expires_at: None,
+                };
+                tx.activate_machine(license_id, &m, 0).await
+            })
+        })
+        .await
+    }
+
+    async fn activate_leased(
+        &self,
+        license_id: Uuid,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        lease_expires_at: Option<OffsetDateTime>,
+        overage: u32,
+    ) -> Result<Activated, StoreError> {
+        let fp = fingerprint.to_string();
+        self.transact(move |tx| {
+            Box::pin(async move {
+                let m = NewMachine { fingerprint: &fp, name: None, platform: None, at, lease_expires_at };
+                tx.activate_machine(license_id, &m, overage).await
+            })
         })
         .await
     }
 
     async fn touch_machine(&self, license_id: Uuid, fingerprint: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
+        Ok(self.touch_leased(license_id, fingerprint, at, None).await? == Presence::Active)
+    }
+
+    async fn touch_leased(
+        &self,
+        license_id: Uuid,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        lease_expires_at: Option<OffsetDateTime>,
+    ) -> Result<Presence, StoreError> {
         let fp = fingerprint.to_string();
-        self.transact(move |tx| Box::pin(async move { tx.touch_machine(license_id, &fp, at).await })).await
+        self.transact(move |tx| Box::pin(async move { tx.touch_machine(license_id, &fp, at, lease_expires_at).await }))
+            .await
+    }
+
+    async fn cull_machines(&self, license_id: Uuid, now: OffsetDateTime) -> Result<Vec<Culled>, StoreError> {
+        self.transact(move |tx| Box::pin(async move { tx.cull_machines(license_id, now).await })).await
+    }
+
+    async fn cull_expired_leases(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Culled>, StoreError> {
+        self.transact(move |tx| Box::pin(async move { tx.cull_expired_leases(now, limit).await })).await
+    }
+
+    async fn record_deactivation(&self, license_id: Uuid, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.transact(move |tx| Box::pin(async move { tx.record_deactivation(license_id, at).await })).await
+    }
+
+    async fn prune_deactivations(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        self.transact(move |tx| Box::pin(async move { tx.prune_deactivations(before, limit).await })).await
+    }
+
+    async fn deactivations_since(
+        &self,
+        license_id: Uuid,
+        since: OffsetDateTime,
+    ) -> Result<(u32, Option<OffsetDateTime>), StoreError> {
+        self.transact(move |tx| Box::pin(async move { tx.deactivations_since(license_id, since).await })).await
+    }
+
+    async fn insert_policy(&self, policy: &Policy) -> Result<(), StoreError> {
+        let policy = policy.clone();
+        self.transact(move |tx| Box::pin(async move { tx.insert_policy(&policy).await })).await
+    }
+
+    async fn update_policy(&self, policy: &Policy) -> Result<bool, StoreError> {
+        let policy = policy.clone();
+        self.transact(move |tx| Box::pin(async move { tx.update_policy(&policy).await })).await
+    }
+
+    async fn delete_policy(&self, name: &str) -> Result<PolicyDeleted, StoreError> {
+        let name = name.to_string();
+        self.transact(move |tx| Box::pin(async move { tx.delete_policy(&name).await })).await
     }
 
     async fn remove_machine(&self, license_id: Uuid, fingerprint: &str) -> Result<bool, StoreError> {

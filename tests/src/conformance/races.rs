@@ -26,11 +26,9 @@ pub(crate) fn ctx() -> Context {
 pub(crate) fn new_license(max_machines: u32) -> NewLicense {
     NewLicense {
         email: "race@example.com".into(),
-        product: "acme-cad".into(),
-        max_machines,
-        expiry: issuer::Expiry::Never,
-        entitlements: vec![],
-        metadata: serde_json::Map::new(),
+        product: Some("acme-cad".into()),
+        max_machines: Some(max_machines),
+        ..NewLicense::default()
     }
 }
 

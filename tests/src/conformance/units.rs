@@ -11,7 +11,7 @@ use issuer::{
 use verifier::{DeactivationCode, TokenKind};
 
 use super::races::{ctx, licensing, new_license};
-use super::{created, license, now, Backend, TestStore};
+use super::{created, license, machine, now, Backend, TestStore};
 
 fn event(license_id: uuid::Uuid, kind: EventKind) -> NewEvent {
     NewEvent { license_id, kind, at: now(), fingerprint: None, client_ip: None, detail: serde_json::json!({}) }
@@ -26,7 +26,7 @@ pub async fn a_unit_commits_all_its_writes_or_none(test: &TestStore) {
     let undone: Result<(), StoreError> = store
         .transact(move |tx| {
             Box::pin(async move {
-                assert!(matches!(tx.activate_machine(id, "a", None, None, now()).await?, Activated::New { .. }));
+                assert!(matches!(tx.activate_machine(id, &machine("a"), 0).await?, Activated::New { .. }));
                 tx.append_event(&event(id, EventKind::Activated)).await?;
                 assert_eq!(tx.count_machines(id).await?, 1, "the unit sees its own writes");
                 Err(StoreError::Corrupt("the unit asks to roll back".into()))
@@ -40,8 +40,8 @@ pub async fn a_unit_commits_all_its_writes_or_none(test: &TestStore) {
     let kept: Result<u32, StoreError> = store
         .transact(move |tx| {
             Box::pin(async move {
-                tx.activate_machine(id, "a", None, None, now()).await?;
-                tx.activate_machine(id, "b", None, None, now()).await?;
+                tx.activate_machine(id, &machine("a"), 0).await?;
+                tx.activate_machine(id, &machine("b"), 0).await?;
                 tx.append_event(&event(id, EventKind::Activated)).await?;
                 tx.count_machines(id).await
             })
@@ -58,7 +58,7 @@ pub async fn a_unit_commits_all_its_writes_or_none(test: &TestStore) {
         .transact(move |tx| {
             Box::pin(async move {
                 assert!(matches!(tx.insert_license(&twin, None).await, Err(StoreError::Duplicate)));
-                tx.activate_machine(id, "c", None, None, now()).await?;
+                tx.activate_machine(id, &machine("c"), 0).await?;
                 tx.append_event(&event(id, EventKind::Activated)).await
             })
         })
@@ -76,7 +76,7 @@ pub async fn a_unit_commits_all_its_writes_or_none(test: &TestStore) {
                 store
                     .transact(move |tx| {
                         Box::pin(async move {
-                            tx.activate_machine(l2.id, &format!("m{i}"), None, None, now()).await?;
+                            tx.activate_machine(l2.id, &machine(&format!("m{i}")), 0).await?;
                             tx.append_event(&event(l2.id, EventKind::Activated)).await?;
                             if i % 2 == 1 {
                                 return Err(StoreError::Corrupt("odd".into()));

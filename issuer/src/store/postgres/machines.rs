@@ -1,5 +1,5 @@
-//! Machines (activations) in PostgreSQL: the slot-limited activation, touch and removal, offline deactivation proofs
-//! and their one-time redemption, and the reads.
+//! Machines (activations) in PostgreSQL: the slot-limited activation, touch and removal, culling of ended leases, the
+//! deactivations a limit counts, offline deactivation proofs and their one-time redemption, and the reads.
 
 use sqlx::postgres::PgRow;
 use sqlx::{Executor, PgConnection, Postgres, Row};
@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{count_from, secs};
-use crate::store::{Activated, Machine, Redeemed, StoreError};
+use crate::store::{Activated, Culled, Machine, NewMachine, Presence, Redeemed, StoreError};
 
 /// Activates a machine. It first locks the license row (`FOR NO KEY UPDATE`; a no-op when the unit locked it
 /// already), then counts and inserts: every activation of a license, from any instance, queues on that lock, and
@@ -17,26 +17,26 @@ use crate::store::{Activated, Machine, Redeemed, StoreError};
 pub(super) async fn activate(
     conn: &mut PgConnection,
     license_id: Uuid,
-    fingerprint: &str,
-    name: Option<&str>,
-    platform: Option<&str>,
-    at: OffsetDateTime,
+    m: &NewMachine<'_>,
+    overage: u32,
 ) -> Result<Activated, StoreError> {
     let max: Option<i64> = sqlx::query_scalar("SELECT max_machines FROM licenses WHERE id = $1 FOR NO KEY UPDATE")
         .bind(license_id)
         .fetch_optional(&mut *conn)
         .await?;
     let Some(max) = max else { return Ok(Activated::NoLicense) };
+    let lease = m.lease_expires_at.map(secs);
     // An active fingerprint: refresh it, no slot used.
     let existing = sqlx::query(
-        "UPDATE machines SET last_seen_at = $1, name = COALESCE($2, name), platform = COALESCE($3, platform) \
-         WHERE license_id = $4 AND fingerprint = $5 RETURNING *",
+        "UPDATE machines SET last_seen_at = $1, name = COALESCE($2, name), platform = COALESCE($3, platform), \
+         lease_expires_at = $4 WHERE license_id = $5 AND fingerprint = $6 RETURNING *",
     )
-    .bind(secs(at))
-    .bind(name)
-    .bind(platform)
+    .bind(secs(m.at))
+    .bind(m.name)
+    .bind(m.platform)
+    .bind(lease)
     .bind(license_id)
-    .bind(fingerprint)
+    .bind(m.fingerprint)
     .fetch_optional(&mut *conn)
     .await?;
     let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM machines WHERE license_id = $1")
@@ -45,22 +45,33 @@ pub(super) async fn activate(
         .await?;
     Ok(match existing {
         Some(row) => Activated::Existing { machine: machine_from_row(&row)?, machines_used: count_from(used)? },
-        None if used >= max => Activated::NoSlotLeft { machines_used: count_from(used)? },
+        None if used >= max + i64::from(overage) => Activated::NoSlotLeft { machines_used: count_from(used)? },
         None => {
             let row = sqlx::query(
-                "INSERT INTO machines (license_id, fingerprint, name, platform, activated_at, last_seen_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING *",
+                "INSERT INTO machines (license_id, fingerprint, name, platform, activated_at, last_seen_at, \
+                 lease_expires_at) VALUES ($1, $2, $3, $4, $5, $5, $6) RETURNING *",
             )
             .bind(license_id)
-            .bind(fingerprint)
-            .bind(name)
-            .bind(platform)
-            .bind(secs(at))
+            .bind(m.fingerprint)
+            .bind(m.name)
+            .bind(m.platform)
+            .bind(secs(m.at))
+            .bind(lease)
             .fetch_one(&mut *conn)
             .await?;
+            forget_culled(conn, license_id, m.fingerprint).await?;
             Activated::New { machine: machine_from_row(&row)?, machines_used: count_from(used + 1)? }
         }
     })
+}
+
+async fn forget_culled(conn: &mut PgConnection, license_id: Uuid, fingerprint: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM culled_machines WHERE license_id = $1 AND fingerprint = $2")
+        .bind(license_id)
+        .bind(fingerprint)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 pub(super) async fn touch(
@@ -68,15 +79,130 @@ pub(super) async fn touch(
     license_id: Uuid,
     fingerprint: &str,
     at: OffsetDateTime,
-) -> Result<bool, StoreError> {
-    let n = sqlx::query("UPDATE machines SET last_seen_at = $1 WHERE license_id = $2 AND fingerprint = $3")
-        .bind(secs(at))
+    lease_expires_at: Option<OffsetDateTime>,
+) -> Result<Presence, StoreError> {
+    let n = sqlx::query(
+        "UPDATE machines SET last_seen_at = $1, lease_expires_at = $2 WHERE license_id = $3 AND fingerprint = $4",
+    )
+    .bind(secs(at))
+    .bind(lease_expires_at.map(secs))
+    .bind(license_id)
+    .bind(fingerprint)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if n == 1 {
+        return Ok(Presence::Active);
+    }
+    let culled: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM culled_machines WHERE license_id = $1 AND fingerprint = $2)")
+            .bind(license_id)
+            .bind(fingerprint)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(if culled { Presence::LeaseExpired } else { Presence::Absent })
+}
+
+/// Deletes the machines whose lease ended that `filter` selects (`$1` now, `$2` the filter's license or NULL, `$3`
+/// the limit), taking their rows with `lock`, and marks them culled.
+async fn cull_where(
+    conn: &mut PgConnection,
+    filter: &str,
+    lock: &str,
+    license_id: Option<Uuid>,
+    now: OffsetDateTime,
+    limit: u32,
+) -> Result<Vec<Culled>, StoreError> {
+    let sql = format!(
+        "WITH dead AS (SELECT license_id, fingerprint FROM machines WHERE lease_expires_at <= $1 AND {filter} \
+         ORDER BY lease_expires_at LIMIT $3 {lock}), \
+         gone AS (DELETE FROM machines m USING dead WHERE m.license_id = dead.license_id \
+         AND m.fingerprint = dead.fingerprint RETURNING m.license_id, m.fingerprint, m.lease_expires_at) \
+         INSERT INTO culled_machines (license_id, fingerprint, lease_expired_at, culled_at) \
+         SELECT license_id, fingerprint, lease_expires_at, $1 FROM gone \
+         ON CONFLICT (license_id, fingerprint) DO UPDATE \
+         SET lease_expired_at = EXCLUDED.lease_expired_at, culled_at = EXCLUDED.culled_at \
+         RETURNING license_id, fingerprint, lease_expired_at"
+    );
+    let rows = sqlx::query(&sql).bind(secs(now)).bind(license_id).bind(i64::from(limit)).fetch_all(&mut *conn).await?;
+    let mut culled = rows
+        .iter()
+        .map(|row| {
+            Ok(Culled {
+                license_id: row.try_get("license_id")?,
+                fingerprint: row.try_get("fingerprint")?,
+                lease_expired_at: row.try_get("lease_expired_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // One order for the events the caller appends (and for the per-license event locks they take).
+    culled.sort_by_key(|c| (c.license_id, c.lease_expired_at));
+    Ok(culled)
+}
+
+/// A unit's culling of its own license (it holds the license lock). It waits for rows a sweep is culling meanwhile
+/// (`FOR UPDATE`, then finds them gone), so the count after it is never of dead machines.
+pub(super) async fn cull(
+    conn: &mut PgConnection,
+    license_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<Vec<Culled>, StoreError> {
+    cull_where(conn, "license_id = $2", "FOR UPDATE", Some(license_id), now, u32::MAX).await
+}
+
+/// The sweep. Rows are taken `FOR UPDATE SKIP LOCKED`: a machine another transaction is culling, checking in or
+/// removing is left to it, so instances sweeping together never wait for each other or cull one machine twice.
+pub(super) async fn cull_expired(
+    conn: &mut PgConnection,
+    now: OffsetDateTime,
+    limit: u32,
+) -> Result<Vec<Culled>, StoreError> {
+    cull_where(conn, "$2::uuid IS NULL", "FOR UPDATE SKIP LOCKED", None, now, limit).await
+}
+
+pub(super) async fn record_deactivation(
+    conn: &mut PgConnection,
+    license_id: Uuid,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO deactivations (license_id, at) VALUES ($1, $2)")
         .bind(license_id)
-        .bind(fingerprint)
+        .bind(secs(at))
         .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    Ok(n == 1)
+        .await?;
+    Ok(())
+}
+
+/// Rows another instance's sweep is pruning are skipped, not waited for.
+pub(super) async fn prune_deactivations(
+    conn: &mut PgConnection,
+    before: OffsetDateTime,
+    limit: u32,
+) -> Result<u64, StoreError> {
+    let n = sqlx::query(
+        "DELETE FROM deactivations WHERE ctid IN \
+         (SELECT ctid FROM deactivations WHERE at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(secs(before))
+    .bind(i64::from(limit))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(n)
+}
+
+pub(super) async fn deactivations_since(
+    conn: &mut PgConnection,
+    license_id: Uuid,
+    since: OffsetDateTime,
+) -> Result<(u32, Option<OffsetDateTime>), StoreError> {
+    let row =
+        sqlx::query("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM deactivations WHERE license_id = $1 AND at > $2")
+            .bind(license_id)
+            .bind(secs(since))
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok((count_from(row.try_get("n")?)?, row.try_get("oldest")?))
 }
 
 pub(super) async fn remove(conn: &mut PgConnection, license_id: Uuid, fingerprint: &str) -> Result<bool, StoreError> {
@@ -86,6 +212,7 @@ pub(super) async fn remove(conn: &mut PgConnection, license_id: Uuid, fingerprin
         .execute(&mut *conn)
         .await?
         .rows_affected();
+    forget_culled(conn, license_id, fingerprint).await?;
     Ok(n == 1)
 }
 
@@ -191,5 +318,6 @@ fn machine_from_row(row: &PgRow) -> Result<Machine, StoreError> {
         activated_at: row.try_get("activated_at")?,
         last_seen_at: row.try_get("last_seen_at")?,
         offline: row.try_get::<Option<Vec<u8>>, _>("offline_proof")?.is_some(),
+        lease_expires_at: row.try_get("lease_expires_at")?,
     })
 }

@@ -11,6 +11,9 @@
 //! - **Slot limit.** Activation locks the license row, then counts and inserts (see `machines`).
 //! - **Idempotent create.** The license and its idempotency key are inserted in a savepoint (see `licenses`).
 //! - **Offline deactivation.** `DELETE ... RETURNING` takes the machine row's lock (see `machines`).
+//! - **Leases.** A unit culls its license's dead machines under the license lock, waiting for rows a sweep holds; the
+//!   sweep takes dead machines `FOR UPDATE SKIP LOCKED`, so instances sweeping at once split the work (see
+//!   `machines`).
 //! - **Event order.** Appending an event takes a per-license advisory transaction lock before the identity value is
 //!   drawn, so one license's events commit in id order (see `events`).
 //!
@@ -19,7 +22,7 @@
 //! (sqlx's default).
 //!
 //! Layout: this file (connection, migrations, the unit of work), then one file per domain: `licenses`, `machines`,
-//! `events`.
+//! `policies`, `events`, `keys`.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -31,20 +34,23 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Activated, Created, Event, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup,
-    Machine, NewEvent, RecordKeys, RecordedKey, Redeemed, Store, StoreError, Tx, Work,
+    Activated, Created, Culled, Event, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate,
+    Lookup, Machine, MachineCheck, NewEvent, NewMachine, Policy, PolicyDeleted, Presence, RecordKeys, RecordedKey,
+    Redeemed, Store, StoreError, Tx, Work,
 };
 
 mod events;
 mod keys;
 mod licenses;
 mod machines;
+mod policies;
 
 /// Migrations in order: (version, SQL). Applied at start-up; `schema_version` records those applied.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../../migrations/postgres/0002_revoked_is_final.sql")),
     (3, include_str!("../../../migrations/postgres/0003_signing_keys.sql")),
+    (4, include_str!("../../../migrations/postgres/0004_policies.sql")),
 ];
 
 /// Advisory lock key held while migrating (the bytes of "issuer" and a 1).
@@ -208,12 +214,10 @@ impl Tx for PgTx<'_> {
     async fn activate_machine(
         &mut self,
         license_id: Uuid,
-        fingerprint: &str,
-        name: Option<&str>,
-        platform: Option<&str>,
-        at: OffsetDateTime,
+        machine: &NewMachine<'_>,
+        overage: u32,
     ) -> Result<Activated, StoreError> {
-        machines::activate(self.conn, license_id, fingerprint, name, platform, at).await
+        machines::activate(self.conn, license_id, machine, overage).await
     }
 
     async fn touch_machine(
@@ -221,8 +225,49 @@ impl Tx for PgTx<'_> {
         license_id: Uuid,
         fingerprint: &str,
         at: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        machines::touch(self.conn, license_id, fingerprint, at).await
+        lease_expires_at: Option<OffsetDateTime>,
+    ) -> Result<Presence, StoreError> {
+        machines::touch(self.conn, license_id, fingerprint, at, lease_expires_at).await
+    }
+
+    async fn cull_machines(&mut self, license_id: Uuid, now: OffsetDateTime) -> Result<Vec<Culled>, StoreError> {
+        machines::cull(self.conn, license_id, now).await
+    }
+
+    async fn cull_expired_leases(&mut self, now: OffsetDateTime, limit: u32) -> Result<Vec<Culled>, StoreError> {
+        machines::cull_expired(self.conn, now, limit).await
+    }
+
+    async fn record_deactivation(&mut self, license_id: Uuid, at: OffsetDateTime) -> Result<(), StoreError> {
+        machines::record_deactivation(self.conn, license_id, at).await
+    }
+
+    async fn prune_deactivations(&mut self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        machines::prune_deactivations(self.conn, before, limit).await
+    }
+
+    async fn deactivations_since(
+        &mut self,
+        license_id: Uuid,
+        since: OffsetDateTime,
+    ) -> Result<(u32, Option<OffsetDateTime>), StoreError> {
+        machines::deactivations_since(self.conn, license_id, since).await
+    }
+
+    async fn policy(&mut self, name: &str, lock: bool) -> Result<Option<Policy>, StoreError> {
+        policies::find(&mut *self.conn, name, lock).await
+    }
+
+    async fn insert_policy(&mut self, policy: &Policy) -> Result<(), StoreError> {
+        policies::insert(self.conn, policy).await
+    }
+
+    async fn update_policy(&mut self, policy: &Policy) -> Result<bool, StoreError> {
+        policies::update(self.conn, policy).await
+    }
+
+    async fn delete_policy(&mut self, name: &str) -> Result<PolicyDeleted, StoreError> {
+        policies::delete(self.conn, name).await
     }
 
     async fn remove_machine(&mut self, license_id: Uuid, fingerprint: &str) -> Result<bool, StoreError> {
@@ -311,8 +356,17 @@ impl Store for PostgresStore {
         &self,
         key: &str,
         fingerprint: &str,
-    ) -> Result<Option<(License, u32, bool)>, StoreError> {
-        licenses::for_machine(&self.pool, key, fingerprint).await
+        now: OffsetDateTime,
+    ) -> Result<Option<MachineCheck>, StoreError> {
+        licenses::for_machine(&self.pool, key, fingerprint, now).await
+    }
+
+    async fn policy(&self, name: &str) -> Result<Option<Policy>, StoreError> {
+        policies::find(&self.pool, name, false).await
+    }
+
+    async fn list_policies(&self) -> Result<Vec<Policy>, StoreError> {
+        policies::list(&self.pool).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

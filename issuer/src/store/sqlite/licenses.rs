@@ -10,7 +10,7 @@ use super::super::like_prefix;
 use super::{count_from, is_unique_violation, json_text, secs, time_from, uuid_from};
 use crate::store::{
     Created, EffectiveStatus, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup,
-    StoreError,
+    MachineCheck, Presence, StoreError,
 };
 
 /// The license by id or key. Inside the writer's transaction this is also the unit's lock: the writer holds SQLite's
@@ -38,27 +38,40 @@ where
     rows.iter().map(|id| uuid_from(id)).collect()
 }
 
-/// The validation read in one query: the license, its active machines, and whether `fingerprint` is one of them.
+/// The validation read in one query: the license, its machines whose lease has not ended at `now`, and whether
+/// `fingerprint` is one of them, one whose lease ended (still there, or culled), or neither.
 pub(super) async fn for_machine<'e, E>(
     db: E,
     key: &str,
     fingerprint: &str,
-) -> Result<Option<(License, u32, bool)>, StoreError>
+    now: OffsetDateTime,
+) -> Result<Option<MachineCheck>, StoreError>
 where
     E: Executor<'e, Database = Sqlite>,
 {
     let row = sqlx::query(
-        "SELECT l.*, (SELECT COUNT(*) FROM machines m WHERE m.license_id = l.id) AS machines_used, \
-         EXISTS (SELECT 1 FROM machines m WHERE m.license_id = l.id AND m.fingerprint = ?2) AS machine_active \
+        "SELECT l.*, (SELECT COUNT(*) FROM machines m WHERE m.license_id = l.id \
+         AND (m.lease_expires_at IS NULL OR m.lease_expires_at > ?3)) AS machines_used, \
+         (SELECT CASE WHEN m.lease_expires_at IS NULL OR m.lease_expires_at > ?3 THEN 'active' ELSE 'expired' END \
+          FROM machines m WHERE m.license_id = l.id AND m.fingerprint = ?2) AS machine, \
+         EXISTS (SELECT 1 FROM culled_machines c WHERE c.license_id = l.id AND c.fingerprint = ?2) AS culled \
          FROM licenses l WHERE l.license_key = ?1",
     )
     .bind(key)
     .bind(fingerprint)
+    .bind(secs(now))
     .fetch_optional(db)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let used = count_from(row.try_get("machines_used")?)?;
-    Ok(Some((license_from_row(&row)?, used, row.try_get("machine_active")?)))
+    let machines_used = count_from(row.try_get("machines_used")?)?;
+    let machine: Option<String> = row.try_get("machine")?;
+    let presence = match machine.as_deref() {
+        Some("active") => Presence::Active,
+        Some(_) => Presence::LeaseExpired,
+        None if row.try_get::<bool, _>("culled")? => Presence::LeaseExpired,
+        None => Presence::Absent,
+    };
+    Ok(Some(MachineCheck { license: license_from_row(&row)?, machines_used, presence }))
 }
 
 /// One page of licenses matching the filter.
@@ -135,7 +148,7 @@ pub(super) async fn insert(
     }
     let inserted = sqlx::query(
         "INSERT INTO licenses (id, license_key, email, product, max_machines, expires_at, entitlements, \
-         metadata, status, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         metadata, status, created_at, updated_at, policy) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .bind(&id)
     .bind(&license.key)
@@ -148,6 +161,7 @@ pub(super) async fn insert(
     .bind(license.status.as_str())
     .bind(secs(license.created_at))
     .bind(secs(license.updated_at))
+    .bind(license.policy.as_deref())
     .execute(&mut *conn)
     .await;
     match inserted {
@@ -234,6 +248,7 @@ pub(super) fn license_from_row(row: &SqliteRow) -> Result<License, StoreError> {
         entitlements: serde_json::from_str(&entitlements).map_err(|_| corrupt("entitlements"))?,
         metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("metadata"))?,
         status: status.parse().map_err(|_| corrupt("status"))?,
+        policy: row.try_get("policy")?,
         created_at: time_from(row.try_get("created_at")?)?,
         updated_at: time_from(row.try_get("updated_at")?)?,
     })

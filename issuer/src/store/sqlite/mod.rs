@@ -12,7 +12,8 @@
 //! Every change is a unit of work ([`Store::run`]): one savepoint inside a writer batch, so its writes commit together
 //! or are undone together, and while it runs no other writer runs, so a license it read cannot change under it.
 //!
-//! Layout: `writer` (group commit and checkpoints), then one file per domain: `licenses`, `machines`, `events`.
+//! Layout: `writer` (group commit and checkpoints), then one file per domain: `licenses`, `machines` (with leases
+//! and deactivation counts), `policies`, `events`, `keys`.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -25,14 +26,16 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Activated, Created, Event, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup,
-    Machine, NewEvent, RecordKeys, RecordedKey, Redeemed, Store, StoreError, Tx, Work,
+    Activated, Created, Culled, Event, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate,
+    Lookup, Machine, MachineCheck, NewEvent, NewMachine, Policy, PolicyDeleted, Presence, RecordKeys, RecordedKey,
+    Redeemed, Store, StoreError, Tx, Work,
 };
 
 mod events;
 mod keys;
 mod licenses;
 mod machines;
+mod policies;
 mod writer;
 
 use writer::Writer;
@@ -43,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../../migrations/sqlite/0002_offline.sql")),
     (3, include_str!("../../../migrations/sqlite/0003_revoked_is_final.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_signing_keys.sql")),
+    (5, include_str!("../../../migrations/sqlite/0005_policies.sql")),
 ];
 
 /// How long a statement waits for another process's write lock before failing.
@@ -180,12 +184,10 @@ impl Tx for SqliteTx<'_> {
     async fn activate_machine(
         &mut self,
         license_id: Uuid,
-        fingerprint: &str,
-        name: Option<&str>,
-        platform: Option<&str>,
-        at: OffsetDateTime,
+        machine: &NewMachine<'_>,
+        overage: u32,
     ) -> Result<Activated, StoreError> {
-        machines::activate(self.conn, license_id, fingerprint, name, platform, at).await
+        machines::activate(self.conn, license_id, machine, overage).await
     }
 
     async fn touch_machine(
@@ -193,8 +195,50 @@ impl Tx for SqliteTx<'_> {
         license_id: Uuid,
         fingerprint: &str,
         at: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        machines::touch(self.conn, license_id, fingerprint, at).await
+        lease_expires_at: Option<OffsetDateTime>,
+    ) -> Result<Presence, StoreError> {
+        machines::touch(self.conn, license_id, fingerprint, at, lease_expires_at).await
+    }
+
+    async fn cull_machines(&mut self, license_id: Uuid, now: OffsetDateTime) -> Result<Vec<Culled>, StoreError> {
+        machines::cull(self.conn, license_id, now).await
+    }
+
+    async fn cull_expired_leases(&mut self, now: OffsetDateTime, limit: u32) -> Result<Vec<Culled>, StoreError> {
+        machines::cull_expired(self.conn, now, limit).await
+    }
+
+    async fn record_deactivation(&mut self, license_id: Uuid, at: OffsetDateTime) -> Result<(), StoreError> {
+        machines::record_deactivation(self.conn, license_id, at).await
+    }
+
+    async fn prune_deactivations(&mut self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        machines::prune_deactivations(self.conn, before, limit).await
+    }
+
+    async fn deactivations_since(
+        &mut self,
+        license_id: Uuid,
+        since: OffsetDateTime,
+    ) -> Result<(u32, Option<OffsetDateTime>), StoreError> {
+        machines::deactivations_since(self.conn, license_id, since).await
+    }
+
+    async fn policy(&mut self, name: &str, _lock: bool) -> Result<Option<Policy>, StoreError> {
+        // The writer holds SQLite's write lock for the whole unit: every read in it is locked already.
+        policies::find(&mut *self.conn, name).await
+    }
+
+    async fn insert_policy(&mut self, policy: &Policy) -> Result<(), StoreError> {
+        policies::insert(self.conn, policy).await
+    }
+
+    async fn update_policy(&mut self, policy: &Policy) -> Result<bool, StoreError> {
+        policies::update(self.conn, policy).await
+    }
+
+    async fn delete_policy(&mut self, name: &str) -> Result<PolicyDeleted, StoreError> {
+        policies::delete(self.conn, name).await
     }
 
     async fn remove_machine(&mut self, license_id: Uuid, fingerprint: &str) -> Result<bool, StoreError> {
@@ -274,8 +318,17 @@ impl Store for SqliteStore {
         &self,
         key: &str,
         fingerprint: &str,
-    ) -> Result<Option<(License, u32, bool)>, StoreError> {
-        licenses::for_machine(&self.pool, key, fingerprint).await
+        now: OffsetDateTime,
+    ) -> Result<Option<MachineCheck>, StoreError> {
+        licenses::for_machine(&self.pool, key, fingerprint, now).await
+    }
+
+    async fn policy(&self, name: &str) -> Result<Option<Policy>, StoreError> {
+        policies::find(&self.pool, name).await
+    }
+
+    async fn list_policies(&self) -> Result<Vec<Policy>, StoreError> {
+        policies::list(&self.pool).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -386,6 +439,7 @@ mod tests {
             entitlements: vec!["pro".into()],
             metadata: serde_json::Map::new(),
             status: LicenseStatus::Active,
+            policy: None,
             created_at: now(),
             updated_at: now(),
         }
@@ -427,9 +481,16 @@ mod tests {
                         let fingerprint = format!("m{i}");
                         store
                             .transact(move |tx| {
-                                Box::pin(
-                                    async move { tx.activate_machine(l.id, &fingerprint, None, None, now()).await },
-                                )
+                                Box::pin(async move {
+                                    let m = NewMachine {
+                                        fingerprint: &fingerprint,
+                                        name: None,
+                                        platform: None,
+                                        at: now(),
+                                        lease_expires_at: None,
+                                    };
+                                    tx.activate_machine(l.id, &m, 0).await
+                                })
                             })
                             .await
                     })

@@ -1,0 +1,137 @@
+//! Policies in SQLite: reads, and the writes of a unit of work (insert, update, delete of an unused policy).
+
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Executor, Row, Sqlite, SqliteConnection};
+
+use super::{is_unique_violation, json_text, secs, time_from};
+use crate::store::{Policy, PolicyDeleted, StoreError};
+
+pub(super) async fn find<'e, E>(db: E, name: &str) -> Result<Option<Policy>, StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    let row = sqlx::query("SELECT * FROM policies WHERE name = ?1").bind(name).fetch_optional(db).await?;
+    row.as_ref().map(policy_from_row).transpose()
+}
+
+pub(super) async fn list<'e, E>(db: E) -> Result<Vec<Policy>, StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    let rows = sqlx::query("SELECT * FROM policies ORDER BY name").fetch_all(db).await?;
+    rows.iter().map(policy_from_row).collect()
+}
+
+/// Binds the terms of `p` as `?1` (its name) to `?12`, in the column order of [`TERMS`].
+fn bind_terms<'q>(
+    q: Query<'q, Sqlite, SqliteArguments<'q>>,
+    p: &'q Policy,
+) -> Result<Query<'q, Sqlite, SqliteArguments<'q>>, StoreError> {
+    Ok(q.bind(&p.name)
+        .bind(i64::from(p.max_machines))
+        .bind(p.duration_secs.map(db_secs))
+        .bind(json_text(&p.entitlements)?)
+        .bind(p.refresh_interval_secs.map(db_secs))
+        .bind(p.offline_grace_secs.map(db_secs))
+        .bind(p.lease_secs.map(db_secs))
+        .bind(p.floating)
+        .bind(p.overage.to_string())
+        .bind(p.offline_allowed)
+        .bind(p.deactivation_limit.map(i64::from))
+        .bind(db_secs(p.deactivation_period_secs)))
+}
+
+/// The columns [`bind_terms`] binds as `?2` to `?12`.
+const TERMS: [&str; 11] = [
+    "max_machines",
+    "duration_secs",
+    "entitlements",
+    "refresh_interval_secs",
+    "offline_grace_secs",
+    "lease_secs",
+    "floating",
+    "overage",
+    "offline_allowed",
+    "deactivation_limit",
+    "deactivation_period_secs",
+];
+
+pub(super) async fn insert(conn: &mut SqliteConnection, p: &Policy) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO policies (name, {}, product, created_at, updated_at) VALUES (?1, {}, ?13, ?14, ?15)",
+        TERMS.join(", "),
+        (2..=12).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", "),
+    );
+    let inserted = bind_terms(sqlx::query(&sql), p)?
+        .bind(&p.product)
+        .bind(secs(p.created_at))
+        .bind(secs(p.updated_at))
+        .execute(&mut *conn)
+        .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate),
+        other => other.map(|_| ()).map_err(Into::into),
+    }
+}
+
+pub(super) async fn update(conn: &mut SqliteConnection, p: &Policy) -> Result<bool, StoreError> {
+    let sets: Vec<String> = TERMS.iter().zip(2..).map(|(column, i)| format!("{column} = ?{i}")).collect();
+    let sql = format!("UPDATE policies SET {}, updated_at = ?13 WHERE name = ?1", sets.join(", "));
+    let n = bind_terms(sqlx::query(&sql), p)?.bind(secs(p.updated_at)).execute(&mut *conn).await?.rows_affected();
+    if n == 1 && p.lease_secs.is_none() {
+        // No lease any more: no machine of the policy is culled from now on.
+        sqlx::query(
+            "UPDATE machines SET lease_expires_at = NULL WHERE lease_expires_at IS NOT NULL \
+             AND license_id IN (SELECT id FROM licenses WHERE policy = ?1)",
+        )
+        .bind(&p.name)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(n == 1)
+}
+
+pub(super) async fn delete(conn: &mut SqliteConnection, name: &str) -> Result<PolicyDeleted, StoreError> {
+    let used: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM licenses WHERE policy = ?1").bind(name).fetch_one(&mut *conn).await?;
+    if used > 0 {
+        return Ok(PolicyDeleted::InUse(used.unsigned_abs()));
+    }
+    // The writer holds the write lock, so no license can start using it between the count and the delete; the foreign
+    // key refuses it anyway.
+    let n = sqlx::query("DELETE FROM policies WHERE name = ?1").bind(name).execute(&mut *conn).await?.rows_affected();
+    Ok(if n == 1 { PolicyDeleted::Deleted } else { PolicyDeleted::NotFound })
+}
+
+/// Seconds as SQLite stores them (durations are validated far below `i64::MAX`).
+fn db_secs(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX)
+}
+
+fn policy_from_row(row: &SqliteRow) -> Result<Policy, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("policy {what}"));
+    let unsigned = |what: &str, v: i64| u64::try_from(v).map_err(|_| corrupt(what));
+    let opt = |what: &str, v: Option<i64>| v.map(|v| unsigned(what, v)).transpose();
+    let entitlements: String = row.try_get("entitlements")?;
+    let overage: String = row.try_get("overage")?;
+    let max_machines: i64 = row.try_get("max_machines")?;
+    let limit: Option<i64> = row.try_get("deactivation_limit")?;
+    Ok(Policy {
+        name: row.try_get("name")?,
+        product: row.try_get("product")?,
+        max_machines: u32::try_from(max_machines).map_err(|_| corrupt("max_machines"))?,
+        duration_secs: opt("duration", row.try_get("duration_secs")?)?,
+        entitlements: serde_json::from_str(&entitlements).map_err(|_| corrupt("entitlements"))?,
+        refresh_interval_secs: opt("refresh_interval", row.try_get("refresh_interval_secs")?)?,
+        offline_grace_secs: opt("offline_grace", row.try_get("offline_grace_secs")?)?,
+        lease_secs: opt("lease", row.try_get("lease_secs")?)?,
+        floating: row.try_get("floating")?,
+        overage: overage.parse().map_err(|_| corrupt("overage"))?,
+        offline_allowed: row.try_get("offline_allowed")?,
+        deactivation_limit: limit.map(|n| u32::try_from(n).map_err(|_| corrupt("deactivation_limit"))).transpose()?,
+        deactivation_period_secs: unsigned("deactivation_period", row.try_get("deactivation_period_secs")?)?,
+        created_at: time_from(row.try_get("created_at")?)?,
+        updated_at: time_from(row.try_get("updated_at")?)?,
+    })
+}
