@@ -53,8 +53,8 @@ pub use store::{connect as connect_store, is_postgres_url, DEFAULT_POOL_SIZE};
 pub use store::{
     Activated, Created, Culled, Cursor, EffectiveStatus, Event, EventKind, Idempotency, License, LicenseFilter,
     LicensePage, LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck, NewEvent, NewMachine, Overage, Policy,
-    PolicyDeleted, PolicyUpdate, PostgresStore, Presence, RecordKeys, RecordedKey, Redeemed, SqliteStore, Store,
-    StoreError, StoreExt, Tx, Work, DEFAULT_DEACTIVATION_PERIOD_SECS,
+    PolicyDeleted, PolicyLock, PolicyUpdate, PostgresStore, Presence, RecordKeys, RecordedKey, Redeemed, SqliteStore,
+    Store, StoreError, StoreExt, Touched, Tx, Work, DEFAULT_DEACTIVATION_PERIOD_SECS,
 };
 
 /// Name of the SQLite database file in the data directory.

@@ -380,3 +380,24 @@ erin@example.com,acme-cad,,,,P-5,,line 6: slots: empty; give the number of machi
     let frank = sandbox.json(&["license", "list", "--email", "frank@example.com", "--json"]);
     assert_eq!(fields(&frank["licenses"][0]), json!(["frank@example.com", "acme-cad", 3, ["pro"], "pro", false]));
 }
+
+#[test]
+fn token_issue_refuses_offline_tokens_where_the_policy_does_not_allow_them() {
+    let sandbox = Sandbox::initialized();
+    let kiosk = ["policy", "create", "kiosk", "--product", "acme-cad", "--max-machines", "2", "--no-offline"];
+    sandbox.run(&kiosk).success();
+    let license = sandbox.json(&["license", "create", "--email", "ada@example.com", "--policy", "kiosk", "--json"]);
+    let id = license["id"].as_str().unwrap();
+    let offline = ["token", "issue", "--license", id, "--fingerprint", "m1", "--offline", "--out", "m1.license"];
+    let refused = sandbox.run(&offline);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("does not allow offline activation"), "{refused:?}");
+    assert!(!sandbox.path().join("m1.license").exists(), "nothing written");
+    let machines = sandbox.json(&["machine", "list", id, "--json"]);
+    assert_eq!(machines["machines"].as_array().unwrap().len(), 0, "no slot taken: {machines}");
+    // Online tokens are not air-gapped activations.
+    sandbox.run(&["token", "issue", "--license", id, "--fingerprint", "m1"]).success();
+    sandbox.run(&["policy", "update", "kiosk", "--offline", "true"]).success();
+    sandbox.run(&offline).success();
+    assert!(sandbox.path().join("m1.license").exists());
+}

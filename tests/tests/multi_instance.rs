@@ -464,6 +464,26 @@ async fn nul_characters_from_clients_are_refused_not_a_server_error() {
     let remove =
         client.delete(format!("{base}/v1/licenses/{id}/machines/m%00x")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(remove.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Policy names: a NUL in the path or in a license's `policy` names no policy (PostgreSQL would refuse the text).
+    for method in [reqwest::Method::GET, reqwest::Method::PATCH, reqwest::Method::DELETE] {
+        let mut req = client.request(method.clone(), format!("{base}/v1/policies/pro%00")).bearer_auth(&admin);
+        if method == reqwest::Method::PATCH {
+            req = req.json(&json!({ "max_machines": 2 }));
+        }
+        let resp = req.send().await.unwrap();
+        let (status, body) = (resp.status(), resp.json::<Value>().await.unwrap());
+        assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("policy_not_found")), "{method}");
+    }
+    let body = json!({ "email": "ada@example.com", "policy": "pro\u{0}" });
+    let (status, error) = post(&client, format!("{base}/v1/licenses"), body, Some(&admin)).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::NOT_FOUND, Some("policy_not_found")), "{error}");
+    let body = json!({ "name": "pro", "product": "acme\u{0}", "max_machines": 1 });
+    let (status, error) = post(&client, format!("{base}/v1/policies"), body, Some(&admin)).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_field")), "{error}");
+    let body = json!({ "name": "pro", "product": "acme-cad", "max_machines": 1, "entitlements": ["a\u{0}"] });
+    let (status, error) = post(&client, format!("{base}/v1/policies"), body, Some(&admin)).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_field")), "{error}");
     instance.stop().await;
 }
 

@@ -574,3 +574,77 @@ async fn the_deactivation_limit_counts_a_sliding_window() {
     assert_eq!(server.fingerprints(&id).await, BTreeSet::from([m7.clone()]), "the offline machine stays");
     server.stop().await;
 }
+
+/// A limit lowered below the deactivations already in the window: the refusal's `retry_at` is when enough of them have
+/// left it for one more (not when the oldest leaves), and a deactivation at that time is allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_deactivation_limit_says_when_enough_deactivations_have_left_the_window() {
+    let server = Server::start_with_manual_clock(NO_LIMIT).await;
+    let policy = json!({ "name": "limited", "product": PRODUCT, "max_machines": 1, "deactivation_limit": 3 });
+    server.create_policy(policy).await;
+    let (_, key) = server.license_of("limited").await;
+    let t0 = server.now();
+    for day in 0..3 {
+        server.manual_clock().set(t0 + Duration::days(day));
+        server.activated(&key, "m").await;
+        let (status, body) = server.deactivate(&key, "m").await;
+        assert_eq!(status, StatusCode::OK, "deactivation on day {day}: {body}");
+    }
+    server.patch_policy("limited", json!({ "deactivation_limit": 1 })).await;
+    server.manual_clock().set(t0 + Duration::days(3));
+    server.activated(&key, "m").await;
+    let answer = server.deactivate(&key, "m").await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "deactivation_limit_reached", "three in the window, limit one");
+    let retry_at = ts(&answer.1["retry_at"]);
+    assert_eq!(retry_at, t0 + Duration::days(32), "all three must leave the 30-day window: {}", answer.1);
+    server.manual_clock().set(t0 + Duration::days(31) + Duration::seconds(1));
+    let answer = server.deactivate(&key, "m").await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "deactivation_limit_reached", "one still in the window on day 31");
+    server.manual_clock().set(retry_at + Duration::seconds(1));
+    let (status, body) = server.deactivate(&key, "m").await;
+    assert_eq!(status, StatusCode::OK, "after retry_at: {body}");
+    server.stop().await;
+}
+
+/// An explicit `null` for a field that has no null meaning is refused (422), not read as "left out"; and without a
+/// policy, a field left out and the same field given as its default are one request for an Idempotency-Key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_is_refused_where_it_means_nothing_and_defaults_hash_as_given() {
+    let server = Server::start_with_manual_clock(NO_LIMIT).await;
+    server.create_policy(json!({ "name": "pro", "product": PRODUCT, "max_machines": 2 })).await;
+    for (body, field) in [
+        (json!({ "name": "a", "product": PRODUCT, "max_machines": 1, "overage": null }), "overage"),
+        (json!({ "name": "b", "product": PRODUCT, "max_machines": 1, "offline_allowed": null }), "offline_allowed"),
+        (json!({ "name": "c", "product": PRODUCT, "max_machines": 1, "deactivation_period": null }), "period"),
+    ] {
+        let answer = server.admin(Method::POST, "/v1/policies", Some(body)).await;
+        assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", field);
+    }
+    for body in [json!({ "max_machines": null }), json!({ "floating": null }), json!({ "entitlements": null })] {
+        let answer = server.admin(Method::PATCH, "/v1/policies/pro", Some(body.clone())).await;
+        assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", &body.to_string());
+    }
+    for body in [
+        json!({ "email": "ada@example.com", "policy": "pro", "product": null }),
+        json!({ "email": "ada@example.com", "policy": "pro", "max_machines": null }),
+        json!({ "email": "ada@example.com", "policy": null, "product": PRODUCT, "max_machines": 1 }),
+    ] {
+        let answer = server.admin(Method::POST, "/v1/licenses", Some(body.clone())).await;
+        assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", &body.to_string());
+    }
+
+    let send = |body: Value| {
+        let request = server.client.post(format!("{}/v1/licenses", server.base)).bearer_auth(&server.admin);
+        request.header("Idempotency-Key", "order-7").json(&body).send()
+    };
+    let short = json!({ "email": "ada@example.com", "product": PRODUCT, "max_machines": 1 });
+    let first = send(short).await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    let spelled_out = json!({ "email": "ada@example.com", "product": PRODUCT, "max_machines": 1, "entitlements": [] });
+    let again = send(spelled_out).await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK, "the same request, its default spelled out: a replay");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    server.stop().await;
+}

@@ -147,3 +147,64 @@ async fn an_unreachable_postgres_says_connection_refused() {
     assert!(text.to_lowercase().contains("refused"), "{text}");
     println!("refused after {:?}: {text}", started.elapsed());
 }
+
+/// PostgreSQL: the sweep skips a license a unit of work holds (it neither waits for it nor culls its machines under
+/// it), so a sweep and a unit never deadlock on machine rows and event locks; the next sweep culls what was skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_sweep_skips_a_license_a_unit_holds() {
+    use e2e_tests::conformance::one::OneUnit as _;
+    use issuer::StoreExt as _;
+    let Some(test_store) = postgres("postgres_sweep_skips_a_license_a_unit_holds").await else { return };
+    let store = test_store.store.clone();
+    let now = time::OffsetDateTime::from_unix_timestamp(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap();
+    let (held, free) = (license(), license());
+    for l in [&held, &free] {
+        store.create_license(l, None).await.unwrap();
+        store.activate_leased(l.id, "dead", now - time::Duration::hours(1), Some(now), 0).await.unwrap();
+    }
+    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let unit_store = store.clone();
+    let id = held.id;
+    let unit = tokio::spawn(async move {
+        unit_store
+            .transact::<_, issuer::StoreError, _>(move |tx| {
+                Box::pin(async move {
+                    tx.license(issuer::Lookup::Id(id)).await?;
+                    let _ = locked_tx.send(());
+                    // A test may hold its unit open; the service never does.
+                    let _ = tokio::time::timeout(Duration::from_secs(30), release_rx).await;
+                    Ok(())
+                })
+            })
+            .await
+    });
+    locked_rx.await.unwrap();
+    let swept = tokio::time::timeout(Duration::from_secs(10), store.cull_expired_leases(now, 100))
+        .await
+        .expect("the sweep does not wait for the held license")
+        .unwrap();
+    assert_eq!(swept.iter().map(|c| c.license_id).collect::<Vec<_>>(), [free.id], "the held license is skipped");
+    release_tx.send(()).unwrap();
+    unit.await.unwrap().unwrap();
+    let swept = store.cull_expired_leases(now, 100).await.unwrap();
+    assert_eq!(swept.iter().map(|c| c.license_id).collect::<Vec<_>>(), [held.id], "culled once it is free");
+}
+
+fn license() -> issuer::License {
+    let now = time::OffsetDateTime::from_unix_timestamp(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap();
+    issuer::License {
+        id: uuid::Uuid::now_v7(),
+        key: issuer::LicenseKey::generate().unwrap().to_string(),
+        email: "ada@example.com".into(),
+        product: "acme-cad".into(),
+        max_machines: 3,
+        expires_at: None,
+        entitlements: vec![],
+        metadata: serde_json::Map::new(),
+        status: issuer::LicenseStatus::Active,
+        policy: None,
+        created_at: now,
+        updated_at: now,
+    }
+}

@@ -97,14 +97,18 @@ fn metadata_object(
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateRequest {
     email: String,
+    #[serde(default, deserialize_with = "not_null")]
     product: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
     max_machines: Option<u32>,
     /// Absent: the policy's duration (or perpetual); `null`: perpetual, whatever the policy says.
     #[serde(default, deserialize_with = "present")]
     expires_at: Option<Option<String>>,
     duration: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
     entitlements: Option<Vec<String>>,
     metadata: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "not_null")]
     policy: Option<String>,
 }
 
@@ -206,6 +210,12 @@ pub(crate) async fn get(
 ) -> Result<JsonResponse<LicenseView>, ApiError> {
     let which = LicenseRef::parse(&id)?;
     Ok(JsonResponse(LicenseView::at(state.licensing.license(&which).await?, state.licensing.now())))
+}
+
+/// A field that may be left out but is never `null`: `None` only when it is absent (with `#[serde(default)]`); an
+/// explicit `null` is refused like any other wrong type, rather than read as "left out".
+pub(crate) fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).

@@ -7,7 +7,7 @@ use axum::Json as JsonResponse;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::admin::present;
+use super::admin::{not_null, present};
 use super::error::ApiError;
 use super::extract::{ClientIp, Json, Path, Query};
 use super::AppState;
@@ -99,9 +99,12 @@ pub(crate) struct CreateRequest {
     lease: Option<DurationValue>,
     #[serde(default)]
     floating: bool,
+    #[serde(default, deserialize_with = "not_null")]
     overage: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
     offline_allowed: Option<bool>,
     deactivation_limit: Option<u32>,
+    #[serde(default, deserialize_with = "not_null")]
     deactivation_period: Option<DurationValue>,
 }
 
@@ -163,9 +166,11 @@ pub(crate) async fn get(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateRequest {
+    #[serde(default, deserialize_with = "not_null")]
     max_machines: Option<u32>,
     #[serde(default, deserialize_with = "present")]
     duration: Option<Option<DurationValue>>,
+    #[serde(default, deserialize_with = "not_null")]
     entitlements: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present")]
     refresh_interval: Option<Option<DurationValue>>,
@@ -173,11 +178,15 @@ pub(crate) struct UpdateRequest {
     offline_grace: Option<Option<DurationValue>>,
     #[serde(default, deserialize_with = "present")]
     lease: Option<Option<DurationValue>>,
+    #[serde(default, deserialize_with = "not_null")]
     floating: Option<bool>,
+    #[serde(default, deserialize_with = "not_null")]
     overage: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
     offline_allowed: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     deactivation_limit: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "not_null")]
     deactivation_period: Option<DurationValue>,
 }
 

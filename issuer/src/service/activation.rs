@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use keys::KeyRing;
 use serde::Serialize;
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use verifier::{Claims, LicenseId, TokenKind, UntrustedToken};
 
@@ -18,7 +18,7 @@ use super::checks::{check_fingerprint, check_machine_text, usable};
 use super::policies::{count_deactivation, cull_license, terms_in, CulledBy, Terms};
 use super::{Context, LicenseRef, Licensing, ServiceError, Unusable};
 use crate::license_key::LicenseKey;
-use crate::store::{Activated, EventKind, License, Lookup, MachineCheck, NewMachine, Presence, StoreExt as _};
+use crate::store::{Activated, EventKind, License, Lookup, MachineCheck, NewMachine, Presence, StoreExt as _, Touched};
 
 /// A signed token and what it says.
 #[derive(Clone, Debug, PartialEq)]
@@ -165,7 +165,7 @@ impl Licensing {
         // (key ring with roots, no covering certificate) refuses inside the unit, so no slot is taken for nothing.
         let (ring, defaults) = (self.ring.current(), self.policy);
         let unit_ring = Arc::clone(&ring);
-        let (license, machines_used, new_machine, terms, signed) = self
+        let (license, machines_used, new_machine, lease_expires_at, terms, signed) = self
             .store
             .transact(move |tx| {
                 Box::pin(async move {
@@ -190,9 +190,14 @@ impl Licensing {
                         lease_expires_at,
                     };
                     let overage = terms.overage.extra(license.max_machines);
-                    let (new_machine, machines_used) = match tx.activate_machine(license.id, &machine, overage).await? {
-                        Activated::New { machines_used, .. } => (true, machines_used),
-                        Activated::Existing { machines_used, .. } => (false, machines_used),
+                    let (new_machine, machines_used, lease_expires_at) = match tx
+                        .activate_machine(license.id, &machine, overage)
+                        .await?
+                    {
+                        Activated::New { machine, machines_used } => (true, machines_used, machine.lease_expires_at),
+                        Activated::Existing { machine, machines_used } => {
+                            (false, machines_used, machine.lease_expires_at)
+                        }
                         Activated::NoSlotLeft { machines_used } => {
                             return Err(ServiceError::NoSlotLeft { max_machines: license.max_machines, machines_used });
                         }
@@ -201,20 +206,13 @@ impl Licensing {
                     let mut detail = serde_json::json!({
                         "new_machine": new_machine,
                         "machines_used": machines_used,
-                        "overage": machines_used > license.max_machines,
+                        "overage": terms.in_overage(license.max_machines, machines_used),
                     });
                     let signed = if offline {
                         detail["offline"] = true.into();
-                        let issued = sign(
-                            &unit_ring,
-                            &terms,
-                            license.clone(),
-                            &fingerprint,
-                            at,
-                            machines_used,
-                            new_machine,
-                            kind,
-                        )?;
+                        let machine =
+                            Signed { fingerprint: &fingerprint, at, machines_used, new_machine, lease_expires_at };
+                        let issued = sign(&unit_ring, &terms, license.clone(), &machine, kind)?;
                         let proof = verifier::token_proof(&issued.token).map_err(ServiceError::InvalidToken)?;
                         if !tx.set_offline_proof(license.id, &fingerprint, &proof).await? {
                             return Err(ServiceError::NotActivated);
@@ -224,13 +222,16 @@ impl Licensing {
                         None
                     };
                     tx.append_event(&ctx.event(license.id, EventKind::Activated, Some(&fingerprint), detail)).await?;
-                    Ok((license, machines_used, new_machine, terms, signed))
+                    Ok((license, machines_used, new_machine, lease_expires_at, terms, signed))
                 })
             })
             .await?;
         match signed {
             Some(issued) => Ok(issued),
-            None => sign(&ring, &terms, license, fingerprint, ctx.at(), machines_used, new_machine, TokenKind::Online),
+            None => {
+                let machine = Signed { fingerprint, at: ctx.at(), machines_used, new_machine, lease_expires_at };
+                sign(&ring, &terms, license, &machine, TokenKind::Online)
+            }
         }
     }
 
@@ -276,7 +277,7 @@ impl Licensing {
                 },
             }
         };
-        let overage = machines_used > license.max_machines;
+        let overage = terms.in_overage(license.max_machines, machines_used);
         let detail = serde_json::json!({ "code": code.as_str() });
         self.store.append_event(&ctx.event(license.id, EventKind::Validated, Some(fingerprint), detail)).await?;
         Ok(Validated { code, license: Some(license), machines_used: Some(machines_used), overage })
@@ -315,15 +316,15 @@ impl Licensing {
                             let terms = terms_in(tx, &license, defaults).await?;
                             cull_license(tx, &license, &terms, CulledBy::Refresh, &ctx).await?;
                             match tx.touch_machine(license.id, &fp, ctx.at(), terms.lease_until(ctx.at())).await? {
-                                Presence::Active => {
+                                Touched::Active { lease_expires_at } => {
                                     let used = tx.count_machines(license.id).await?;
                                     let event =
                                         ctx.event(license.id, EventKind::Refreshed, Some(&fp), outcome("refreshed"));
                                     tx.append_event(&event).await?;
-                                    return Ok(Ok((license, used, terms)));
+                                    return Ok(Ok((license, used, lease_expires_at, terms)));
                                 }
-                                Presence::LeaseExpired => (ServiceError::LeaseExpired, "lease_expired"),
-                                Presence::Absent => (ServiceError::NotActivated, "not_activated"),
+                                Touched::LeaseExpired => (ServiceError::LeaseExpired, "lease_expired"),
+                                Touched::Absent => (ServiceError::NotActivated, "not_activated"),
                             }
                         }
                         Err(Unusable::Revoked) => (ServiceError::Unusable(Unusable::Revoked), "revoked"),
@@ -336,8 +337,10 @@ impl Licensing {
                 })
             })
             .await?;
-        let (license, machines_used, terms) = refreshed?;
-        sign(&ring, &terms, license, &fingerprint, ctx.at(), machines_used, false, TokenKind::Online)
+        let (license, machines_used, lease_expires_at, terms) = refreshed?;
+        let machine =
+            Signed { fingerprint: &fingerprint, at: ctx.at(), machines_used, new_machine: false, lease_expires_at };
+        sign(&ring, &terms, license, &machine, TokenKind::Online)
     }
 
     /// Deactivates this machine, freeing its slot, with its `deactivated` event. Returns the license and the machines
@@ -373,21 +376,29 @@ impl Licensing {
     }
 }
 
-/// Signs a token of `kind` for `license` on the machine `fingerprint`, issued at `at`, timed by `terms`. With a lease,
-/// an online token asks for a refresh by half the lease and never outlives it.
-#[allow(clippy::too_many_arguments)]
+/// The machine a token is signed for, as the unit left it.
+struct Signed<'a> {
+    fingerprint: &'a str,
+    /// The time of issue.
+    at: OffsetDateTime,
+    machines_used: u32,
+    new_machine: bool,
+    /// The machine's lease as stored (it never moves earlier, and is none for a machine holding an offline token).
+    lease_expires_at: Option<OffsetDateTime>,
+}
+
+/// Signs a token of `kind` for `license` on `machine`, timed by `terms`. With a lease, an online token asks for a
+/// refresh by half the lease (whole seconds, as tokens carry them) and never outlives the stored lease.
 fn sign(
     ring: &Arc<KeyRing>,
     terms: &Terms,
     license: License,
-    fingerprint: &str,
-    at: OffsetDateTime,
-    machines_used: u32,
-    new_machine: bool,
+    machine: &Signed<'_>,
     kind: TokenKind,
 ) -> Result<Issued, ServiceError> {
+    let at = machine.at;
     let lease_expires_at = match kind {
-        TokenKind::Online => terms.lease_until(at),
+        TokenKind::Online => machine.lease_expires_at,
         TokenKind::Offline => None,
     };
     let (refresh_after, token_expires_at) = match kind {
@@ -395,7 +406,7 @@ fn sign(
             let mut refresh_after = at + terms.timing.refresh_interval;
             let mut token_expires_at = refresh_after + terms.timing.offline_grace;
             if let (Some(lease), Some(end)) = (terms.lease, lease_expires_at) {
-                refresh_after = refresh_after.min(at + lease / 2);
+                refresh_after = refresh_after.min(at + Duration::seconds(lease.whole_seconds() / 2)).min(end);
                 token_expires_at = token_expires_at.min(end);
             }
             (Some(refresh_after), Some(token_expires_at))
@@ -410,7 +421,7 @@ fn sign(
         product: license.product.clone(),
         entitlements: license.entitlements.clone(),
         max_machines: license.max_machines,
-        fingerprint: fingerprint.to_string(),
+        fingerprint: machine.fingerprint.to_string(),
         issued_at: at,
         license_expires_at: license.expires_at,
         refresh_after,
@@ -418,15 +429,15 @@ fn sign(
     };
     let certificate = ring.signing_certificate(at, Some(&license.product))?.map(ToString::to_string);
     let token = ring.sign(&claims)?;
-    let overage = machines_used > license.max_machines;
+    let overage = terms.in_overage(license.max_machines, machine.machines_used);
     Ok(Issued {
         token,
         claims,
         refresh_after,
         token_expires_at,
         license,
-        machines_used,
-        new_machine,
+        machines_used: machine.machines_used,
+        new_machine: machine.new_machine,
         overage,
         lease_expires_at,
         certificate,

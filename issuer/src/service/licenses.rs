@@ -14,11 +14,12 @@ use uuid::Uuid;
 
 use super::checks::{check_fingerprint, check_license, hex};
 use super::error::invalid;
+use super::policies::known_name;
 use super::{Context, Licensing, ServiceError};
 use crate::license_key::LicenseKey;
 use crate::store::{
     Created, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup,
-    Machine, Policy, StoreExt as _,
+    Machine, Policy, PolicyLock, StoreExt as _,
 };
 
 /// When a new license ends.
@@ -148,11 +149,19 @@ impl Licensing {
     /// the first license (`false` in the pair) and another request with the same key is a conflict.
     pub async fn create_license(
         &self,
-        new: NewLicense,
+        mut new: NewLicense,
         idempotency_key: Option<&str>,
         ctx: &Context,
     ) -> Result<(License, bool), ServiceError> {
         let at = ctx.at();
+        if let Some(name) = &new.policy {
+            known_name(name)?;
+        } else {
+            // Without a policy the defaults are what they always were, and are hashed as such: a retry keeps its
+            // idempotency hash whether a field was left out or given as its default, and across upgrades.
+            new.expiry.get_or_insert(Expiry::Never);
+            new.entitlements.get_or_insert_with(Vec::new);
+        }
         let idempotency = match idempotency_key {
             Some(key) => {
                 if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
@@ -175,7 +184,11 @@ impl Licensing {
                 Box::pin(async move {
                     // The policy is read in the unit: the license is made from it as it is when the license is stored.
                     let policy = match &new.policy {
-                        Some(name) => Some(tx.policy(name, false).await?.ok_or(ServiceError::PolicyNotFound)?),
+                        // Kept alive until the license is stored: a concurrent delete of the (so far unused) policy
+                        // waits, then finds the license and refuses.
+                        Some(name) => {
+                            Some(tx.policy(name, PolicyLock::KeepAlive).await?.ok_or(ServiceError::PolicyNotFound)?)
+                        }
                         None => None,
                     };
                     let license = new.resolve(policy.as_ref(), id, key, at)?;

@@ -11,8 +11,8 @@ use super::checks::check_license;
 use super::error::invalid;
 use super::{Context, Licensing, ServiceError, TokenPolicy};
 use crate::store::{
-    Culled, EventKind, License, LicenseStatus, Overage, Policy, PolicyDeleted, PolicyUpdate, StoreError, StoreExt as _,
-    Tx,
+    Culled, EventKind, License, LicenseStatus, Overage, Policy, PolicyDeleted, PolicyLock, PolicyUpdate, StoreError,
+    StoreExt as _, Tx,
 };
 
 /// Longest policy name.
@@ -85,6 +85,12 @@ impl Terms {
     pub fn limit(&self, max_machines: u32) -> u32 {
         max_machines.saturating_add(self.overage.extra(max_machines))
     }
+
+    /// Whether `machines_used` machines on a license of `max_machines` slots are in overage: above the slots, within
+    /// the overage (above it is too many, not overage).
+    pub fn in_overage(&self, max_machines: u32, machines_used: u32) -> bool {
+        machines_used > max_machines && machines_used <= self.limit(max_machines)
+    }
 }
 
 /// The terms of `license` as a unit of work reads them.
@@ -92,7 +98,7 @@ pub(super) async fn terms_in(tx: &mut dyn Tx, license: &License, defaults: Token
     let Some(name) = &license.policy else { return Ok(Terms::of(None, defaults)) };
     // A used policy is never deleted (the foreign key refuses it), so this finds it.
     let policy = tx
-        .policy(name, false)
+        .policy(name, PolicyLock::None)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("license {} names the missing policy `{name}`", license.id)))?;
     Ok(Terms::of(Some(&policy), defaults))
@@ -157,9 +163,11 @@ pub(super) async fn count_deactivation(
 ) -> Result<(), ServiceError> {
     if let Some((limit, period_secs)) = terms.deactivation_limit {
         let period = Duration::seconds(i64::try_from(period_secs).unwrap_or(i64::MAX));
-        let (done, oldest) = tx.deactivations_since(license.id, at - period).await?;
-        if done >= limit {
-            let retry_at = oldest.map_or(at, |t| t + period);
+        let done = tx.deactivations_since(license.id, at - period).await?;
+        if done.len() >= limit as usize {
+            // The next one is allowed once all but `limit - 1` have left the window (more than `limit` are there
+            // when the limit was lowered since).
+            let retry_at = done.get(done.len() - limit as usize).map_or(at, |t| *t + period);
             return Err(ServiceError::DeactivationLimit { limit, period_secs, retry_at });
         }
     }
@@ -191,6 +199,7 @@ impl Licensing {
 
     /// The policy with this name.
     pub async fn policy(&self, name: &str) -> Result<Policy, ServiceError> {
+        known_name(name)?;
         self.store.policy(name).await?.ok_or(ServiceError::PolicyNotFound)
     }
 
@@ -201,11 +210,12 @@ impl Licensing {
 
     /// Changes a policy's terms, merged into the policy as it is under the unit's lock and checked as a whole.
     pub async fn update_policy(&self, name: &str, update: PolicyUpdate, ctx: &Context) -> Result<Policy, ServiceError> {
+        known_name(name)?;
         let (name, at) = (name.to_string(), ctx.at());
         self.store
             .transact(move |tx| {
                 Box::pin(async move {
-                    let current = tx.policy(&name, true).await?.ok_or(ServiceError::PolicyNotFound)?;
+                    let current = tx.policy(&name, PolicyLock::Update).await?.ok_or(ServiceError::PolicyNotFound)?;
                     if update.is_empty() {
                         return Ok(current);
                     }
@@ -224,6 +234,7 @@ impl Licensing {
     /// Deletes a policy no license uses; [`ServiceError::PolicyInUse`] otherwise (licenses are never deleted, so a
     /// policy that was ever used stays).
     pub async fn delete_policy(&self, name: &str) -> Result<(), ServiceError> {
+        known_name(name)?;
         let name = name.to_string();
         self.store
             .transact(move |tx| {
@@ -277,6 +288,16 @@ pub fn is_policy_name(name: &str) -> bool {
         && bytes.len() <= MAX_POLICY_NAME_LEN
         && bytes[0] != b'-'
         && bytes.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A name that is not a policy name names no policy: refused before the store, which (PostgreSQL) would refuse some
+/// such texts (NUL) with an error of its own.
+pub(super) fn known_name(name: &str) -> Result<(), ServiceError> {
+    if is_policy_name(name) {
+        Ok(())
+    } else {
+        Err(ServiceError::PolicyNotFound)
+    }
 }
 
 /// Checks a policy as a whole: its name, and terms every license of it can be signed with.

@@ -27,7 +27,7 @@ pub use model::{
     LicenseStatus, LicenseUpdate, Lookup, Machine, NewEvent, RecordedKey, Redeemed,
 };
 pub use policy::{
-    Culled, MachineCheck, NewMachine, Overage, Policy, PolicyDeleted, PolicyUpdate, Presence,
+    Culled, MachineCheck, NewMachine, Overage, Policy, PolicyDeleted, PolicyLock, PolicyUpdate, Presence, Touched,
     DEFAULT_DEACTIVATION_PERIOD_SECS,
 };
 pub use postgres::{is_postgres_url, PostgresStore, DEFAULT_POOL_SIZE};

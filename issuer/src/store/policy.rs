@@ -240,6 +240,32 @@ pub struct Culled {
     pub lease_expired_at: OffsetDateTime,
 }
 
+/// What [`Tx::touch_machine`](super::Tx::touch_machine) found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Touched {
+    /// The machine was active and is now marked as seen; its lease ends then (`None`: no lease, also for a machine
+    /// holding an offline token, which never takes one).
+    Active {
+        /// When its lease ends now.
+        lease_expires_at: Option<OffsetDateTime>,
+    },
+    /// It was culled earlier; nothing was written.
+    LeaseExpired,
+    /// It is not activated.
+    Absent,
+}
+
+/// How a unit of work reads a policy ([`Tx::policy`](super::Tx::policy)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyLock {
+    /// No lock: the policy as last committed (a used policy is never deleted, and a license reads its rules so).
+    None,
+    /// The policy cannot be deleted until the unit ends (a license being created from it).
+    KeepAlive,
+    /// Locked against other units' changes of it until the unit ends (a read-modify-write of the policy).
+    Update,
+}
+
 /// Whether a machine is on a license, as a validation or a check-in sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Presence {

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{
     Activated, Created, Culled, Idempotency, License, LicenseStatus, LicenseUpdate, Lookup, NewEvent, NewMachine,
-    Policy, PolicyDeleted, Presence, RecordedKey, Redeemed, Store, StoreError,
+    Policy, PolicyDeleted, PolicyLock, RecordedKey, Redeemed, Store, StoreError, Touched,
 };
 
 /// A unit of work as a backend runs it: `Ok` commits, `Err` rolls back. Made by [`StoreExt::transact`].
@@ -57,9 +57,10 @@ pub trait Tx: Send {
         at: OffsetDateTime,
     ) -> Result<Option<License>, StoreError>;
 
-    /// Activates a machine (a check-in): an already active fingerprint is refreshed without using a slot (its lease,
-    /// name and platform updated); a new one is stored only while fewer machines than the license's `max_machines`
-    /// plus `overage` are active, checked and inserted in one step. A new machine's culled mark is forgotten.
+    /// Activates a machine (a check-in): an already active fingerprint is refreshed without using a slot (its name and
+    /// platform updated, its lease moved as [`Tx::touch_machine`] moves it); a new one is stored only while fewer
+    /// machines than the license's `max_machines` plus `overage` are active, checked and inserted in one step. A new
+    /// machine's culled mark is forgotten.
     async fn activate_machine(
         &mut self,
         license_id: Uuid,
@@ -67,25 +68,26 @@ pub trait Tx: Send {
         overage: u32,
     ) -> Result<Activated, StoreError>;
 
-    /// Marks an active machine as seen at `at` (a refresh), its lease ending at `lease_expires_at`. Says whether it
-    /// was [`Presence::Active`] (and is now touched), culled earlier ([`Presence::LeaseExpired`], nothing written), or
-    /// [`Presence::Absent`]. A machine whose lease ended must be culled first ([`Tx::cull_machines`]): touching
-    /// does not judge leases.
+    /// Marks an active machine as seen at `at` (a refresh) and moves its lease: `None` ends it (no lease); a time
+    /// never moves it earlier (of two check-ins committing out of their clocks' order, the later lease stays, so no
+    /// token issued with it outlives the stored lease); a machine holding an offline token never takes a lease. Says
+    /// what it found; a machine whose lease ended must be culled first ([`Tx::cull_machines`]): touching does not
+    /// judge leases.
     async fn touch_machine(
         &mut self,
         license_id: Uuid,
         fingerprint: &str,
         at: OffsetDateTime,
         lease_expires_at: Option<OffsetDateTime>,
-    ) -> Result<Presence, StoreError>;
+    ) -> Result<Touched, StoreError>;
 
     /// Culls the license's machines whose lease ended at or before `now`: removes them, freeing their slots, and marks
-    /// them culled (what [`Presence::LeaseExpired`] reports until the fingerprint activates again).
+    /// them culled (what [`super::Presence::LeaseExpired`] reports until the fingerprint activates again).
     async fn cull_machines(&mut self, license_id: Uuid, now: OffsetDateTime) -> Result<Vec<Culled>, StoreError>;
 
     /// The sweep: culls at most `limit` machines of any license whose lease ended at or before `now`, as
-    /// [`Tx::cull_machines`] does. On several instances each machine is culled by one of them: a machine another
-    /// unit is culling or checking in meanwhile is skipped, not waited for.
+    /// [`Tx::cull_machines`] does. A license another unit (or another instance's sweep) holds is skipped, not waited
+    /// for, and stays locked for this unit: each machine is culled once, and a sweep never deadlocks with a unit.
     async fn cull_expired_leases(&mut self, now: OffsetDateTime, limit: u32) -> Result<Vec<Culled>, StoreError>;
 
     /// Records a deactivation counted by a deactivation limit.
@@ -94,22 +96,22 @@ pub trait Tx: Send {
     /// Deletes at most `limit` recorded deactivations from before `before` (no window reaches them); how many.
     async fn prune_deactivations(&mut self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
 
-    /// The license's recorded deactivations after `since`: how many, and the oldest one's time.
+    /// The times of the license's recorded deactivations after `since`, oldest first.
     async fn deactivations_since(
         &mut self,
         license_id: Uuid,
         since: OffsetDateTime,
-    ) -> Result<(u32, Option<OffsetDateTime>), StoreError>;
+    ) -> Result<Vec<OffsetDateTime>, StoreError>;
 
-    /// The policy with this name; with `lock`, locked against other units' changes of it until this unit ends (for a
-    /// read-modify-write of the policy; reads for a license need no lock: a used policy is never deleted).
-    async fn policy(&mut self, name: &str, lock: bool) -> Result<Option<Policy>, StoreError>;
+    /// The policy with this name, read with `lock`.
+    async fn policy(&mut self, name: &str, lock: PolicyLock) -> Result<Option<Policy>, StoreError>;
 
     /// Stores a new policy; [`StoreError::Duplicate`] when its name is taken.
     async fn insert_policy(&mut self, policy: &Policy) -> Result<(), StoreError>;
 
     /// Replaces the terms of the policy with `policy.name` (its product stays); `false` when there is none. A lease
-    /// set to `None` also ends the lease of every machine of the policy's licenses.
+    /// set to `None` also ends the lease of every machine of the policy's licenses, taking their licenses' locks
+    /// first (so a check-in that read the old lease commits before, and its lease is ended too).
     async fn update_policy(&mut self, policy: &Policy) -> Result<bool, StoreError>;
 
     /// Deletes a policy no license uses.

@@ -81,6 +81,7 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@store $open;
             policies::policies_round_trip_update_and_delete_only_while_unused,
             policies::ended_leases_are_culled_per_license_and_by_the_sweep,
+            policies::a_lease_never_moves_earlier_and_offline_machines_take_none,
             policies::concurrent_checkouts_cull_ended_leases_and_give_out_exactly_the_seats,
             policies::concurrent_sweeps_cull_each_ended_lease_once,
             policies::deactivations_are_counted_after_a_time,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use issuer::{
     Activated, Created, Culled, Idempotency, License, LicenseStatus, LicenseUpdate, NewEvent, NewMachine, Policy,
-    PolicyDeleted, Presence, Redeemed, Store, StoreError, StoreExt as _,
+    PolicyDeleted, Redeemed, Store, StoreError, StoreExt as _, Touched,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -59,7 +59,7 @@ pub trait OneUnit {
         fingerprint: &str,
         at: OffsetDateTime,
         lease_expires_at: Option<OffsetDateTime>,
-    ) -> Result<Presence, StoreError>;
+    ) -> Result<Touched, StoreError>;
     /// [`issuer::Tx::cull_machines`].
     async fn cull_machines(&self, license_id: Uuid, now: OffsetDateTime) -> Result<Vec<Culled>, StoreError>;
     /// [`issuer::Tx::cull_expired_leases`].
@@ -73,7 +73,7 @@ pub trait OneUnit {
         &self,
         license_id: Uuid,
         since: OffsetDateTime,
-    ) -> Result<(u32, Option<OffsetDateTime>), StoreError>;
+    ) -> Result<Vec<OffsetDateTime>, StoreError>;
     /// [`issuer::Tx::insert_policy`].
     async fn insert_policy(&self, policy: &Policy) -> Result<(), StoreError>;
     /// [`issuer::Tx::update_policy`].
@@ -172,7 +172,7 @@ impl OneUnit for Arc<dyn Store> {
     }
 
     async fn touch_machine(&self, license_id: Uuid, fingerprint: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
-        Ok(self.touch_leased(license_id, fingerprint, at, None).await? == Presence::Active)
+        Ok(matches!(self.touch_leased(license_id, fingerprint, at, None).await?, Touched::Active { .. }))
     }
 
     async fn touch_leased(
@@ -181,7 +181,7 @@ impl OneUnit for Arc<dyn Store> {
         fingerprint: &str,
         at: OffsetDateTime,
         lease_expires_at: Option<OffsetDateTime>,
-    ) -> Result<Presence, StoreError> {
+    ) -> Result<Touched, StoreError> {
         let fp = fingerprint.to_string();
         self.transact(move |tx| Box::pin(async move { tx.touch_machine(license_id, &fp, at, lease_expires_at).await }))
             .await
@@ -207,7 +207,7 @@ impl OneUnit for Arc<dyn Store> {
         &self,
         license_id: Uuid,
         since: OffsetDateTime,
-    ) -> Result<(u32, Option<OffsetDateTime>), StoreError> {
+    ) -> Result<Vec<OffsetDateTime>, StoreError> {
         self.transact(move |tx| Box::pin(async move { tx.deactivations_since(license_id, since).await })).await
     }
 

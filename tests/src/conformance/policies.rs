@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use issuer::{Activated, License, Overage, Policy, PolicyDeleted, Presence, Store, StoreError, StoreExt as _};
+use issuer::{Activated, License, Overage, Policy, PolicyDeleted, Presence, Store, StoreError, StoreExt as _, Touched};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -98,8 +98,8 @@ pub async fn ended_leases_are_culled_per_license_and_by_the_sweep(store: Arc<dyn
     assert!(store.cull_machines(l.id, t).await.unwrap().is_empty(), "culled once");
     assert_eq!(store.count_machines(l.id).await.unwrap(), 2);
     assert_eq!(store.license_for_machine(&l.key, "dead", t).await.unwrap().unwrap().presence, Presence::LeaseExpired);
-    assert_eq!(store.touch_leased(l.id, "dead", t, live).await.unwrap(), Presence::LeaseExpired);
-    assert_eq!(store.touch_leased(l.id, "never", t, live).await.unwrap(), Presence::Absent);
+    assert_eq!(store.touch_leased(l.id, "dead", t, live).await.unwrap(), Touched::LeaseExpired);
+    assert_eq!(store.touch_leased(l.id, "never", t, live).await.unwrap(), Touched::Absent);
 
     let swept = store.cull_expired_leases(t, 100).await.unwrap();
     assert_eq!(swept.iter().map(|c| c.fingerprint.as_str()).collect::<Vec<_>>(), ["dead-too"]);
@@ -107,7 +107,8 @@ pub async fn ended_leases_are_culled_per_license_and_by_the_sweep(store: Arc<dyn
 
     // A check-in moves the lease; a new activation forgets the culled mark; removal forgets it too.
     let moved = t + Duration::hours(1);
-    assert_eq!(store.touch_leased(l.id, "live", t, Some(moved)).await.unwrap(), Presence::Active);
+    let touched = store.touch_leased(l.id, "live", t, Some(moved)).await.unwrap();
+    assert_eq!(touched, Touched::Active { lease_expires_at: Some(moved) });
     assert_eq!(store.machine(l.id, "live").await.unwrap().unwrap().lease_expires_at, Some(moved));
     assert!(matches!(store.activate_leased(l.id, "dead", t, live, 0).await.unwrap(), Activated::New { .. }));
     assert_eq!(store.license_for_machine(&l.key, "dead", t).await.unwrap().unwrap().presence, Presence::Active);
@@ -116,6 +117,36 @@ pub async fn ended_leases_are_culled_per_license_and_by_the_sweep(store: Arc<dyn
     let swept = store.cull_expired_leases(t + Duration::days(1), 100).await.unwrap();
     assert_eq!(swept.iter().map(|c| c.fingerprint.as_str()).collect::<Vec<_>>(), ["live"]);
     assert_eq!(store.list_machines(l.id).await.unwrap().len(), 1, "only the machine without a lease stays");
+}
+
+/// A check-in never moves a lease earlier (of two committing out of their clocks' order, the later lease stays, so
+/// no token outlives the stored lease), `None` ends it, and a machine holding an offline token never takes one.
+pub async fn a_lease_never_moves_earlier_and_offline_machines_take_none(store: Arc<dyn Store>) {
+    let t = now();
+    let l = licensed(&store, None, 3).await;
+    let (early, late) = (t + Duration::minutes(10), t + Duration::minutes(20));
+    store.activate_leased(l.id, "m", t, Some(late), 0).await.unwrap();
+    let touched = store.touch_leased(l.id, "m", t - Duration::seconds(5), Some(early)).await.unwrap();
+    assert_eq!(touched, Touched::Active { lease_expires_at: Some(late) }, "a slower check-in keeps the later lease");
+    let Activated::Existing { machine, .. } = store.activate_leased(l.id, "m", t, Some(early), 0).await.unwrap() else {
+        panic!("an active machine re-activates");
+    };
+    assert_eq!(machine.lease_expires_at, Some(late));
+    assert_eq!(store.touch_leased(l.id, "m", t, None).await.unwrap(), Touched::Active { lease_expires_at: None });
+    assert_eq!(store.machine(l.id, "m").await.unwrap().unwrap().lease_expires_at, None, "no lease any more");
+
+    store.activate_leased(l.id, "air", t, None, 0).await.unwrap();
+    assert!(store.set_offline_proof(l.id, "air", &[7; 16]).await.unwrap());
+    let Activated::Existing { machine, .. } = store.activate_leased(l.id, "air", t, Some(late), 0).await.unwrap()
+    else {
+        panic!("an active machine re-activates");
+    };
+    assert_eq!(machine.lease_expires_at, None, "an online check-in of a machine holding an offline token: no lease");
+    assert_eq!(
+        store.touch_leased(l.id, "air", t, Some(late)).await.unwrap(),
+        Touched::Active { lease_expires_at: None }
+    );
+    assert!(store.cull_expired_leases(late + Duration::days(1), 100).await.unwrap().is_empty(), "never culled");
 }
 
 /// 200 concurrent checkouts on a license whose 5 seats are all held by ended leases: every unit culls, then
@@ -218,16 +249,10 @@ pub async fn deactivations_are_counted_after_a_time(store: Arc<dyn Store>) {
         store.record_deactivation(l.id, t - Duration::days(days)).await.unwrap();
     }
     store.record_deactivation(other.id, t).await.unwrap();
-    assert_eq!(
-        store.deactivations_since(l.id, t - Duration::days(30)).await.unwrap(),
-        (2, Some(t - Duration::days(10)))
-    );
-    assert_eq!(
-        store.deactivations_since(l.id, t - Duration::days(10)).await.unwrap(),
-        (1, Some(t - Duration::days(5)))
-    );
-    let none: (u32, Option<OffsetDateTime>) = (0, None);
-    assert_eq!(store.deactivations_since(l.id, t).await.unwrap(), none);
+    let (ten, five) = (t - Duration::days(10), t - Duration::days(5));
+    assert_eq!(store.deactivations_since(l.id, t - Duration::days(30)).await.unwrap(), [ten, five], "oldest first");
+    assert_eq!(store.deactivations_since(l.id, ten).await.unwrap(), [five], "after, not at");
+    assert_eq!(store.deactivations_since(l.id, t).await.unwrap(), Vec::<OffsetDateTime>::new());
     for days in [400, 390, 380] {
         store.record_deactivation(other.id, t - Duration::days(days)).await.unwrap();
     }
@@ -235,6 +260,6 @@ pub async fn deactivations_are_counted_after_a_time(store: Arc<dyn Store>) {
     assert_eq!(store.prune_deactivations(year, 2).await.unwrap(), 2, "a batch at most");
     assert_eq!(store.prune_deactivations(year, 2).await.unwrap(), 1);
     assert_eq!(store.prune_deactivations(year, 2).await.unwrap(), 0);
-    assert_eq!(store.deactivations_since(other.id, t - Duration::days(1000)).await.unwrap(), (1, Some(t)));
-    assert_eq!(store.deactivations_since(l.id, t - Duration::days(1000)).await.unwrap().0, 3, "newer ones stay");
+    assert_eq!(store.deactivations_since(other.id, t - Duration::days(1000)).await.unwrap(), [t]);
+    assert_eq!(store.deactivations_since(l.id, t - Duration::days(1000)).await.unwrap().len(), 3, "newer ones stay");
 }

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{count_from, secs};
-use crate::store::{Activated, Culled, Machine, NewMachine, Presence, Redeemed, StoreError};
+use crate::store::{Activated, Culled, Machine, NewMachine, Redeemed, StoreError, Touched};
 
 /// Activates a machine. It first locks the license row (`FOR NO KEY UPDATE`; a no-op when the unit locked it
 /// already), then counts and inserts: every activation of a license, from any instance, queues on that lock, and
@@ -27,10 +27,10 @@ pub(super) async fn activate(
     let Some(max) = max else { return Ok(Activated::NoLicense) };
     let lease = m.lease_expires_at.map(secs);
     // An active fingerprint: refresh it, no slot used.
-    let existing = sqlx::query(
+    let existing = sqlx::query(&format!(
         "UPDATE machines SET last_seen_at = $1, name = COALESCE($2, name), platform = COALESCE($3, platform), \
-         lease_expires_at = $4 WHERE license_id = $5 AND fingerprint = $6 RETURNING *",
-    )
+         lease_expires_at = {MOVED_LEASE} WHERE license_id = $5 AND fingerprint = $6 RETURNING *"
+    ))
     .bind(secs(m.at))
     .bind(m.name)
     .bind(m.platform)
@@ -65,6 +65,11 @@ pub(super) async fn activate(
     })
 }
 
+/// The lease a check-in leaves, the new one being `$4`: none without one, never earlier than it was (`GREATEST`
+/// ignores a NULL), never for a machine holding an offline token (which cannot check in).
+const MOVED_LEASE: &str = "CASE WHEN offline_proof IS NOT NULL OR $4::timestamptz IS NULL THEN NULL \
+                           ELSE GREATEST(lease_expires_at, $4::timestamptz) END";
+
 async fn forget_culled(conn: &mut PgConnection, license_id: Uuid, fingerprint: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM culled_machines WHERE license_id = $1 AND fingerprint = $2")
         .bind(license_id)
@@ -80,19 +85,19 @@ pub(super) async fn touch(
     fingerprint: &str,
     at: OffsetDateTime,
     lease_expires_at: Option<OffsetDateTime>,
-) -> Result<Presence, StoreError> {
-    let n = sqlx::query(
-        "UPDATE machines SET last_seen_at = $1, lease_expires_at = $2 WHERE license_id = $3 AND fingerprint = $4",
-    )
+) -> Result<Touched, StoreError> {
+    let touched: Option<Option<OffsetDateTime>> = sqlx::query_scalar(&format!(
+        "UPDATE machines SET last_seen_at = $1, lease_expires_at = {MOVED_LEASE} \
+         WHERE license_id = $2 AND fingerprint = $3 RETURNING lease_expires_at"
+    ))
     .bind(secs(at))
-    .bind(lease_expires_at.map(secs))
     .bind(license_id)
     .bind(fingerprint)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if n == 1 {
-        return Ok(Presence::Active);
+    .bind(lease_expires_at.map(secs))
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(lease_expires_at) = touched {
+        return Ok(Touched::Active { lease_expires_at });
     }
     let culled: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM culled_machines WHERE license_id = $1 AND fingerprint = $2)")
@@ -100,11 +105,11 @@ pub(super) async fn touch(
             .bind(fingerprint)
             .fetch_one(&mut *conn)
             .await?;
-    Ok(if culled { Presence::LeaseExpired } else { Presence::Absent })
+    Ok(if culled { Touched::LeaseExpired } else { Touched::Absent })
 }
 
 /// Deletes the machines whose lease ended that `filter` selects (`$1` now, `$2` the filter's license or NULL, `$3`
-/// the limit), taking their rows with `lock`, and marks them culled.
+/// the limit), taking the rows as `lock` says, and marks them culled.
 async fn cull_where(
     conn: &mut PgConnection,
     filter: &str,
@@ -114,8 +119,8 @@ async fn cull_where(
     limit: u32,
 ) -> Result<Vec<Culled>, StoreError> {
     let sql = format!(
-        "WITH dead AS (SELECT license_id, fingerprint FROM machines WHERE lease_expires_at <= $1 AND {filter} \
-         ORDER BY lease_expires_at LIMIT $3 {lock}), \
+        "WITH dead AS (SELECT m.license_id, m.fingerprint FROM machines m JOIN licenses l ON l.id = m.license_id \
+         WHERE m.lease_expires_at <= $1 AND {filter} ORDER BY m.lease_expires_at LIMIT $3 {lock}), \
          gone AS (DELETE FROM machines m USING dead WHERE m.license_id = dead.license_id \
          AND m.fingerprint = dead.fingerprint RETURNING m.license_id, m.fingerprint, m.lease_expires_at) \
          INSERT INTO culled_machines (license_id, fingerprint, lease_expired_at, culled_at) \
@@ -135,29 +140,32 @@ async fn cull_where(
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    // One order for the events the caller appends (and for the per-license event locks they take).
+    // One order for the events the caller appends.
     culled.sort_by_key(|c| (c.license_id, c.lease_expired_at));
     Ok(culled)
 }
 
-/// A unit's culling of its own license (it holds the license lock). It waits for rows a sweep is culling meanwhile
-/// (`FOR UPDATE`, then finds them gone), so the count after it is never of dead machines.
+/// A unit's culling of its own license, whose lock it holds: no sweep takes its machines meanwhile (a sweep skips a
+/// locked license), so it waits for nothing but its own rows.
 pub(super) async fn cull(
     conn: &mut PgConnection,
     license_id: Uuid,
     now: OffsetDateTime,
 ) -> Result<Vec<Culled>, StoreError> {
-    cull_where(conn, "license_id = $2", "FOR UPDATE", Some(license_id), now, u32::MAX).await
+    cull_where(conn, "m.license_id = $2", "FOR UPDATE OF m", Some(license_id), now, u32::MAX).await
 }
 
-/// The sweep. Rows are taken `FOR UPDATE SKIP LOCKED`: a machine another transaction is culling, checking in or
-/// removing is left to it, so instances sweeping together never wait for each other or cull one machine twice.
+/// The sweep. It locks the licenses of the machines it culls (`FOR NO KEY UPDATE OF l SKIP LOCKED`), as a unit of
+/// work would, skipping every license a unit or another instance's sweep holds: instances sweeping together split
+/// the licenses between them and cull each machine once, and since a unit holds its license's lock from its first
+/// read, the sweep and a unit never wait on each other's machine rows or event locks (no deadlock).
 pub(super) async fn cull_expired(
     conn: &mut PgConnection,
     now: OffsetDateTime,
     limit: u32,
 ) -> Result<Vec<Culled>, StoreError> {
-    cull_where(conn, "$2::uuid IS NULL", "FOR UPDATE SKIP LOCKED", None, now, limit).await
+    let lock = "FOR NO KEY UPDATE OF l SKIP LOCKED FOR UPDATE OF m SKIP LOCKED";
+    cull_where(conn, "$2::uuid IS NULL", lock, None, now, limit).await
 }
 
 pub(super) async fn record_deactivation(
@@ -195,14 +203,13 @@ pub(super) async fn deactivations_since(
     conn: &mut PgConnection,
     license_id: Uuid,
     since: OffsetDateTime,
-) -> Result<(u32, Option<OffsetDateTime>), StoreError> {
-    let row =
-        sqlx::query("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM deactivations WHERE license_id = $1 AND at > $2")
-            .bind(license_id)
-            .bind(secs(since))
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok((count_from(row.try_get("n")?)?, row.try_get("oldest")?))
+) -> Result<Vec<OffsetDateTime>, StoreError> {
+    let times = sqlx::query_scalar("SELECT at FROM deactivations WHERE license_id = $1 AND at > $2 ORDER BY at")
+        .bind(license_id)
+        .bind(secs(since))
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(times)
 }
 
 pub(super) async fn remove(conn: &mut PgConnection, license_id: Uuid, fingerprint: &str) -> Result<bool, StoreError> {

@@ -11,9 +11,8 @@
 //! - **Slot limit.** Activation locks the license row, then counts and inserts (see `machines`).
 //! - **Idempotent create.** The license and its idempotency key are inserted in a savepoint (see `licenses`).
 //! - **Offline deactivation.** `DELETE ... RETURNING` takes the machine row's lock (see `machines`).
-//! - **Leases.** A unit culls its license's dead machines under the license lock, waiting for rows a sweep holds; the
-//!   sweep takes dead machines `FOR UPDATE SKIP LOCKED`, so instances sweeping at once split the work (see
-//!   `machines`).
+//! - **Leases.** A unit culls its license's dead machines under the license lock; the sweep locks the licenses it
+//!   culls on `SKIP LOCKED`, so it never touches a license a unit (or another sweep) holds (see `machines`).
 //! - **Event order.** Appending an event takes a per-license advisory transaction lock before the identity value is
 //!   drawn, so one license's events commit in id order (see `events`).
 //!
@@ -35,8 +34,8 @@ use uuid::Uuid;
 
 use super::{
     Activated, Created, Culled, Event, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate,
-    Lookup, Machine, MachineCheck, NewEvent, NewMachine, Policy, PolicyDeleted, Presence, RecordKeys, RecordedKey,
-    Redeemed, Store, StoreError, Tx, Work,
+    Lookup, Machine, MachineCheck, NewEvent, NewMachine, Policy, PolicyDeleted, PolicyLock, RecordKeys, RecordedKey,
+    Redeemed, Store, StoreError, Touched, Tx, Work,
 };
 
 mod events;
@@ -226,7 +225,7 @@ impl Tx for PgTx<'_> {
         fingerprint: &str,
         at: OffsetDateTime,
         lease_expires_at: Option<OffsetDateTime>,
-    ) -> Result<Presence, StoreError> {
+    ) -> Result<Touched, StoreError> {
         machines::touch(self.conn, license_id, fingerprint, at, lease_expires_at).await
     }
 
@@ -250,11 +249,11 @@ impl Tx for PgTx<'_> {
         &mut self,
         license_id: Uuid,
         since: OffsetDateTime,
-    ) -> Result<(u32, Option<OffsetDateTime>), StoreError> {
+    ) -> Result<Vec<OffsetDateTime>, StoreError> {
         machines::deactivations_since(self.conn, license_id, since).await
     }
 
-    async fn policy(&mut self, name: &str, lock: bool) -> Result<Option<Policy>, StoreError> {
+    async fn policy(&mut self, name: &str, lock: PolicyLock) -> Result<Option<Policy>, StoreError> {
         policies::find(&mut *self.conn, name, lock).await
     }
 
@@ -362,7 +361,7 @@ impl Store for PostgresStore {
     }
 
     async fn policy(&self, name: &str) -> Result<Option<Policy>, StoreError> {
-        policies::find(&self.pool, name, false).await
+        policies::find(&self.pool, name, PolicyLock::None).await
     }
 
     async fn list_policies(&self) -> Result<Vec<Policy>, StoreError> {

@@ -5,18 +5,20 @@ use sqlx::query::Query;
 use sqlx::{Executor, PgConnection, Postgres, Row};
 
 use super::{is_unique_violation, json, secs};
-use crate::store::{Policy, PolicyDeleted, StoreError};
+use crate::store::{Policy, PolicyDeleted, PolicyLock, StoreError};
 
-/// The policy; with `lock`, its row is locked `FOR NO KEY UPDATE` until the transaction ends (licenses referring to
-/// it take only a key-share lock, so creating licenses of it does not wait for this).
-pub(super) async fn find<'e, E>(db: E, name: &str, lock: bool) -> Result<Option<Policy>, StoreError>
+/// The policy, its row locked as `lock` says until the transaction ends: `KeepAlive` is `FOR KEY SHARE` (what a
+/// license insert's foreign key check takes anyway; it blocks only a delete), `Update` is `FOR NO KEY UPDATE` (it
+/// does not block creating licenses of the policy, which take only a key-share lock). A plain read takes no lock, so
+/// the activations of a policy's many licenses never contend on its row.
+pub(super) async fn find<'e, E>(db: E, name: &str, lock: PolicyLock) -> Result<Option<Policy>, StoreError>
 where
     E: Executor<'e, Database = Postgres>,
 {
-    let sql = if lock {
-        "SELECT * FROM policies WHERE name = $1 FOR NO KEY UPDATE"
-    } else {
-        "SELECT * FROM policies WHERE name = $1"
+    let sql = match lock {
+        PolicyLock::None => "SELECT * FROM policies WHERE name = $1",
+        PolicyLock::KeepAlive => "SELECT * FROM policies WHERE name = $1 FOR KEY SHARE",
+        PolicyLock::Update => "SELECT * FROM policies WHERE name = $1 FOR NO KEY UPDATE",
     };
     let row = sqlx::query(sql).bind(name).fetch_optional(db).await?;
     row.as_ref().map(policy_from_row).transpose()
@@ -91,7 +93,13 @@ pub(super) async fn update(conn: &mut PgConnection, p: &Policy) -> Result<bool, 
     let sql = format!("UPDATE policies SET {}, updated_at = $13 WHERE name = $1", sets.join(", "));
     let n = bind_terms(sqlx::query(&sql), p)?.bind(secs(p.updated_at)).execute(&mut *conn).await?.rows_affected();
     if n == 1 && p.lease_secs.is_none() {
-        // No lease any more: no machine of the policy is culled from now on.
+        // No lease any more: no machine of the policy is culled from now on. The licenses are locked first, in one
+        // order, as their units lock them: a check-in that read the old lease commits before its lease is ended here
+        // (none survives the change), and this never deadlocks with a unit culling or checking in.
+        sqlx::query("SELECT id FROM licenses WHERE policy = $1 ORDER BY id FOR NO KEY UPDATE")
+            .bind(&p.name)
+            .execute(&mut *conn)
+            .await?;
         sqlx::query(
             "UPDATE machines SET lease_expires_at = NULL WHERE lease_expires_at IS NOT NULL \
              AND license_id IN (SELECT id FROM licenses WHERE policy = $1)",

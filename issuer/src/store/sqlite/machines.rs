@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{count_from, hex, secs, time_from, uuid_from};
-use crate::store::{Activated, Culled, Machine, NewMachine, Presence, Redeemed, StoreError};
+use crate::store::{Activated, Culled, Machine, NewMachine, Redeemed, StoreError, Touched};
 
 /// Activates a machine. It runs inside the writer's transaction, which holds the write lock, so the count and the
 /// insert see no other writer in between.
@@ -20,10 +20,10 @@ pub(super) async fn activate(
     let id = license_id.to_string();
     let lease = m.lease_expires_at.map(secs);
     // An active fingerprint: refresh it, no slot used.
-    let existing = sqlx::query(
+    let existing = sqlx::query(&format!(
         "UPDATE machines SET last_seen_at = ?1, name = COALESCE(?2, name), platform = COALESCE(?3, platform), \
-         lease_expires_at = ?4 WHERE license_id = ?5 AND fingerprint = ?6",
-    )
+         lease_expires_at = {MOVED_LEASE} WHERE license_id = ?5 AND fingerprint = ?6"
+    ))
     .bind(secs(m.at))
     .bind(m.name)
     .bind(m.platform)
@@ -78,6 +78,11 @@ pub(super) async fn activate(
     })
 }
 
+/// The lease a check-in leaves, the new one being `?4`: none without one, never earlier than it was, never for a
+/// machine holding an offline token (which cannot check in).
+const MOVED_LEASE: &str = "CASE WHEN offline_proof IS NOT NULL OR ?4 IS NULL THEN NULL \
+                           ELSE MAX(COALESCE(lease_expires_at, ?4), ?4) END";
+
 async fn forget_culled(conn: &mut SqliteConnection, license_id: &str, fingerprint: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM culled_machines WHERE license_id = ?1 AND fingerprint = ?2")
         .bind(license_id)
@@ -93,20 +98,20 @@ pub(super) async fn touch(
     fingerprint: &str,
     at: OffsetDateTime,
     lease_expires_at: Option<OffsetDateTime>,
-) -> Result<Presence, StoreError> {
+) -> Result<Touched, StoreError> {
     let id = license_id.to_string();
-    let n = sqlx::query(
-        "UPDATE machines SET last_seen_at = ?1, lease_expires_at = ?2 WHERE license_id = ?3 AND fingerprint = ?4",
-    )
+    let touched: Option<Option<i64>> = sqlx::query_scalar(&format!(
+        "UPDATE machines SET last_seen_at = ?1, lease_expires_at = {MOVED_LEASE} \
+         WHERE license_id = ?2 AND fingerprint = ?3 RETURNING lease_expires_at"
+    ))
     .bind(secs(at))
-    .bind(lease_expires_at.map(secs))
     .bind(&id)
     .bind(fingerprint)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if n == 1 {
-        return Ok(Presence::Active);
+    .bind(lease_expires_at.map(secs))
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(lease) = touched {
+        return Ok(Touched::Active { lease_expires_at: lease.map(time_from).transpose()? });
     }
     let culled: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM culled_machines WHERE license_id = ?1 AND fingerprint = ?2)")
@@ -114,7 +119,7 @@ pub(super) async fn touch(
             .bind(fingerprint)
             .fetch_one(&mut *conn)
             .await?;
-    Ok(if culled { Presence::LeaseExpired } else { Presence::Absent })
+    Ok(if culled { Touched::LeaseExpired } else { Touched::Absent })
 }
 
 /// Culls the machines `filter` selects among those whose lease ended (`?1` is now, `?2` the filter's value, `?3`
@@ -200,15 +205,14 @@ pub(super) async fn deactivations_since(
     conn: &mut SqliteConnection,
     license_id: Uuid,
     since: OffsetDateTime,
-) -> Result<(u32, Option<OffsetDateTime>), StoreError> {
-    let row =
-        sqlx::query("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM deactivations WHERE license_id = ?1 AND at > ?2")
+) -> Result<Vec<OffsetDateTime>, StoreError> {
+    let times: Vec<i64> =
+        sqlx::query_scalar("SELECT at FROM deactivations WHERE license_id = ?1 AND at > ?2 ORDER BY at")
             .bind(license_id.to_string())
             .bind(secs(since))
-            .fetch_one(&mut *conn)
+            .fetch_all(&mut *conn)
             .await?;
-    let oldest: Option<i64> = row.try_get("oldest")?;
-    Ok((count_from(row.try_get("n")?)?, oldest.map(time_from).transpose()?))
+    times.into_iter().map(time_from).collect()
 }
 
 pub(super) async fn remove(

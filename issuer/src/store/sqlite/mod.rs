@@ -27,8 +27,8 @@ use uuid::Uuid;
 
 use super::{
     Activated, Created, Culled, Event, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate,
-    Lookup, Machine, MachineCheck, NewEvent, NewMachine, Policy, PolicyDeleted, Presence, RecordKeys, RecordedKey,
-    Redeemed, Store, StoreError, Tx, Work,
+    Lookup, Machine, MachineCheck, NewEvent, NewMachine, Policy, PolicyDeleted, PolicyLock, RecordKeys, RecordedKey,
+    Redeemed, Store, StoreError, Touched, Tx, Work,
 };
 
 mod events;
@@ -196,7 +196,7 @@ impl Tx for SqliteTx<'_> {
         fingerprint: &str,
         at: OffsetDateTime,
         lease_expires_at: Option<OffsetDateTime>,
-    ) -> Result<Presence, StoreError> {
+    ) -> Result<Touched, StoreError> {
         machines::touch(self.conn, license_id, fingerprint, at, lease_expires_at).await
     }
 
@@ -220,11 +220,11 @@ impl Tx for SqliteTx<'_> {
         &mut self,
         license_id: Uuid,
         since: OffsetDateTime,
-    ) -> Result<(u32, Option<OffsetDateTime>), StoreError> {
+    ) -> Result<Vec<OffsetDateTime>, StoreError> {
         machines::deactivations_since(self.conn, license_id, since).await
     }
 
-    async fn policy(&mut self, name: &str, _lock: bool) -> Result<Option<Policy>, StoreError> {
+    async fn policy(&mut self, name: &str, _lock: PolicyLock) -> Result<Option<Policy>, StoreError> {
         // The writer holds SQLite's write lock for the whole unit: every read in it is locked already.
         policies::find(&mut *self.conn, name).await
     }
