@@ -35,6 +35,14 @@ struct Args {
     /// Exit non-zero if any response was an error, non-2xx or wrong (for the CI smoke run).
     #[arg(long)]
     strict: bool,
+    /// Seed the licenses from a policy with this lease (e.g. 1h), so every request reads the policy and culls ended
+    /// leases (docs/policies.md) [default: licenses without a policy].
+    #[arg(long, value_name = "DURATION", value_parser = parse_lease)]
+    policy_lease: Option<u64>,
+}
+
+fn parse_lease(text: &str) -> Result<u64, String> {
+    issuer::parse_duration_secs(text)
 }
 
 #[tokio::main]
@@ -86,7 +94,7 @@ async fn run(args: &Args) -> Result<Report, Box<dyn std::error::Error>> {
     let url = args.database_url.as_deref();
     eprintln!("seeding {} licenses ...", args.licenses);
     // Every seeded license gets room for the activations the benchmark adds.
-    let seeded = seed(&data_dir, url, args.licenses.max(1), 1_000_000).await?;
+    let seeded = seed(&data_dir, url, args.licenses.max(1), 1_000_000, args.policy_lease).await?;
     let seed_seconds = seeded.seconds;
     let server = Server::start(&args.issuer, &data_dir, url).await?;
     eprintln!("issuer ready at {} in {:.0} ms", server.addr, server.ready.as_secs_f64() * 1000.0);
@@ -105,6 +113,7 @@ async fn run(args: &Args) -> Result<Report, Box<dyn std::error::Error>> {
         peak_rss_mib: server.peak_rss_kib().map(|k| k as f64 / 1024.0),
         connections: args.connections,
         duration_secs: args.duration,
+        policy_lease_secs: args.policy_lease,
     };
     server.stop().await;
     Ok(Report { server: figures, endpoints })

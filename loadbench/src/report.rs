@@ -23,6 +23,8 @@ pub struct ServerFigures {
     pub connections: usize,
     /// Seconds per endpoint run.
     pub duration_secs: f64,
+    /// The lease of the policy the licenses were seeded from; `None`: licenses without a policy.
+    pub policy_lease_secs: Option<u64>,
 }
 
 /// The whole run.
@@ -42,8 +44,14 @@ impl Report {
         let rss = s.peak_rss_mib.map(|m| format!("{m:.1} MiB")).unwrap_or_else(|| "n/a".into());
         let _ = writeln!(
             out,
-            "backend {}, {} licenses (seeded in {:.1} s), {} connections, {:.0} s per endpoint; ready in {:.0} ms, peak RSS {rss}",
-            s.backend, s.licenses, s.seed_seconds, s.connections, s.duration_secs, s.ready_ms
+            "backend {}, {} licenses{} (seeded in {:.1} s), {} connections, {:.0} s per endpoint; ready in {:.0} ms, peak RSS {rss}",
+            s.backend,
+            s.licenses,
+            s.policy_lease_secs.map(|l| format!(" of a policy with a {l} s lease")).unwrap_or_default(),
+            s.seed_seconds,
+            s.connections,
+            s.duration_secs,
+            s.ready_ms
         );
         let _ = writeln!(
             out,

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use issuer::{Config, Flags, License, LicenseKey, LicenseStatus, NewMachine, Store, StoreExt as _};
+use issuer::{Config, Flags, License, LicenseKey, LicenseStatus, NewMachine, Policy, Store, StoreExt as _};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use verifier::{Claims, KeySet, LicenseId, TokenKind};
@@ -40,8 +40,15 @@ fn err(e: impl std::fmt::Display) -> BenchError {
 }
 
 /// Creates `data_dir` through `issuer::start` and stores `n` licenses of `slots` machine slots each, one machine
-/// activated on each; signs a token per machine with the issuer's own key ring.
-pub async fn seed(data_dir: &Path, database_url: Option<&str>, n: usize, slots: u32) -> Result<Seeded, BenchError> {
+/// activated on each; signs a token per machine with the issuer's own key ring. With `policy_lease` (seconds), the
+/// licenses are of a policy with that lease, and each machine holds a lease from now.
+pub async fn seed(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    n: usize,
+    slots: u32,
+    policy_lease: Option<u64>,
+) -> Result<Seeded, BenchError> {
     let started_at = std::time::Instant::now();
     let flags = Flags::new(None, Some(data_dir.to_path_buf()), database_url.map(str::to_string));
     let config = Config::load(None, |_| None, flags).map_err(err)?;
@@ -50,6 +57,16 @@ pub async fn seed(data_dir: &Path, database_url: Option<&str>, n: usize, slots: 
     let store = licensing.store().clone();
     let ring = licensing.key_ring();
     let now = OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp()).map_err(err)?;
+    let policy = match policy_lease {
+        Some(lease) => {
+            let mut policy = Policy::new("bench", PRODUCT, slots);
+            policy.lease_secs = Some(lease);
+            let created = licensing.create_policy(policy, &licensing.context(None)).await.map_err(err)?;
+            Some(created.name)
+        }
+        None => None,
+    };
+    let lease_expires_at = policy_lease.map(|l| now + Duration::seconds(i64::try_from(l).unwrap_or(i64::MAX)));
     let mut licenses = Vec::with_capacity(n);
     // Many writes in flight: the store commits them in batches (group commit), so seeding runs at batch speed.
     let mut batch = tokio::task::JoinSet::new();
@@ -65,7 +82,7 @@ pub async fn seed(data_dir: &Path, database_url: Option<&str>, n: usize, slots: 
             entitlements: vec!["pro".into()],
             metadata: serde_json::Map::new(),
             status: LicenseStatus::Active,
-            policy: None,
+            policy: policy.clone(),
             created_at: now,
             updated_at: now,
         };
@@ -98,7 +115,7 @@ pub async fn seed(data_dir: &Path, database_url: Option<&str>, n: usize, slots: 
                             name: Some("seed"),
                             platform: None,
                             at: now,
-                            lease_expires_at: None,
+                            lease_expires_at,
                         };
                         tx.activate_machine(license.id, &machine, 0).await.map(|_| ())
                     })

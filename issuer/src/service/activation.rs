@@ -254,11 +254,7 @@ impl Licensing {
                 overage: false,
             });
         };
-        let MachineCheck { license, machines_used, presence } = check;
-        let policy = match &license.policy {
-            Some(name) => self.store.policy(name).await?,
-            None => None,
-        };
+        let MachineCheck { license, machines_used, presence, policy } = check;
         let terms = Terms::of(policy.as_ref(), self.policy);
         let code = if product.is_some_and(|p| p != license.product) {
             ValidationCode::ProductMismatch

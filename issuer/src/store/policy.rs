@@ -286,6 +286,8 @@ pub struct MachineCheck {
     pub machines_used: u32,
     /// The machine asked about.
     pub presence: Presence,
+    /// The license's policy, read in the same query (`None` for a license without one).
+    pub policy: Option<Policy>,
 }
 
 #[cfg(test)]

@@ -53,6 +53,10 @@ pub async fn policies_round_trip_update_and_delete_only_while_unused(store: Arc<
     let lease_end = now() + Duration::minutes(10);
     store.activate_leased(l.id, "m1", now(), Some(lease_end), 0).await.unwrap();
     assert_eq!(store.machine(l.id, "m1").await.unwrap().unwrap().lease_expires_at, Some(lease_end));
+    let check = store.license_for_machine(&l.key, "m1", now()).await.unwrap().unwrap();
+    assert_eq!(check.policy, Some(full.clone()), "the validation read carries the license's policy");
+    let plain = licensed(&store, None, 1).await;
+    assert_eq!(store.license_for_machine(&plain.key, "m1", now()).await.unwrap().unwrap().policy, None);
 
     let mut changed = full.clone();
     changed.max_machines = 9;

@@ -44,7 +44,21 @@ where
     Ok(sqlx::query_scalar("SELECT id FROM licenses WHERE status = 'revoked'").fetch_all(db).await?)
 }
 
-/// The validation read in one round trip: the license, its active machines, and whether `fingerprint` is one.
+/// The validation read, the policy in the same query (one round trip with or without one); built once.
+static FOR_MACHINE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT l.*, {}, (SELECT COUNT(*) FROM machines m WHERE m.license_id = l.id \
+         AND (m.lease_expires_at IS NULL OR m.lease_expires_at > $3)) AS machines_used, \
+         (SELECT m.lease_expires_at IS NULL OR m.lease_expires_at > $3 \
+          FROM machines m WHERE m.license_id = l.id AND m.fingerprint = $2) AS machine_live, \
+         EXISTS (SELECT 1 FROM culled_machines c WHERE c.license_id = l.id AND c.fingerprint = $2) AS culled \
+         FROM licenses l LEFT JOIN policies p ON p.name = l.policy WHERE l.license_key = $1",
+        super::policies::prefixed_columns("p"),
+    )
+});
+
+/// The validation read in one round trip: the license, its machines whose lease has not ended at `now`, whether
+/// `fingerprint` is one of them, one whose lease ended (still there, or culled), or neither, and the license's policy.
 pub(super) async fn for_machine<'e, E>(
     db: E,
     key: &str,
@@ -54,19 +68,7 @@ pub(super) async fn for_machine<'e, E>(
 where
     E: Executor<'e, Database = Postgres>,
 {
-    let row = sqlx::query(
-        "SELECT l.*, (SELECT COUNT(*) FROM machines m WHERE m.license_id = l.id \
-         AND (m.lease_expires_at IS NULL OR m.lease_expires_at > $3)) AS machines_used, \
-         (SELECT m.lease_expires_at IS NULL OR m.lease_expires_at > $3 \
-          FROM machines m WHERE m.license_id = l.id AND m.fingerprint = $2) AS machine_live, \
-         EXISTS (SELECT 1 FROM culled_machines c WHERE c.license_id = l.id AND c.fingerprint = $2) AS culled \
-         FROM licenses l WHERE l.license_key = $1",
-    )
-    .bind(key)
-    .bind(fingerprint)
-    .bind(secs(now))
-    .fetch_optional(db)
-    .await?;
+    let row = sqlx::query(&FOR_MACHINE).bind(key).bind(fingerprint).bind(secs(now)).fetch_optional(db).await?;
     let Some(row) = row else { return Ok(None) };
     let machines_used = count_from(row.try_get("machines_used")?)?;
     let presence = match row.try_get::<Option<bool>, _>("machine_live")? {
@@ -75,7 +77,8 @@ where
         None if row.try_get::<bool, _>("culled")? => Presence::LeaseExpired,
         None => Presence::Absent,
     };
-    Ok(Some(MachineCheck { license: license_from_row(&row)?, machines_used, presence }))
+    let policy = super::policies::prefixed_policy(&row)?;
+    Ok(Some(MachineCheck { license: license_from_row(&row)?, machines_used, presence, policy }))
 }
 
 /// One page of licenses matching the filter.

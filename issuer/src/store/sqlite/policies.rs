@@ -110,28 +110,69 @@ fn db_secs(s: u64) -> i64 {
 }
 
 fn policy_from_row(row: &SqliteRow) -> Result<Policy, StoreError> {
+    policy_from_columns(row, "")
+}
+
+/// Every column of a policy row, for a query that reads one beside other rows under [`COLUMN_PREFIX`].
+const COLUMNS: [&str; 15] = [
+    "name",
+    "product",
+    "max_machines",
+    "duration_secs",
+    "entitlements",
+    "refresh_interval_secs",
+    "offline_grace_secs",
+    "lease_secs",
+    "floating",
+    "overage",
+    "offline_allowed",
+    "deactivation_limit",
+    "deactivation_period_secs",
+    "created_at",
+    "updated_at",
+];
+
+/// The prefix of a policy's columns read beside another table's.
+const COLUMN_PREFIX: &str = "policy_";
+
+/// `alias.column AS policy_column, ...` for every policy column: a policy read in the same query as a license.
+pub(super) fn prefixed_columns(alias: &str) -> String {
+    COLUMNS.iter().map(|c| format!("{alias}.{c} AS {COLUMN_PREFIX}{c}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The policy a query read with [`prefixed_columns`]; `None` when there was none (a license without a policy).
+pub(super) fn prefixed_policy(row: &SqliteRow) -> Result<Option<Policy>, StoreError> {
+    let name: Option<String> = row.try_get(format!("{COLUMN_PREFIX}name").as_str())?;
+    name.map(|_| policy_from_columns(row, COLUMN_PREFIX)).transpose()
+}
+
+fn policy_from_columns(row: &SqliteRow, prefix: &str) -> Result<Policy, StoreError> {
+    let column = |c: &str| format!("{prefix}{c}");
     let corrupt = |what: &str| StoreError::Corrupt(format!("policy {what}"));
     let unsigned = |what: &str, v: i64| u64::try_from(v).map_err(|_| corrupt(what));
     let opt = |what: &str, v: Option<i64>| v.map(|v| unsigned(what, v)).transpose();
-    let entitlements: String = row.try_get("entitlements")?;
-    let overage: String = row.try_get("overage")?;
-    let max_machines: i64 = row.try_get("max_machines")?;
-    let limit: Option<i64> = row.try_get("deactivation_limit")?;
+    let entitlements: String = row.try_get(column("entitlements").as_str())?;
+    let overage: String = row.try_get(column("overage").as_str())?;
+    let max_machines: i64 = row.try_get(column("max_machines").as_str())?;
+    let limit: Option<i64> = row.try_get(column("deactivation_limit").as_str())?;
     Ok(Policy {
-        name: row.try_get("name")?,
-        product: row.try_get("product")?,
+        name: row.try_get(column("name").as_str())?,
+        product: row.try_get(column("product").as_str())?,
         max_machines: u32::try_from(max_machines).map_err(|_| corrupt("max_machines"))?,
-        duration_secs: opt("duration", row.try_get("duration_secs")?)?,
+        duration_secs: opt("duration", row.try_get(column("duration_secs").as_str())?)?,
         entitlements: serde_json::from_str(&entitlements).map_err(|_| corrupt("entitlements"))?,
-        refresh_interval_secs: opt("refresh_interval", row.try_get("refresh_interval_secs")?)?,
-        offline_grace_secs: opt("offline_grace", row.try_get("offline_grace_secs")?)?,
-        lease_secs: opt("lease", row.try_get("lease_secs")?)?,
-        floating: row.try_get("floating")?,
+        refresh_interval_secs: opt("refresh_interval", row.try_get(column("refresh_interval_secs").as_str())?)?,
+        offline_grace_secs: opt("offline_grace", row.try_get(column("offline_grace_secs").as_str())?)?,
+        lease_secs: opt("lease", row.try_get(column("lease_secs").as_str())?)?,
+        floating: row.try_get(column("floating").as_str())?,
         overage: overage.parse().map_err(|_| corrupt("overage"))?,
-        offline_allowed: row.try_get("offline_allowed")?,
+        offline_allowed: row.try_get(column("offline_allowed").as_str())?,
         deactivation_limit: limit.map(|n| u32::try_from(n).map_err(|_| corrupt("deactivation_limit"))).transpose()?,
-        deactivation_period_secs: unsigned("deactivation_period", row.try_get("deactivation_period_secs")?)?,
-        created_at: time_from(row.try_get("created_at")?)?,
-        updated_at: time_from(row.try_get("updated_at")?)?,
+        deactivation_period_secs: unsigned(
+            "deactivation_period",
+            row.try_get(column("deactivation_period_secs").as_str())?,
+        )?,
+        created_at: time_from(row.try_get(column("created_at").as_str())?)?,
+        updated_at: time_from(row.try_get(column("updated_at").as_str())?)?,
     })
 }
