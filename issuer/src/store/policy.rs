@@ -71,6 +71,35 @@ impl Policy {
     }
 }
 
+/// The columns of a policy's terms in the `policies` table, in the order both backends bind them (after the name).
+pub(crate) const TERM_COLUMNS: [&str; 11] = [
+    "max_machines",
+    "duration_secs",
+    "entitlements",
+    "refresh_interval_secs",
+    "offline_grace_secs",
+    "lease_secs",
+    "floating",
+    "overage",
+    "offline_allowed",
+    "deactivation_limit",
+    "deactivation_period_secs",
+];
+
+/// The prefix of a policy's columns read in the same query as another table's (the validation read).
+pub(crate) const COLUMN_PREFIX: &str = "policy_";
+
+/// `alias.column AS policy_column, ...` for every column of `policies`: a policy read beside a license.
+pub(crate) fn prefixed_columns(alias: &str) -> String {
+    ["name", "product"]
+        .iter()
+        .chain(TERM_COLUMNS.iter())
+        .chain(["created_at", "updated_at"].iter())
+        .map(|c| format!("{alias}.{c} AS {COLUMN_PREFIX}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// How many activations above `max_machines` a policy tolerates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Overage {

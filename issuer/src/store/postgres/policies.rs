@@ -5,6 +5,7 @@ use sqlx::query::Query;
 use sqlx::{Executor, PgConnection, Postgres, Row};
 
 use super::{is_unique_violation, json, secs};
+use crate::store::policy::{COLUMN_PREFIX, TERM_COLUMNS};
 use crate::store::{Policy, PolicyDeleted, PolicyLock, StoreError};
 
 /// The policy, its row locked as `lock` says until the transaction ends: `KeepAlive` is `FOR KEY SHARE` (what a
@@ -32,7 +33,7 @@ where
     rows.iter().map(policy_from_row).collect()
 }
 
-/// Binds the terms of `p` as `$1` (its name) to `$12`, in the column order of [`TERMS`].
+/// Binds the terms of `p` as `$1` (its name) to `$12`, in the column order of [`TERM_COLUMNS`].
 fn bind_terms<'q>(
     q: Query<'q, Postgres, PgArguments>,
     p: &'q Policy,
@@ -51,27 +52,12 @@ fn bind_terms<'q>(
         .bind(db_secs(p.deactivation_period_secs)))
 }
 
-/// The columns [`bind_terms`] binds as `$2` to `$12`.
-const TERMS: [&str; 11] = [
-    "max_machines",
-    "duration_secs",
-    "entitlements",
-    "refresh_interval_secs",
-    "offline_grace_secs",
-    "lease_secs",
-    "floating",
-    "overage",
-    "offline_allowed",
-    "deactivation_limit",
-    "deactivation_period_secs",
-];
-
 pub(super) async fn insert(conn: &mut PgConnection, p: &Policy) -> Result<(), StoreError> {
     // ON CONFLICT DO NOTHING rather than catching the unique violation: an error would abort the whole unit.
     let sql = format!(
         "INSERT INTO policies (name, {}, product, created_at, updated_at) VALUES ($1, {}, $13, $14, $15) \
          ON CONFLICT (name) DO NOTHING",
-        TERMS.join(", "),
+        TERM_COLUMNS.join(", "),
         (2..=12).map(|i| format!("${i}")).collect::<Vec<_>>().join(", "),
     );
     let n = bind_terms(sqlx::query(&sql), p)?
@@ -89,7 +75,7 @@ pub(super) async fn insert(conn: &mut PgConnection, p: &Policy) -> Result<(), St
 }
 
 pub(super) async fn update(conn: &mut PgConnection, p: &Policy) -> Result<bool, StoreError> {
-    let sets: Vec<String> = TERMS.iter().zip(2..).map(|(column, i)| format!("{column} = ${i}")).collect();
+    let sets: Vec<String> = TERM_COLUMNS.iter().zip(2..).map(|(column, i)| format!("{column} = ${i}")).collect();
     let sql = format!("UPDATE policies SET {}, updated_at = $13 WHERE name = $1", sets.join(", "));
     let n = bind_terms(sqlx::query(&sql), p)?.bind(secs(p.updated_at)).execute(&mut *conn).await?.rows_affected();
     if n == 1 && p.lease_secs.is_none() {
@@ -139,34 +125,8 @@ fn policy_from_row(row: &PgRow) -> Result<Policy, StoreError> {
     policy_from_columns(row, "")
 }
 
-/// Every column of a policy row, for a query that reads one beside other rows under [`COLUMN_PREFIX`].
-const COLUMNS: [&str; 15] = [
-    "name",
-    "product",
-    "max_machines",
-    "duration_secs",
-    "entitlements",
-    "refresh_interval_secs",
-    "offline_grace_secs",
-    "lease_secs",
-    "floating",
-    "overage",
-    "offline_allowed",
-    "deactivation_limit",
-    "deactivation_period_secs",
-    "created_at",
-    "updated_at",
-];
-
-/// The prefix of a policy's columns read beside another table's.
-const COLUMN_PREFIX: &str = "policy_";
-
-/// `alias.column AS policy_column, ...` for every policy column: a policy read in the same query as a license.
-pub(super) fn prefixed_columns(alias: &str) -> String {
-    COLUMNS.iter().map(|c| format!("{alias}.{c} AS {COLUMN_PREFIX}{c}")).collect::<Vec<_>>().join(", ")
-}
-
-/// The policy a query read with [`prefixed_columns`]; `None` when there was none (a license without a policy).
+/// The policy a query read with [`prefixed_columns`](crate::store::policy::prefixed_columns); `None` when there was
+/// none (a license without a policy).
 pub(super) fn prefixed_policy(row: &PgRow) -> Result<Option<Policy>, StoreError> {
     let name: Option<String> = row.try_get(format!("{COLUMN_PREFIX}name").as_str())?;
     name.map(|_| policy_from_columns(row, COLUMN_PREFIX)).transpose()

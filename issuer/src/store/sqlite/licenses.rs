@@ -47,7 +47,7 @@ static FOR_MACHINE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
           FROM machines m WHERE m.license_id = l.id AND m.fingerprint = ?2) AS machine, \
          EXISTS (SELECT 1 FROM culled_machines c WHERE c.license_id = l.id AND c.fingerprint = ?2) AS culled \
          FROM licenses l LEFT JOIN policies p ON p.name = l.policy WHERE l.license_key = ?1",
-        super::policies::prefixed_columns("p"),
+        crate::store::policy::prefixed_columns("p"),
     )
 });
 
