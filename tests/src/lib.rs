@@ -1,10 +1,11 @@
 //! End-to-end tests across the workspace's crates live in `tests/tests/`; this library holds what they share: the
 //! generators of the frozen test vectors (tokens in `verifier/tests/vectors/v1/`, certificates and revocation lists in
 //! `verifier/tests/vectors/trust-v1/`), the store conformance suite run against
-//! every store backend (`conformance`), a throwaway PostgreSQL for tests (`pg`), and the issuer served over HTTP on a
-//! temporary data directory for the HTTP tests (`server`).
+//! every store backend (`conformance`), a throwaway PostgreSQL for tests (`pg`), the issuer served over HTTP on a
+//! temporary data directory for the HTTP tests (`server`), and the vendor CLI run in-process (`cli`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cli;
 pub mod conformance;
 pub mod pg;
 pub mod server;

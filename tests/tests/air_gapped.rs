@@ -5,8 +5,8 @@
 //!   or, in the last test, the public HTTP endpoints.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use e2e_tests::cli::Run;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use e2e_tests::server::{Server, NO_LIMIT};
 use reqwest::Method;
@@ -24,31 +24,6 @@ struct Vendor {
     work: tempfile::TempDir,
 }
 
-/// What one CLI invocation did.
-struct Run {
-    code: ExitCode,
-    out: String,
-    err: String,
-}
-
-impl Run {
-    fn ok(self) -> String {
-        assert_eq!(self.code, ExitCode::SUCCESS, "stdout:\n{}\nstderr:\n{}", self.out, self.err);
-        self.out
-    }
-
-    fn json(self) -> Value {
-        serde_json::from_str(&self.ok()).unwrap()
-    }
-
-    /// Asserts the exit code and returns stderr.
-    fn failed(self, code: u8) -> String {
-        assert_eq!(self.code, ExitCode::from(code), "stdout:\n{}\nstderr:\n{}", self.out, self.err);
-        assert!(self.err.starts_with("error: "), "{}", self.err);
-        self.err
-    }
-}
-
 impl Vendor {
     fn init() -> Vendor {
         let work = tempfile::tempdir().unwrap();
@@ -59,11 +34,9 @@ impl Vendor {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        let mut argv = vec!["issuer", "--data-dir", self.data_dir.to_str().unwrap()];
+        let mut argv = vec!["--data-dir", self.data_dir.to_str().unwrap()];
         argv.extend_from_slice(args);
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = issuer::cli::run(argv, &mut out, &mut err);
-        Run { code, out: String::from_utf8(out).unwrap(), err: String::from_utf8(err).unwrap() }
+        e2e_tests::cli::run(&argv)
     }
 
     /// The public key set the vendor ships inside the app.

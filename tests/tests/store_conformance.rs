@@ -151,10 +151,10 @@ async fn an_unreachable_postgres_says_connection_refused() {
 /// PostgreSQL: the sweep skips a license a unit of work holds (it neither waits for it nor culls its machines under
 /// it), so a sweep and a unit never deadlock on machine rows and event locks; the next sweep culls what was skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_sweep_skips_a_license_a_unit_holds() {
+async fn postgres_lease_sweep_skips_a_license_a_unit_holds() {
     use e2e_tests::conformance::one::OneUnit as _;
     use issuer::StoreExt as _;
-    let Some(test_store) = postgres("postgres_sweep_skips_a_license_a_unit_holds").await else { return };
+    let Some(test_store) = postgres("postgres_lease_sweep_skips_a_license_a_unit_holds").await else { return };
     let store = test_store.store.clone();
     let now = time::OffsetDateTime::from_unix_timestamp(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap();
     let (held, free) = (license(), license());

@@ -5,8 +5,8 @@
 //! online stories, a real service on 127.0.0.1; the app uses only the `verifier` crate.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use e2e_tests::cli::Run;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -16,28 +16,6 @@ use verifier::{
 };
 
 const PRODUCT: &str = "acme-cad";
-
-struct Run {
-    code: ExitCode,
-    out: String,
-    err: String,
-}
-
-impl Run {
-    fn ok(self) -> String {
-        assert_eq!(self.code, ExitCode::SUCCESS, "stdout:\n{}\nstderr:\n{}", self.out, self.err);
-        self.out
-    }
-
-    fn json(self) -> Value {
-        serde_json::from_str(&self.ok()).unwrap()
-    }
-
-    fn failed(self, code: u8) -> String {
-        assert_eq!(self.code, ExitCode::from(code), "stdout:\n{}\nstderr:\n{}", self.out, self.err);
-        self.err
-    }
-}
 
 /// The vendor: a data directory for the issuer, and a root directory that would live on an offline machine.
 struct Vendor {
@@ -84,15 +62,7 @@ impl Vendor {
 
     /// Any CLI command, on a thread of its own.
     fn cli(&self, args: &[&str]) -> Run {
-        let mut argv: Vec<String> = vec!["issuer".into()];
-        argv.extend(args.iter().map(|a| a.to_string()));
-        std::thread::spawn(move || {
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            let code = issuer::cli::run(argv, &mut out, &mut err);
-            Run { code, out: String::from_utf8(out).unwrap(), err: String::from_utf8(err).unwrap() }
-        })
-        .join()
-        .unwrap()
+        e2e_tests::cli::run(args)
     }
 
     /// A CLI command on the issuer's data directory.

@@ -15,13 +15,32 @@ use crate::config::{format_duration_secs, parse_duration_secs};
 use crate::store::{Overage, Policy, PolicyUpdate};
 
 /// A duration in a request: text such as `"12h"` or a number of seconds.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub(crate) enum DurationValue {
     /// Seconds.
     Secs(u64),
     /// Text with a unit.
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for DurationValue {
+    /// By hand rather than `#[serde(untagged)]`, whose error for a wrong type says only that no variant matched.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DurationValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as \"12h\" or \"7d\", or a whole number of seconds")
+            }
+            fn visit_u64<E: serde::de::Error>(self, secs: u64) -> Result<DurationValue, E> {
+                Ok(DurationValue::Secs(secs))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<DurationValue, E> {
+                Ok(DurationValue::Text(text.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl DurationValue {
@@ -224,4 +243,22 @@ pub(crate) async fn update(
 pub(crate) async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     state.licensing.delete_policy(&name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn durations_are_text_or_whole_seconds_and_anything_else_says_so() {
+        assert!(matches!(serde_json::from_str::<DurationValue>("90").unwrap(), DurationValue::Secs(90)));
+        assert!(
+            matches!(serde_json::from_str::<DurationValue>("\"2h\"").unwrap(), DurationValue::Text(t) if t == "2h")
+        );
+        for bad in ["-5", "1.5", "true", "[]"] {
+            let e = serde_json::from_str::<DurationValue>(bad).unwrap_err().to_string();
+            assert!(e.contains("a duration such as \"12h\""), "{bad}: {e}");
+        }
+    }
 }

@@ -402,7 +402,7 @@ fn sign(
             let mut refresh_after = at + terms.timing.refresh_interval;
             let mut token_expires_at = refresh_after + terms.timing.offline_grace;
             if let (Some(lease), Some(end)) = (terms.lease, lease_expires_at) {
-                refresh_after = refresh_after.min(at + Duration::seconds(lease.whole_seconds() / 2)).min(end);
+                refresh_after = refresh_after.min(at + Duration::seconds(lease.whole_seconds() / 2));
                 token_expires_at = token_expires_at.min(end);
             }
             (Some(refresh_after), Some(token_expires_at))

@@ -144,6 +144,12 @@ impl LicenseRef {
     }
 }
 
+/// A license being created: made already, or to be made from its policy inside the unit.
+enum Making {
+    Made(License),
+    FromPolicy { name: String, new: NewLicense, key: String },
+}
+
 impl Licensing {
     /// Creates a license, with its `created` event. With an idempotency key, a retry of the same request returns
     /// the first license (`false` in the pair) and another request with the same key is a conflict.
@@ -174,24 +180,26 @@ impl Licensing {
         };
         let key = LicenseKey::generate().map_err(|e| ServiceError::Random(e.to_string()))?.to_string();
         let id = Uuid::now_v7();
-        if new.policy.is_none() {
-            // Checked before the unit, so a bad request never waits for the writer.
-            new.clone().resolve(None, id, key.clone(), at)?;
-        }
+        // Without a policy the license is made and checked here, so a bad request never waits for the writer; with
+        // one it is made in the unit, from the policy as it is when the license is stored.
+        let making = match new.policy.clone() {
+            None => Making::Made(new.resolve(None, id, key, at)?),
+            Some(name) => Making::FromPolicy { name, new, key },
+        };
         let ctx = ctx.clone();
         self.store
             .transact(move |tx| {
                 Box::pin(async move {
-                    // The policy is read in the unit: the license is made from it as it is when the license is stored.
-                    let policy = match &new.policy {
-                        // Kept alive until the license is stored: a concurrent delete of the (so far unused) policy
-                        // waits, then finds the license and refuses.
-                        Some(name) => {
-                            Some(tx.policy(name, PolicyLock::KeepAlive).await?.ok_or(ServiceError::PolicyNotFound)?)
+                    let license = match making {
+                        Making::Made(license) => license,
+                        Making::FromPolicy { name, new, key } => {
+                            // Kept alive until the license is stored: a concurrent delete of the (so far unused)
+                            // policy waits, then finds the license and refuses.
+                            let policy =
+                                tx.policy(&name, PolicyLock::KeepAlive).await?.ok_or(ServiceError::PolicyNotFound)?;
+                            new.resolve(Some(&policy), id, key, at)?
                         }
-                        None => None,
                     };
-                    let license = new.resolve(policy.as_ref(), id, key, at)?;
                     match tx.insert_license(&license, idempotency.as_ref()).await? {
                         Created::New(license) => {
                             let mut detail = serde_json::json!({

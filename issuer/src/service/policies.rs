@@ -61,7 +61,9 @@ impl Terms {
                 counts_deactivations: false,
             };
         };
-        let secs = |s: u64| Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX));
+        // Within what `check_policy` lets in; a row another writer put out of range must not make time arithmetic
+        // overflow (a panic) on the request path.
+        let secs = |s: u64| Duration::seconds(i64::try_from(s.min(MAX_TOKEN_PERIOD_SECS)).unwrap_or(0));
         Terms {
             timing: TokenPolicy {
                 refresh_interval: p.refresh_interval_secs.map_or(defaults.refresh_interval, secs),
@@ -71,7 +73,13 @@ impl Terms {
             floating: p.floating,
             overage: p.overage,
             offline_allowed: p.offline_allowed,
-            deactivation_limit: p.deactivation_limit.filter(|_| !p.floating).map(|n| (n, p.deactivation_period_secs)),
+            deactivation_limit: p.deactivation_limit.filter(|_| !p.floating).map(|n| {
+                (
+                    n,
+                    p.deactivation_period_secs
+                        .clamp(*DEACTIVATION_PERIOD_SECS.start(), *DEACTIVATION_PERIOD_SECS.end()),
+                )
+            }),
             counts_deactivations: !p.floating,
         }
     }
