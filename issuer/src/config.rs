@@ -1,5 +1,7 @@
 //! Service configuration in layers: defaults < TOML config file < `ISSUER_*` environment < command-line flags.
 
+mod webhooks;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -83,6 +85,9 @@ pub struct Config {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Connection limits and timeouts of the HTTP server. Config section `[http]`, env `ISSUER_HTTP_*`.
     pub http: HttpSettings,
+    /// Webhook delivery: retries, timeout, outbound network rules. Config section `[webhooks]`, env
+    /// `ISSUER_WEBHOOK_*` (docs/webhooks.md).
+    pub webhooks: crate::service::WebhookSettings,
 }
 
 /// Connection limits and timeouts of the HTTP server: what keeps one client from holding every connection or file
@@ -196,6 +201,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
             http: HttpSettings::default(),
+            webhooks: crate::service::WebhookSettings::default(),
         }
     }
 }
@@ -216,6 +222,7 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
     http: Option<HttpFile>,
+    webhooks: Option<webhooks::WebhooksFile>,
 }
 
 /// Settings given on the command line; `None` leaves the lower layers' value.
@@ -343,6 +350,9 @@ impl Config {
         if let Some(http) = file.http {
             self.http.apply_file(http)?;
         }
+        if let Some(section) = file.webhooks {
+            webhooks::apply_file(&mut self.webhooks, section)?;
+        }
         Ok(())
     }
 
@@ -385,6 +395,7 @@ impl Config {
             self.trusted_proxies = parse_ips("ISSUER_TRUSTED_PROXIES", v.split(',').filter(|s| !s.trim().is_empty()))?;
         }
         self.http.apply_env(get)?;
+        webhooks::apply_env(&mut self.webhooks, get)?;
         Ok(())
     }
 
@@ -406,7 +417,8 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");
         }
-        self.http.check()
+        self.http.check()?;
+        webhooks::check(&self.webhooks)
     }
 
     /// An example config file with every key and its default, printed by `issuer config example`.
@@ -464,8 +476,22 @@ header_timeout = "10s"
 body_timeout = "30s"
 keepalive_timeout = "75s"
 
-# The admin API token is not configured here: one is created and printed at first start, and ISSUER_ADMIN_TOKEN
-# (environment only) adds one for automation.
+# Webhook delivery (docs/webhooks.md): whether this instance delivers (ISSUER_WEBHOOK_DELIVERY=on|off; events are
+# queued either way), the first retry's delay (ISSUER_WEBHOOK_RETRY_BASE; each next one doubles, to at most 12h,
+# for at least 3 days), one attempt's timeout (ISSUER_WEBHOOK_TIMEOUT), and which networks deliveries may reach
+# (ISSUER_WEBHOOK_ALLOW_NETWORKS, ISSUER_WEBHOOK_DENY_NETWORKS, comma-separated CIDRs). Deny rules always refuse;
+# with allow rules only their networks are reached; without, every address but link-local and cloud metadata ones
+# (169.254.0.0/16, fe80::/10, fd00:ec2::254).
+[webhooks]
+deliver = true
+retry_base = "10s"
+timeout = "10s"
+allow_networks = []
+deny_networks = []
+
+# Admin API tokens are not configured here: one is created and printed at first start, more with
+# `issuer admin-token create` or POST /v1/admin-tokens, and ISSUER_ADMIN_TOKEN (environment only) adds one for
+# automation.
 "#;
 
 fn parse_ips<'a>(name: &str, values: impl Iterator<Item = &'a str>) -> Result<Vec<std::net::IpAddr>, ConfigError> {

@@ -36,6 +36,7 @@ mod keyring;
 mod license_key;
 mod service;
 mod store;
+mod views;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
@@ -45,16 +46,20 @@ pub use config::{
 pub use keyring::SharedKeyRing;
 pub use license_key::{LicenseKey, LicenseKeyError, ALPHABET, KEY_CHARS, RANDOM_CHARS};
 pub use service::{
-    is_policy_name, new_admin_token, token_hash, Context, Expiry, Issued, LicenseRef, Licensing, NewLicense,
-    OfflineDeactivated, ServiceError, SignedRevocations, TokenPolicy, Unusable, Validated, ValidationCode,
-    REVOCATION_LIST_TTL,
+    is_policy_name, new_admin_token, sign_webhook, token_hash, Caller, Cidr, Context, Expiry, Issued, LicenseRef,
+    Licensing, NetworkRules, NewLicense, NewWebhook, OfflineDeactivated, ServiceError, SignedRevocations, TokenPolicy,
+    Unusable, Validated, ValidationCode, WebhookSettings, REVOCATION_LIST_TTL, SECRET_OVERLAP,
 };
 pub use store::{connect as connect_store, is_postgres_url, DEFAULT_POOL_SIZE};
 pub use store::{
-    Activated, Created, Culled, Cursor, EffectiveStatus, Event, EventKind, Idempotency, License, LicenseFilter,
-    LicensePage, LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck, NewEvent, NewMachine, Overage, Policy,
-    PolicyDeleted, PolicyLock, PolicyUpdate, PostgresStore, Presence, RecordKeys, RecordedKey, Redeemed, SqliteStore,
-    Store, StoreError, StoreExt, Touched, Tx, Work, DEFAULT_DEACTIVATION_PERIOD_SECS,
+    Activated, Actor, AdminToken, Attempt, Claimed, Delivery, DeliveryState, EventFilter, Scope, WebhookEndpoint,
+    ALL_EVENTS,
+};
+pub use store::{
+    Created, Culled, Cursor, EffectiveStatus, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage,
+    LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck, NewEvent, NewMachine, Overage, Policy, PolicyDeleted,
+    PolicyLock, PolicyUpdate, PostgresStore, Presence, RecordKeys, RecordedKey, Redeemed, SqliteStore, Store,
+    StoreError, StoreExt, Touched, Tx, Work, DEFAULT_DEACTIVATION_PERIOD_SECS,
 };
 
 /// Name of the SQLite database file in the data directory.
@@ -150,7 +155,8 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     // reaches this service without a restart.
     let store = opened.licensing.store().clone();
     opened.licensing.key_ring_handle().spawn_watcher_with_store(store, KEY_RING_RELOAD_INTERVAL);
-    opened.licensing.spawn_lease_sweeper(std::time::Duration::from_secs(config.lease_sweep_interval_secs));
+    opened.licensing.spawn_sweeper(std::time::Duration::from_secs(config.lease_sweep_interval_secs));
+    opened.licensing.spawn_webhook_dispatcher();
     let state = http::AppState::new(
         opened.licensing,
         config.rate_limit_per_second,
@@ -214,7 +220,11 @@ async fn open_locked(config: &Config, clock: Arc<dyn Clock>, fresh_only: bool) -
         offline_grace: seconds(config.offline_grace_secs),
     };
     let extra = config.admin_token.as_ref().map(Secret::expose);
-    let licensing = Arc::new(Licensing::new(store.clone(), ring, policy, extra).with_clock(clock));
+    let licensing = Arc::new(
+        Licensing::new(store.clone(), ring, policy, extra)
+            .with_clock(clock)
+            .with_webhook_settings(config.webhooks.clone()),
+    );
     // Decided in the store, so one database shared by several data directories also gets one first token.
     let new_admin_token = licensing.create_first_admin_token("created at first start").await?;
     Ok(Opened { licensing, new_admin_token })
@@ -317,7 +327,7 @@ async fn adopt_key_ring(store: &Arc<dyn Store>, keys_dir: &std::path::Path) -> R
 /// Whether the store holds licenses or admin tokens: it has been used, by a version that recorded no ring.
 async fn store_has_data(store: &Arc<dyn Store>) -> Result<bool, StoreError> {
     let one = store::LicenseFilter { limit: 1, ..store::LicenseFilter::default() };
-    Ok(!store.list_licenses(&one).await?.licenses.is_empty() || !store.admin_token_hashes().await?.is_empty())
+    Ok(!store.list_licenses(&one).await?.licenses.is_empty() || !store.list_admin_tokens().await?.is_empty())
 }
 
 /// Removes the files of the ring this process created (and the directory, if it made it); nothing else in it.

@@ -2,12 +2,14 @@
 //! generators of the frozen test vectors (tokens in `verifier/tests/vectors/v1/`, certificates and revocation lists in
 //! `verifier/tests/vectors/trust-v1/`), the store conformance suite run against
 //! every store backend (`conformance`), a throwaway PostgreSQL for tests (`pg`), the issuer served over HTTP on a
-//! temporary data directory for the HTTP tests (`server`), and the vendor CLI run in-process (`cli`).
+//! temporary data directory for the HTTP tests (`server`), a real webhook receiver (`receiver`), and the vendor CLI
+//! run in-process (`cli`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cli;
 pub mod conformance;
 pub mod pg;
+pub mod receiver;
 pub mod server;
 pub mod trust_vectors;
 pub mod vectors;
@@ -27,4 +29,16 @@ pub fn issuer_binary() -> Option<std::path::PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let path = exe.parent()?.parent()?.join(format!("issuer{}", std::env::consts::EXE_SUFFIX));
     path.is_file().then_some(path)
+}
+
+/// Copies the key ring of data directory `from` into data directory `to`, as the vendor distributes it to every
+/// instance of one database (secret key files keep their 0600 mode).
+pub fn copy_key_ring(from: &std::path::Path, to: &std::path::Path) {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let (src, dst) = (from.join(issuer::KEYS_DIR), to.join(issuer::KEYS_DIR));
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dst).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+    }
 }

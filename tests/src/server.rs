@@ -77,6 +77,17 @@ impl Server {
 
     /// A server on a fresh data directory, reading `clock`.
     pub async fn start_with_clock(options: Options, clock: Arc<dyn issuer::Clock>) -> Server {
+        Self::start_configured(options, clock, |_| {}).await
+    }
+
+    /// A server on a fresh data directory, reading `clock`, with `configure` applied to its config last (webhook
+    /// settings, a PostgreSQL database URL). On a database another instance made, the admin token is
+    /// `options.env_admin_token`.
+    pub async fn start_configured(
+        options: Options,
+        clock: Arc<dyn issuer::Clock>,
+        configure: impl FnOnce(&mut issuer::Config),
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let flags = issuer::Flags::new(None, Some(dir.path().join("data")), None);
         let mut config = issuer::Config::load(None, |_| None, flags).unwrap();
@@ -86,8 +97,13 @@ impl Server {
         config.trusted_proxies = options.trusted_proxies.iter().map(|ip| ip.parse().unwrap()).collect();
         // The tests sweep by hand: a background sweep at a moment of its choosing would make their counts racy.
         config.lease_sweep_interval_secs = 86_400;
+        configure(&mut config);
         let started = issuer::start_with_clock(&config, clock.clone()).await.unwrap();
-        let admin = started.new_admin_token.clone().expect("a fresh data dir creates an admin token");
+        let admin = started
+            .new_admin_token
+            .clone()
+            .or(options.env_admin_token.map(String::from))
+            .expect("a fresh database creates an admin token");
         let licensing = started.state.licensing.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -132,9 +148,24 @@ impl Server {
     /// A request, with the admin token if `admin`: the status and the body as JSON (`Null` when empty, a JSON
     /// string when it is not JSON).
     pub async fn send(&self, method: Method, path: &str, body: Option<Value>, admin: bool) -> (StatusCode, Value) {
+        self.request(admin.then_some(self.admin.as_str()), method, path, body).await
+    }
+
+    /// A request with another bearer token: the status and the body as JSON.
+    pub async fn send_as(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.request(Some(token), method, path, body).await
+    }
+
+    async fn request(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
-        if admin {
-            req = req.bearer_auth(&self.admin);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
         }
         if let Some(body) = body {
             req = req.json(&body);
@@ -145,6 +176,22 @@ impl Server {
         let value =
             if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, value)
+    }
+
+    /// Every event of the audit log (`GET /v1/events`, all pages) matching `query` (e.g. `type=license.created`).
+    pub async fn audit_log(&self, query: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let path = format!("/v1/events?limit=1000&after={after}&{query}");
+            let (status, page) = self.admin(Method::GET, &path, None).await;
+            assert_eq!(status, StatusCode::OK, "{path} -> {page}");
+            events.extend(page["events"].as_array().unwrap().iter().cloned());
+            match page["next_after"].as_i64() {
+                Some(next) => after = next,
+                None => return events,
+            }
+        }
     }
 
     /// A public `POST` without a token.

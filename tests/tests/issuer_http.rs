@@ -496,6 +496,18 @@ async fn openapi_document_is_served_and_lists_every_route() {
         ("/v1/policies/{name}", "get"),
         ("/v1/policies/{name}", "patch"),
         ("/v1/policies/{name}", "delete"),
+        ("/v1/webhooks", "post"),
+        ("/v1/webhooks", "get"),
+        ("/v1/webhooks/{id}", "get"),
+        ("/v1/webhooks/{id}", "delete"),
+        ("/v1/webhooks/{id}/rotate-secret", "post"),
+        ("/v1/webhooks/{id}/enable", "post"),
+        ("/v1/webhooks/{id}/deliveries", "get"),
+        ("/v1/webhooks/{id}/deliveries/{delivery}/resend", "post"),
+        ("/v1/admin-tokens", "post"),
+        ("/v1/admin-tokens", "get"),
+        ("/v1/admin-tokens/{id}", "delete"),
+        ("/v1/events", "get"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -506,7 +518,8 @@ async fn openapi_document_is_served_and_lists_every_route() {
         let concrete = path
             .replace("{id}", "0190f5a4-7c1e-7a3b-9c4d-5e6f708192a3")
             .replace("{fingerprint}", "m")
-            .replace("{name}", "pro-annual");
+            .replace("{name}", "pro-annual")
+            .replace("{delivery}", "1");
         for method in item.as_object().unwrap().keys().filter(|m| *m != "parameters") {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let body = (method != Method::GET && method != Method::DELETE).then(|| json!({}));

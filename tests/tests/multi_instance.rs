@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use e2e_tests::{issuer_binary, pg};
+use e2e_tests::{copy_key_ring, issuer_binary, pg};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -62,18 +62,6 @@ impl Instance {
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
         }
-    }
-}
-
-/// Copies the key ring of `from` (a data directory) into `to`, as the vendor distributes it to every instance.
-fn copy_key_ring(from: &Path, to: &Path) {
-    use std::os::unix::fs::DirBuilderExt as _;
-    let (src, dst) = (from.join(issuer::KEYS_DIR), to.join(issuer::KEYS_DIR));
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dst).unwrap();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let entry = entry.unwrap();
-        // `fs::copy` keeps the mode: secret key files stay 0600.
-        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
     }
 }
 

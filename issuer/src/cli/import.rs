@@ -222,7 +222,7 @@ pub(crate) async fn run(
                 if row.order_id.is_none() {
                     rows_without_order += 1;
                 }
-                let ctx = licensing.context(None);
+                let ctx = licensing.cli_context();
                 match licensing.create_license(row.new, row.order_id.as_deref(), &ctx).await {
                     Ok((_, created)) => Ok(created),
                     Err(ServiceError::PolicyNotFound) => Err(format!(

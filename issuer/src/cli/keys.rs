@@ -110,9 +110,30 @@ async fn record_in_store(
     expect_active: Vec<String>,
 ) -> Result<bool, CliError> {
     let keys = crate::recorded_keys_of(ring);
-    let at = time::OffsetDateTime::now_utc();
+    let at = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    // The change and its event (audit log, webhooks) commit together.
+    let key_list: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|k| serde_json::json!({ "key_id": k.key_id, "status": if k.active { "active" } else { "retired" } }))
+        .collect();
+    let active = crate::RecordedKey::signing(&keys).map(|k| k.key_id.clone());
+    let event = crate::NewEvent {
+        license_id: None,
+        kind: crate::EventKind::KeysChanged,
+        at,
+        fingerprint: None,
+        client_ip: None,
+        actor: Some(crate::Actor::Cli),
+        detail: serde_json::json!({ "active_key_id": active, "keys": key_list }),
+    };
     crate::StoreExt::transact(&**store, move |tx| {
-        Box::pin(async move { tx.record_keys(&keys, crate::RecordKeys::Update { expect_active }, at).await })
+        Box::pin(async move {
+            let recorded = tx.record_keys(&keys, crate::RecordKeys::Update { expect_active }, at).await?;
+            if recorded {
+                tx.append_event(&event).await?;
+            }
+            Ok(recorded)
+        })
     })
     .await
     .map_err(|e: crate::StoreError| CliError::Failed(format!("the store could not record the key ring: {e}")))

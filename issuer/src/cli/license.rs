@@ -289,8 +289,20 @@ fn event_rows(events: &[Event]) -> Vec<Vec<String>> {
     events
         .iter()
         .map(|e| {
+            // The license's own snapshot (in license events' detail, for webhooks) is what `show` prints above.
             let detail = match &e.event.detail {
-                serde_json::Value::Object(m) if m.is_empty() => String::new(),
+                serde_json::Value::Object(m) => {
+                    let rest: serde_json::Map<_, _> = m
+                        .iter()
+                        .filter(|(k, _)| k.as_str() != "license")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    if rest.is_empty() {
+                        String::new()
+                    } else {
+                        serde_json::Value::Object(rest).to_string()
+                    }
+                }
                 other => other.to_string(),
             };
             vec![
@@ -335,7 +347,7 @@ pub(crate) async fn run(
         return super::import::run(&licensing, file, reject_file.as_deref(), *json, out, err).await;
     }
     let licensing = open_service(global, err).await?;
-    let ctx = licensing.context(None);
+    let ctx = licensing.cli_context();
     match command {
         LicenseCommand::Import { .. } => Ok(()),
         LicenseCommand::Create {
@@ -584,7 +596,7 @@ pub(crate) async fn run_machine(
         }
         MachineCommand::Remove { license, fingerprint } => {
             let which = license_ref(&license)?;
-            let ctx = licensing.context(None);
+            let ctx = licensing.cli_context();
             match licensing.remove_machine(&which, &fingerprint, &ctx).await {
                 Ok(()) => {}
                 Err(crate::ServiceError::NotActivated) => {

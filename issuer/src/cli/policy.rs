@@ -282,7 +282,7 @@ pub(crate) async fn run(
     // Input is checked before the store is opened, so a typo never waits for it.
     let command = Checked::of(command)?;
     let licensing = open_service(global, err).await?;
-    let ctx = licensing.context(None);
+    let ctx = licensing.cli_context();
     match command {
         Checked::Create { policy, json } => {
             let name = policy.name.clone();
@@ -346,7 +346,7 @@ pub(crate) async fn run(
             write_policy(out, &p)
         }
         Checked::Delete { name } => {
-            licensing.delete_policy(&name).await.map_err(|e| policy_error(&name, e))?;
+            licensing.delete_policy(&name, &licensing.cli_context()).await.map_err(|e| policy_error(&name, e))?;
             writeln!(out, "Deleted policy {name}.")?;
             Ok(())
         }

@@ -174,7 +174,7 @@ pub(crate) async fn run(
                 None => None,
             };
             let licensing = open_service(global, err).await?;
-            let ctx = licensing.context(None);
+            let ctx = licensing.cli_context();
             let issued = match (&request, license, fingerprint) {
                 (Some(request), _, _) => licensing.activate_offline(request, &ctx).await?,
                 (None, Some(license), Some(fingerprint)) => {
@@ -210,7 +210,7 @@ pub(crate) async fn run(
                     )));
                 }
             }
-            let done = match licensing.redeem_deactivation(&code, &licensing.context(None)).await {
+            let done = match licensing.redeem_deactivation(&code, &licensing.cli_context()).await {
                 Ok(done) => done,
                 Err(ServiceError::UnknownDeactivationCode) => {
                     return Err(CliError::Failed(format!(

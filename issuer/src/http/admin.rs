@@ -1,7 +1,7 @@
 //! Admin endpoints under `/v1/licenses`, behind `Authorization: Bearer <admin token>` (policies: `policies`).
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonResponse;
@@ -10,18 +10,22 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::error::{ApiError, ErrorCode};
-use super::extract::{ClientIp, Json, Path, Query};
+use super::extract::{AdminContext, Json, Path, Query};
 use super::AppState;
 use crate::config::parse_duration_secs;
 use crate::service::{Expiry, LicenseRef, NewLicense, ServiceError};
-use crate::store::{Cursor, EffectiveStatus, Event, License, LicenseFilter, LicenseUpdate, Machine};
+use crate::store::Scope;
+use crate::store::{Cursor, EffectiveStatus, LicenseFilter, LicenseUpdate};
+pub(crate) use crate::views::EventView;
+pub(crate) use crate::views::{LicenseView, MachineView};
 
 /// Default and largest page sizes of the list endpoints.
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
-/// Middleware: 401 unless the request carries an accepted admin token.
-pub(crate) async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Middleware: 401 unless the request carries an accepted admin token, 403 `insufficient_scope` when a read-scoped
+/// token asks for anything but GET; the accepted [`Caller`] goes to the handler (the actor of its events).
+pub(crate) async fn require_admin(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let Some(value) = request.headers().get(header::AUTHORIZATION) else {
         return ApiError::unauthorized("missing `Authorization: Bearer <admin token>` header").into_response();
     };
@@ -29,52 +33,17 @@ pub(crate) async fn require_admin(State(state): State<AppState>, request: Reques
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return ApiError::unauthorized("the Authorization header must be `Bearer <admin token>`").into_response();
     };
-    match state.licensing.is_admin_token(token).await {
-        Ok(true) => next.run(request).await,
-        Ok(false) => ApiError::unauthorized("the admin token is not valid").into_response(),
-        Err(e) => ApiError::from(e).into_response(),
-    }
-}
-
-/// A license as the admin API shows it.
-#[derive(Debug, Serialize)]
-pub(crate) struct LicenseView {
-    id: String,
-    key: String,
-    email: String,
-    product: String,
-    /// The status as it stands now: an active license past its expiry is `expired`.
-    status: EffectiveStatus,
-    max_machines: u32,
-    #[serde(with = "time::serde::rfc3339::option")]
-    expires_at: Option<OffsetDateTime>,
-    entitlements: Vec<String>,
-    metadata: serde_json::Map<String, serde_json::Value>,
-    /// The policy it follows; `null` for a license of its own.
-    policy: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    updated_at: OffsetDateTime,
-}
-
-impl LicenseView {
-    /// The view of `l` with its status as it stands at `now`.
-    pub(crate) fn at(l: License, now: OffsetDateTime) -> Self {
-        LicenseView {
-            status: l.effective_status(now),
-            id: l.id.to_string(),
-            key: l.key,
-            email: l.email,
-            product: l.product,
-            max_machines: l.max_machines,
-            expires_at: l.expires_at,
-            entitlements: l.entitlements,
-            metadata: l.metadata,
-            policy: l.policy,
-            created_at: l.created_at,
-            updated_at: l.updated_at,
+    match state.licensing.authenticate(token).await {
+        Ok(Some(caller)) => {
+            if caller.scope == Scope::Read && !matches!(*request.method(), Method::GET | Method::HEAD) {
+                let message = "this admin token is read-scoped: it can read but not change anything";
+                return ApiError::new(StatusCode::FORBIDDEN, ErrorCode::InsufficientScope, message).into_response();
+            }
+            request.extensions_mut().insert(caller);
+            next.run(request).await
         }
+        Ok(None) => ApiError::unauthorized("the admin token is not valid (unknown or revoked)").into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -116,7 +85,7 @@ pub(crate) struct CreateRequest {
 /// same license, with another body 409.
 pub(crate) async fn create(
     State(state): State<AppState>,
-    ip: ClientIp,
+    AdminContext(ctx): AdminContext,
     headers: HeaderMap,
     Json(req): Json<CreateRequest>,
 ) -> Result<(StatusCode, JsonResponse<LicenseView>), ApiError> {
@@ -146,7 +115,6 @@ pub(crate) async fn create(
         metadata: metadata_object(req.metadata)?.unwrap_or_default(),
         policy: req.policy,
     };
-    let ctx = state.licensing.context(ip.text());
     let (license, created) = state.licensing.create_license(new, idempotency_key.as_deref(), &ctx).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, JsonResponse(LicenseView::at(license, ctx.now))))
@@ -238,12 +206,11 @@ pub(crate) struct UpdateRequest {
 /// `duration` sets the expiry that long from now.
 pub(crate) async fn update(
     State(state): State<AppState>,
-    ip: ClientIp,
+    AdminContext(ctx): AdminContext,
     Path(id): Path<String>,
     Json(req): Json<UpdateRequest>,
 ) -> Result<JsonResponse<LicenseView>, ApiError> {
     let which = LicenseRef::parse(&id)?;
-    let ctx = state.licensing.context(ip.text());
     let expires_at = match (req.expires_at, req.duration.as_deref()) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid_field("expires_at", "give either expires_at or duration, not both"))
@@ -272,62 +239,31 @@ pub(crate) async fn update(
 /// `POST /v1/licenses/{id}/suspend`.
 pub(crate) async fn suspend(
     State(state): State<AppState>,
-    ip: ClientIp,
+    AdminContext(ctx): AdminContext,
     Path(id): Path<String>,
 ) -> Result<JsonResponse<LicenseView>, ApiError> {
     let which = LicenseRef::parse(&id)?;
-    let ctx = state.licensing.context(ip.text());
     Ok(JsonResponse(LicenseView::at(state.licensing.suspend(&which, &ctx).await?, ctx.now)))
 }
 
 /// `POST /v1/licenses/{id}/reinstate`.
 pub(crate) async fn reinstate(
     State(state): State<AppState>,
-    ip: ClientIp,
+    AdminContext(ctx): AdminContext,
     Path(id): Path<String>,
 ) -> Result<JsonResponse<LicenseView>, ApiError> {
     let which = LicenseRef::parse(&id)?;
-    let ctx = state.licensing.context(ip.text());
     Ok(JsonResponse(LicenseView::at(state.licensing.reinstate(&which, &ctx).await?, ctx.now)))
 }
 
 /// `POST /v1/licenses/{id}/revoke`.
 pub(crate) async fn revoke(
     State(state): State<AppState>,
-    ip: ClientIp,
+    AdminContext(ctx): AdminContext,
     Path(id): Path<String>,
 ) -> Result<JsonResponse<LicenseView>, ApiError> {
     let which = LicenseRef::parse(&id)?;
-    let ctx = state.licensing.context(ip.text());
     Ok(JsonResponse(LicenseView::at(state.licensing.revoke(&which, &ctx).await?, ctx.now)))
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct MachineView {
-    fingerprint: String,
-    name: Option<String>,
-    platform: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
-    activated_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    last_seen_at: OffsetDateTime,
-    offline: bool,
-    #[serde(with = "time::serde::rfc3339::option")]
-    lease_expires_at: Option<OffsetDateTime>,
-}
-
-impl From<Machine> for MachineView {
-    fn from(m: Machine) -> Self {
-        MachineView {
-            fingerprint: m.fingerprint,
-            name: m.name,
-            platform: m.platform,
-            activated_at: m.activated_at,
-            last_seen_at: m.last_seen_at,
-            offline: m.offline,
-            lease_expires_at: m.lease_expires_at,
-        }
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -352,11 +288,11 @@ pub(crate) async fn machines(
 /// `DELETE /v1/licenses/{id}/machines/{fingerprint}`: 204, or 404 `machine_not_found`.
 pub(crate) async fn remove_machine(
     State(state): State<AppState>,
-    ip: ClientIp,
+    AdminContext(ctx): AdminContext,
     Path((id, fingerprint)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let which = LicenseRef::parse(&id)?;
-    match state.licensing.remove_machine(&which, &fingerprint, &state.licensing.context(ip.text())).await {
+    match state.licensing.remove_machine(&which, &fingerprint, &ctx).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(ServiceError::NotActivated) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -372,30 +308,6 @@ pub(crate) async fn remove_machine(
 pub(crate) struct EventsQuery {
     after: Option<i64>,
     limit: Option<u32>,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct EventView {
-    id: i64,
-    kind: &'static str,
-    #[serde(with = "time::serde::rfc3339")]
-    at: OffsetDateTime,
-    fingerprint: Option<String>,
-    client_ip: Option<String>,
-    detail: serde_json::Value,
-}
-
-impl From<Event> for EventView {
-    fn from(e: Event) -> Self {
-        EventView {
-            id: e.id,
-            kind: e.event.kind.as_str(),
-            at: e.event.at,
-            fingerprint: e.event.fingerprint,
-            client_ip: e.event.client_ip,
-            detail: e.event.detail,
-        }
-    }
 }
 
 #[derive(Debug, Serialize)]

@@ -180,6 +180,19 @@ impl From<ServiceError> for ApiError {
                     ..ApiError::new(S::FORBIDDEN, ErrorCode::DeactivationLimitReached, e.to_string())
                 }
             }
+            ServiceError::AdminTokenNotFound => {
+                ApiError::new(S::NOT_FOUND, ErrorCode::AdminTokenNotFound, e.to_string())
+            }
+            ServiceError::WebhookNotFound => ApiError::new(S::NOT_FOUND, ErrorCode::WebhookNotFound, e.to_string()),
+            ServiceError::DeliveryNotFound => ApiError::new(S::NOT_FOUND, ErrorCode::DeliveryNotFound, e.to_string()),
+            ServiceError::WebhookUrlRefused(_) => {
+                let mut details = serde_json::Map::new();
+                details.insert("field".into(), "url".into());
+                ApiError {
+                    details: Some(details),
+                    ..ApiError::new(S::UNPROCESSABLE_ENTITY, ErrorCode::WebhookUrlRefused, e.to_string())
+                }
+            }
             ServiceError::Store(ref err) => ApiError::internal(err),
             ServiceError::Signing(ref err @ keys::KeyError::Uncertified { .. }) => {
                 // The operator's to fix, not the client's: said loudly in the log, plainly to the client.

@@ -71,6 +71,25 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
+/// The context of an admin request: its caller (set by the admin middleware) and client address, at the service
+/// clock's now.
+#[derive(Debug, Clone)]
+pub struct AdminContext(pub crate::service::Context);
+
+impl FromRequestParts<AppState> for AdminContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = parts
+            .extensions
+            .get::<crate::service::Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <admin token>` header"))?;
+        let ip = client_ip(&parts.extensions, &parts.headers, &state.trusted_proxies).map(|ip| ip.to_string());
+        Ok(AdminContext(state.licensing.context_as(caller.actor, ip)))
+    }
+}
+
 /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the right-most address in
 /// `X-Forwarded-For` that is not itself a trusted proxy (the left part of the header is whatever the client sent,
 /// so only what trusted proxies appended is believed).

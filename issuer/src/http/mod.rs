@@ -1,6 +1,6 @@
 //! The HTTP API: [`app`] builds the router, [`serve`] runs it until a shutdown signal.
 //!
-//! Layout: `public`, `admin` and `policies` (the handlers), `extract` (extractors whose rejections are [`ApiError`]s),
+//! Layout: `public`, `admin`, `policies`, `webhooks` and `audit` (admin tokens, the audit log) (the handlers), `extract` (extractors whose rejections are [`ApiError`]s),
 //! `error` and `codes` (the one error type and every code it can carry), `ratelimit`, `guard` (body timeout and
 //! honest keep-alive), `server` (the connection loop: cap, timeouts, accept back-off).
 
@@ -19,6 +19,7 @@ use crate::config::HttpSettings;
 use crate::service::Licensing;
 
 pub(crate) mod admin;
+mod audit;
 mod codes;
 mod error;
 mod extract;
@@ -27,6 +28,7 @@ pub(crate) mod policies;
 mod public;
 mod ratelimit;
 mod server;
+mod webhooks;
 
 pub use error::{ApiError, ErrorCode};
 pub(crate) use public::KeysResponse;
@@ -100,6 +102,15 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/licenses/{id}/events", get(admin::events))
         .route("/v1/policies", post(policies::create).get(policies::list))
         .route("/v1/policies/{name}", get(policies::get).patch(policies::update).delete(policies::delete))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/v1/webhooks/{id}", get(webhooks::get).delete(webhooks::delete))
+        .route("/v1/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
+        .route("/v1/webhooks/{id}/enable", post(webhooks::enable))
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/webhooks/{id}/deliveries/{delivery}/resend", post(webhooks::resend))
+        .route("/v1/admin-tokens", post(audit::create_token).get(audit::list_tokens))
+        .route("/v1/admin-tokens/{id}", axum::routing::delete(audit::revoke_token))
+        .route("/v1/events", get(audit::events))
         .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
     Router::new()
         .route("/healthz", get(healthz))

@@ -5,14 +5,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json as JsonResponse;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use super::admin::{not_null, present};
 use super::error::ApiError;
-use super::extract::{ClientIp, Json, Path, Query};
+use super::extract::{AdminContext, Json, Path, Query};
 use super::AppState;
-use crate::config::{format_duration_secs, parse_duration_secs};
+use crate::config::parse_duration_secs;
 use crate::store::{Overage, Policy, PolicyUpdate};
+pub(crate) use crate::views::PolicyView;
 
 /// A duration in a request: text such as `"12h"` or a number of seconds.
 #[derive(Debug)]
@@ -60,50 +60,6 @@ fn overage_of(text: &str) -> Result<Overage, ApiError> {
     text.parse().map_err(|m: String| ApiError::invalid_field("overage", m))
 }
 
-/// A policy as the admin API shows it; durations in the largest unit that divides them.
-#[derive(Debug, Serialize)]
-pub(crate) struct PolicyView {
-    name: String,
-    product: String,
-    max_machines: u32,
-    duration: Option<String>,
-    entitlements: Vec<String>,
-    refresh_interval: Option<String>,
-    offline_grace: Option<String>,
-    lease: Option<String>,
-    floating: bool,
-    overage: String,
-    offline_allowed: bool,
-    deactivation_limit: Option<u32>,
-    deactivation_period: String,
-    #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    updated_at: OffsetDateTime,
-}
-
-impl From<Policy> for PolicyView {
-    fn from(p: Policy) -> Self {
-        PolicyView {
-            name: p.name,
-            product: p.product,
-            max_machines: p.max_machines,
-            duration: p.duration_secs.map(format_duration_secs),
-            entitlements: p.entitlements,
-            refresh_interval: p.refresh_interval_secs.map(format_duration_secs),
-            offline_grace: p.offline_grace_secs.map(format_duration_secs),
-            lease: p.lease_secs.map(format_duration_secs),
-            floating: p.floating,
-            overage: p.overage.to_string(),
-            offline_allowed: p.offline_allowed,
-            deactivation_limit: p.deactivation_limit,
-            deactivation_period: format_duration_secs(p.deactivation_period_secs),
-            created_at: p.created_at,
-            updated_at: p.updated_at,
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateRequest {
@@ -130,7 +86,7 @@ pub(crate) struct CreateRequest {
 /// `POST /v1/policies`: 201 with the policy; 409 `policy_exists` for a taken name.
 pub(crate) async fn create(
     State(state): State<AppState>,
-    ip: ClientIp,
+    AdminContext(ctx): AdminContext,
     Json(req): Json<CreateRequest>,
 ) -> Result<(StatusCode, JsonResponse<PolicyView>), ApiError> {
     let mut policy = Policy::new(req.name, req.product, req.max_machines);
@@ -150,7 +106,6 @@ pub(crate) async fn create(
     if let Some(period) = secs_of("deactivation_period", req.deactivation_period.as_ref())? {
         policy.deactivation_period_secs = period;
     }
-    let ctx = state.licensing.context(ip.text());
     let created = state.licensing.create_policy(policy, &ctx).await?;
     Ok((StatusCode::CREATED, JsonResponse(created.into())))
 }
@@ -218,7 +173,7 @@ fn nullable_secs(field: &'static str, value: Option<Option<DurationValue>>) -> R
 /// never change. Rules reach the policy's licenses at their next request; grants only new licenses.
 pub(crate) async fn update(
     State(state): State<AppState>,
-    ip: ClientIp,
+    AdminContext(ctx): AdminContext,
     Path(name): Path<String>,
     Json(req): Json<UpdateRequest>,
 ) -> Result<JsonResponse<PolicyView>, ApiError> {
@@ -235,13 +190,16 @@ pub(crate) async fn update(
         deactivation_limit: req.deactivation_limit,
         deactivation_period_secs: secs_of("deactivation_period", req.deactivation_period.as_ref())?,
     };
-    let ctx = state.licensing.context(ip.text());
     Ok(JsonResponse(state.licensing.update_policy(&name, update, &ctx).await?.into()))
 }
 
 /// `DELETE /v1/policies/{name}`: 204; 409 `policy_in_use` (with `licenses`) while licenses use it.
-pub(crate) async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
-    state.licensing.delete_policy(&name).await?;
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    AdminContext(ctx): AdminContext,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.licensing.delete_policy(&name, &ctx).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -111,6 +111,18 @@ pub enum ServiceError {
         /// When the oldest counted deactivation leaves the window.
         retry_at: OffsetDateTime,
     },
+    /// No admin token has this id (or it is `ISSUER_ADMIN_TOKEN`, which only the environment can take away).
+    #[error("no stored admin token has this id (ISSUER_ADMIN_TOKEN is revoked by removing it from the environment)")]
+    AdminTokenNotFound,
+    /// No webhook endpoint has this id.
+    #[error("no webhook endpoint with this id exists")]
+    WebhookNotFound,
+    /// The endpoint has no delivery with this id.
+    #[error("the webhook endpoint has no delivery with this id")]
+    DeliveryNotFound,
+    /// The webhook URL's address is refused by the outbound network rules (docs/webhooks.md).
+    #[error("{0}")]
+    WebhookUrlRefused(String),
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),

@@ -209,6 +209,7 @@ impl Licensing {
                             if let Some(policy) = &license.policy {
                                 detail["policy"] = policy.clone().into();
                             }
+                            detail["license"] = snapshot(&license, ctx.now);
                             tx.append_event(&ctx.event(license.id, EventKind::Created, None, detail)).await?;
                             Ok((license, true))
                         }
@@ -262,6 +263,7 @@ impl Licensing {
                         return Ok(current);
                     }
                     let mut detail = serde_json::Map::new();
+                    let expired_before = current.expires_at;
                     if let Some(n) = update.max_machines {
                         current.max_machines = n;
                         detail.insert("max_machines".into(), n.into());
@@ -281,7 +283,20 @@ impl Licensing {
                     check_license(&current)?;
                     let updated =
                         tx.update_license(current.id, &update, ctx.at()).await?.ok_or(ServiceError::LicenseNotFound)?;
+                    detail.insert("license".into(), snapshot(&updated, ctx.now));
                     tx.append_event(&ctx.event(updated.id, EventKind::Updated, None, detail.into())).await?;
+                    let later = match (expired_before, updated.expires_at) {
+                        (Some(before), Some(after)) => after > before,
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    };
+                    if update.expires_at.is_some() && later {
+                        let detail = serde_json::json!({
+                            "expires_at_before": expired_before.map(|t| t.unix_timestamp()),
+                            "license": snapshot(&updated, ctx.now),
+                        });
+                        tx.append_event(&ctx.event(updated.id, EventKind::Renewed, None, detail)).await?;
+                    }
                     Ok(updated)
                 })
             })
@@ -350,7 +365,8 @@ impl Licensing {
                             license: None,
                         });
                     };
-                    let detail = serde_json::json!({ "from": current.status.as_str() });
+                    let detail =
+                        serde_json::json!({ "from": current.status.as_str(), "license": snapshot(&updated, ctx.now) });
                     tx.append_event(&ctx.event(updated.id, kind, None, detail)).await?;
                     Ok(updated)
                 })
@@ -417,4 +433,9 @@ impl Licensing {
         let license = self.license(which).await?;
         Ok(self.store.list_events(license.id, after, limit).await?)
     }
+}
+
+/// The license as `GET /v1/licenses/{id}` shows it at `now`: the `license` of license events' data.
+pub(super) fn snapshot(license: &License, now: time::OffsetDateTime) -> serde_json::Value {
+    serde_json::to_value(crate::views::LicenseView::at(license.clone(), now)).unwrap_or_default()
 }

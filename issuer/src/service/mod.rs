@@ -6,38 +6,44 @@
 //! never stored without its event and a decision is never made on a state that changed meanwhile. Validation, which
 //! changes nothing, reads outside a unit and appends its event alone.
 //!
-//! Layout: `licenses` (create, update, status transitions, admin machine removal, event reads), `activation`
+//! Layout: `licenses` (create, update, status transitions, admin machine removal), `activation`
 //! (activate, validate, refresh, deactivate, token signing), `offline` (air-gapped activation and deactivation
 //! codes), `policies` (policies, the terms a license follows, leases and their sweep, deactivation limits),
+//! `events` (the audit log, license expiry announcements, the background sweeps), `admin_tokens` (scoped admin
+//! tokens and authentication), `webhooks/` (endpoints, signing, network rules, the delivery dispatcher),
 //! `revocations` (the signed revocation list), `checks` (shared checks), `error` ([`ServiceError`]).
 
 use std::sync::Arc;
 
 use keys::KeyRing;
-use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use verifier::KeySet;
 
 use crate::clock::{Clock, SystemClock};
 use crate::keyring::SharedKeyRing;
-use crate::store::{EventKind, NewEvent, Store, StoreExt as _};
+use crate::store::{Actor, EventKind, NewEvent, Store};
 
 mod activation;
+mod admin_tokens;
 mod checks;
 mod error;
+mod events;
 mod licenses;
 mod offline;
 mod policies;
 mod revocations;
+mod webhooks;
 
 pub use activation::{Issued, Validated, ValidationCode};
+pub use admin_tokens::Caller;
 pub use checks::{new_admin_token, token_hash};
 pub use error::{ServiceError, Unusable};
 pub use licenses::{Expiry, LicenseRef, NewLicense};
 pub use offline::OfflineDeactivated;
 pub use policies::is_policy_name;
 pub use revocations::{SignedRevocations, REVOCATION_LIST_TTL};
+pub use webhooks::{sign as sign_webhook, Cidr, NetworkRules, NewWebhook, WebhookSettings, SECRET_OVERLAP};
 
 /// Longest machine name or platform accepted on activation.
 pub const MAX_MACHINE_TEXT_LEN: usize = 128;
@@ -51,13 +57,16 @@ pub struct TokenPolicy {
     pub offline_grace: Duration,
 }
 
-/// Who asked and when: recorded in the event log. Made by [`Licensing::context`], which reads the service's clock.
+/// Who asked and when: recorded in the event log. Made by [`Licensing::context`] (an app), [`Licensing::context_as`]
+/// (an admin token) or [`Licensing::cli_context`], which read the service's clock.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Context {
     /// The current time (whole seconds are used).
     pub now: OffsetDateTime,
     /// The client's IP address, if known.
     pub client_ip: Option<String>,
+    /// Who asked.
+    pub actor: Actor,
 }
 
 impl Context {
@@ -69,17 +78,18 @@ impl Context {
     /// An event of this request.
     fn event(
         &self,
-        license_id: Uuid,
+        license_id: impl Into<Option<Uuid>>,
         kind: EventKind,
         fingerprint: Option<&str>,
         detail: serde_json::Value,
     ) -> NewEvent {
         NewEvent {
-            license_id,
+            license_id: license_id.into(),
             kind,
             at: self.at(),
             fingerprint: fingerprint.map(Into::into),
             client_ip: self.client_ip.clone(),
+            actor: Some(self.actor.clone()),
             detail,
         }
     }
@@ -93,6 +103,7 @@ pub struct Licensing {
     extra_admin_hash: Option<[u8; 32]>,
     clock: Arc<dyn Clock>,
     revocations: revocations::RevocationCache,
+    webhooks: webhooks::Webhooks,
 }
 
 impl std::fmt::Debug for Licensing {
@@ -121,7 +132,14 @@ impl Licensing {
             extra_admin_hash: extra_admin_token.map(token_hash),
             clock: Arc::new(SystemClock),
             revocations: revocations::RevocationCache::default(),
+            webhooks: webhooks::Webhooks::new(WebhookSettings::default()),
         }
+    }
+
+    /// The same service with these webhook settings (network rules, retries, timeout).
+    pub fn with_webhook_settings(mut self, settings: WebhookSettings) -> Self {
+        self.webhooks = webhooks::Webhooks::new(settings);
+        self
     }
 
     /// The same service on another clock (tests move a [`crate::ManualClock`]).
@@ -135,9 +153,24 @@ impl Licensing {
         self.clock.now()
     }
 
-    /// The context of a request from `client_ip`, at the service clock's current time.
+    /// The context of an app's request from `client_ip`, at the service clock's current time.
     pub fn context(&self, client_ip: Option<String>) -> Context {
-        Context { now: self.clock.now(), client_ip }
+        self.context_as(Actor::App, client_ip)
+    }
+
+    /// The context of a request by `actor` from `client_ip`, at the service clock's current time.
+    pub fn context_as(&self, actor: Actor, client_ip: Option<String>) -> Context {
+        Context { now: self.clock.now(), client_ip, actor }
+    }
+
+    /// The context of a vendor CLI command.
+    pub fn cli_context(&self) -> Context {
+        self.context_as(Actor::Cli, None)
+    }
+
+    /// The context of the issuer's own work (sweeps, webhook delivery).
+    fn system_context(&self) -> Context {
+        self.context_as(Actor::System, None)
     }
 
     /// The store.
@@ -158,58 +191,6 @@ impl Licensing {
     /// The public keys apps should trust: every key of the ring in use now.
     pub fn public_keys(&self) -> KeySet {
         KeySet::clone(&self.ring.public_keys())
-    }
-
-    /// Whether `token` is an accepted admin token. Compares SHA-256 hashes in constant time.
-    pub async fn is_admin_token(&self, token: &str) -> Result<bool, ServiceError> {
-        let hash = token_hash(token);
-        let mut ok = subtle::Choice::from(0u8);
-        if let Some(extra) = &self.extra_admin_hash {
-            ok |= extra.ct_eq(&hash);
-        }
-        for stored in self.store.admin_token_hashes().await? {
-            ok |= stored.ct_eq(&hash);
-        }
-        Ok(bool::from(ok))
-    }
-
-    /// Creates and stores a new admin token; returns it (the store keeps only its hash).
-    pub async fn create_admin_token(&self, label: &str) -> Result<String, ServiceError> {
-        let token = new_admin_token()?;
-        let (hash, label, at) = (token_hash(&token), label.to_string(), self.context(None).at());
-        self.store.transact(move |tx| Box::pin(async move { tx.add_admin_token(&hash, &label, at).await })).await?;
-        Ok(token)
-    }
-
-    /// Creates the first admin token if the store has none, decided in the store (of instances starting at once on
-    /// one empty database, exactly one gets `Some`); `None` when a token existed.
-    pub async fn create_first_admin_token(&self, label: &str) -> Result<Option<String>, ServiceError> {
-        let token = new_admin_token()?;
-        let (hash, label, at) = (token_hash(&token), label.to_string(), self.context(None).at());
-        let stored = self
-            .store
-            .transact(move |tx| Box::pin(async move { tx.add_first_admin_token(&hash, &label, at).await }))
-            .await?;
-        Ok(stored.then_some(token))
-    }
-
-    /// Runs [`Licensing::cull_expired_leases`] every `interval` in a background task, until the service is dropped
-    /// (the task holds only a weak reference). Culling at activation does not depend on it.
-    pub fn spawn_lease_sweeper(self: &Arc<Self>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                let Some(licensing) = weak.upgrade() else { return };
-                match licensing.cull_expired_leases().await {
-                    Ok(0) => {}
-                    Ok(culled) => tracing::info!(culled, "culled machines whose lease ended"),
-                    Err(e) => tracing::warn!(error = %e, "the lease sweep failed; it runs again at the next interval"),
-                }
-            }
-        })
     }
 
     /// Reloads the key ring if its files changed and their active key is the signing key the store records;

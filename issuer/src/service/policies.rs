@@ -192,13 +192,15 @@ impl Licensing {
         policy.updated_at = ctx.at();
         check_policy(&policy)?;
         let stored = policy.clone();
+        let event = ctx.event(None, EventKind::PolicyCreated, None, policy_data(&policy));
         self.store
             .transact(move |tx| {
                 Box::pin(async move {
                     tx.insert_policy(&stored).await.map_err(|e| match e {
                         StoreError::Duplicate => ServiceError::PolicyExists,
-                        other => other.into(),
-                    })
+                        other => ServiceError::from(other),
+                    })?;
+                    Ok::<_, ServiceError>(tx.append_event(&event).await?)
                 })
             })
             .await?;
@@ -219,7 +221,7 @@ impl Licensing {
     /// Changes a policy's terms, merged into the policy as it is under the unit's lock and checked as a whole.
     pub async fn update_policy(&self, name: &str, update: PolicyUpdate, ctx: &Context) -> Result<Policy, ServiceError> {
         known_name(name)?;
-        let (name, at) = (name.to_string(), ctx.at());
+        let (name, at, ctx) = (name.to_string(), ctx.at(), ctx.clone());
         self.store
             .transact(move |tx| {
                 Box::pin(async move {
@@ -233,6 +235,7 @@ impl Licensing {
                     if !tx.update_policy(&changed).await? {
                         return Err(ServiceError::PolicyNotFound);
                     }
+                    tx.append_event(&ctx.event(None, EventKind::PolicyUpdated, None, policy_data(&changed))).await?;
                     Ok(changed)
                 })
             })
@@ -241,14 +244,21 @@ impl Licensing {
 
     /// Deletes a policy no license uses; [`ServiceError::PolicyInUse`] otherwise (licenses are never deleted, so a
     /// policy that was ever used stays).
-    pub async fn delete_policy(&self, name: &str) -> Result<(), ServiceError> {
+    pub async fn delete_policy(&self, name: &str, ctx: &Context) -> Result<(), ServiceError> {
         known_name(name)?;
-        let name = name.to_string();
+        let (name, ctx) = (name.to_string(), ctx.clone());
         self.store
             .transact(move |tx| {
                 Box::pin(async move {
+                    let found = tx.policy(&name, PolicyLock::Update).await?;
                     match tx.delete_policy(&name).await? {
-                        PolicyDeleted::Deleted => Ok(()),
+                        PolicyDeleted::Deleted => {
+                            let data = found
+                                .as_ref()
+                                .map_or_else(|| serde_json::json!({ "policy": { "name": name } }), policy_data);
+                            tx.append_event(&ctx.event(None, EventKind::PolicyDeleted, None, data)).await?;
+                            Ok(())
+                        }
                         PolicyDeleted::NotFound => Err(ServiceError::PolicyNotFound),
                         PolicyDeleted::InUse(licenses) => Err(ServiceError::PolicyInUse { licenses }),
                     }
@@ -270,7 +280,7 @@ impl Licensing {
             .await?;
         let mut total = 0;
         loop {
-            let ctx = self.context(None);
+            let ctx = self.system_context();
             let culled = self
                 .store
                 .transact::<_, ServiceError, _>(move |tx| {
@@ -287,6 +297,11 @@ impl Licensing {
             }
         }
     }
+}
+
+/// The `data` of policy events.
+fn policy_data(policy: &Policy) -> serde_json::Value {
+    serde_json::json!({ "policy": crate::views::PolicyView::from(policy.clone()) })
 }
 
 /// Whether `name` is a policy name: `[a-z0-9][a-z0-9-]*`, at most [`MAX_POLICY_NAME_LEN`] characters.

@@ -16,15 +16,20 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod admin_token;
+mod event;
 mod model;
 mod policy;
 mod postgres;
 mod sqlite;
 mod unit;
+mod webhook;
 
+pub use admin_token::{AdminToken, Scope};
+pub use event::{Actor, Event, EventFilter, EventKind, NewEvent};
 pub use model::{
-    Activated, Created, Cursor, EffectiveStatus, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage,
-    LicenseStatus, LicenseUpdate, Lookup, Machine, NewEvent, RecordedKey, Redeemed,
+    Activated, Created, Cursor, EffectiveStatus, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus,
+    LicenseUpdate, Lookup, Machine, RecordedKey, Redeemed,
 };
 pub use policy::{
     Culled, MachineCheck, NewMachine, Overage, Policy, PolicyDeleted, PolicyLock, PolicyUpdate, Presence, Touched,
@@ -33,6 +38,7 @@ pub use policy::{
 pub use postgres::{is_postgres_url, PostgresStore, DEFAULT_POOL_SIZE};
 pub use sqlite::SqliteStore;
 pub use unit::{RecordKeys, StoreExt, Tx, Work};
+pub use webhook::{Attempt, Claimed, Delivery, DeliveryState, WebhookEndpoint, ALL_EVENTS};
 
 /// Opens the store a database URL names, by its scheme: `postgres://` or `postgresql://` opens a [`PostgresStore`]
 /// with at most `pool_size` connections, `sqlite:` a [`SqliteStore`]. Pending migrations are applied.
@@ -146,8 +152,30 @@ pub trait Store: Send + Sync + 'static {
     /// The license's events with an id above `after`, oldest first, at most `limit`.
     async fn list_events(&self, license_id: Uuid, after: i64, limit: u32) -> Result<Vec<Event>, StoreError>;
 
-    /// The SHA-256 hashes of every stored admin token.
-    async fn admin_token_hashes(&self) -> Result<Vec<[u8; 32]>, StoreError>;
+    /// Events of any license (or none) matching the filter, oldest first.
+    async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
+
+    /// The admin token whose secret has this SHA-256 (revoked ones too).
+    async fn admin_token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<AdminToken>, StoreError>;
+
+    /// Every admin token (revoked ones too), by creation time (whole seconds), then id.
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminToken>, StoreError>;
+
+    /// Every webhook endpoint, oldest first.
+    async fn list_webhooks(&self) -> Result<Vec<WebhookEndpoint>, StoreError>;
+
+    /// The webhook endpoint with this id.
+    async fn webhook(&self, id: Uuid) -> Result<Option<WebhookEndpoint>, StoreError>;
+
+    /// The endpoint's deliveries with an id above `after`, oldest first, at most `limit`.
+    async fn list_deliveries(&self, endpoint_id: Uuid, after: i64, limit: u32) -> Result<Vec<Delivery>, StoreError>;
+
+    /// How many deliveries are pending, of every endpoint (the outbox's depth).
+    async fn pending_deliveries(&self) -> Result<u64, StoreError>;
+
+    /// Whether a pending delivery of an enabled endpoint is due at `now`: a cheap read, so an idle dispatcher
+    /// claims (a write) only when there is something to claim.
+    async fn has_due_deliveries(&self, now: OffsetDateTime) -> Result<bool, StoreError>;
 
     /// The signing keys the store records (empty before any instance recorded its ring), active first.
     async fn recorded_keys(&self) -> Result<Vec<RecordedKey>, StoreError>;

@@ -318,99 +318,6 @@ pub enum Activated {
     NoLicense,
 }
 
-/// Kinds of events in a license's log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum EventKind {
-    /// License created.
-    Created,
-    /// Slots, expiry, entitlements or metadata changed.
-    Updated,
-    /// Suspended.
-    Suspended,
-    /// Reinstated after a suspension.
-    Reinstated,
-    /// Revoked.
-    Revoked,
-    /// A machine was activated (or re-activated).
-    Activated,
-    /// A machine deactivated itself.
-    Deactivated,
-    /// A validation request (the result code is in the detail).
-    Validated,
-    /// A token was refreshed (or the refresh refused; the detail says which).
-    Refreshed,
-    /// An admin removed a machine.
-    MachineRemoved,
-    /// A machine's lease ended and its slot was freed (the detail says when it ended and what culled it).
-    MachineCulled,
-}
-
-impl EventKind {
-    /// The stored and shown name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Created => "created",
-            EventKind::Updated => "updated",
-            EventKind::Suspended => "suspended",
-            EventKind::Reinstated => "reinstated",
-            EventKind::Revoked => "revoked",
-            EventKind::Activated => "activated",
-            EventKind::Deactivated => "deactivated",
-            EventKind::Validated => "validated",
-            EventKind::Refreshed => "refreshed",
-            EventKind::MachineRemoved => "machine_removed",
-            EventKind::MachineCulled => "machine.culled",
-        }
-    }
-
-    /// The kind with this stored name.
-    pub(crate) fn parse(s: &str) -> Option<EventKind> {
-        [
-            EventKind::Created,
-            EventKind::Updated,
-            EventKind::Suspended,
-            EventKind::Reinstated,
-            EventKind::Revoked,
-            EventKind::Activated,
-            EventKind::Deactivated,
-            EventKind::Validated,
-            EventKind::Refreshed,
-            EventKind::MachineRemoved,
-            EventKind::MachineCulled,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
-}
-
-/// An event to append.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NewEvent {
-    /// The license it concerns.
-    pub license_id: Uuid,
-    /// What happened.
-    pub kind: EventKind,
-    /// When.
-    pub at: OffsetDateTime,
-    /// The machine involved, if any.
-    pub fingerprint: Option<String>,
-    /// The client's IP address, if known.
-    pub client_ip: Option<String>,
-    /// Details (a JSON object), e.g. the result code of a validation.
-    pub detail: serde_json::Value,
-}
-
-/// A stored event.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event {
-    /// Position in the log (increasing).
-    pub id: i64,
-    /// The event itself.
-    pub event: NewEvent,
-}
-
 /// Which license a unit of work reads ([`Tx::license`](super::Tx::license)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lookup<'a> {
@@ -451,12 +358,5 @@ mod tests {
         assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("12:nope")), None);
         let far = format!("-300000000000:{}", Uuid::now_v7());
         assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode(far)), None, "a date PostgreSQL cannot hold");
-    }
-
-    #[test]
-    fn event_kinds_round_trip() {
-        for k in [EventKind::Created, EventKind::MachineRemoved, EventKind::Refreshed, EventKind::MachineCulled] {
-            assert_eq!(EventKind::parse(k.as_str()), Some(k));
-        }
     }
 }

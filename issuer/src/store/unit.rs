@@ -16,8 +16,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Activated, Created, Culled, Idempotency, License, LicenseStatus, LicenseUpdate, Lookup, NewEvent, NewMachine,
-    Policy, PolicyDeleted, PolicyLock, RecordedKey, Redeemed, Store, StoreError, Touched,
+    Activated, AdminToken, Attempt, Claimed, Created, Culled, Delivery, Idempotency, License, LicenseStatus,
+    LicenseUpdate, Lookup, NewEvent, NewMachine, Policy, PolicyDeleted, PolicyLock, RecordedKey, Redeemed, Store,
+    StoreError, Touched, WebhookEndpoint,
 };
 
 /// A unit of work as a backend runs it: `Ok` commits, `Err` rolls back. Made by [`StoreExt::transact`].
@@ -141,11 +142,68 @@ pub trait Tx: Send {
     /// How many machines are active on the license, as this unit sees it.
     async fn count_machines(&mut self, license_id: Uuid) -> Result<u32, StoreError>;
 
-    /// Appends an event to the log; it commits with the unit's other writes.
+    /// Appends an event to the log, and a pending delivery for every enabled webhook endpoint subscribed to its
+    /// kind; they commit with the unit's other writes (the outbox).
     async fn append_event(&mut self, event: &NewEvent) -> Result<(), StoreError>;
 
-    /// Stores the SHA-256 of an admin token.
-    async fn add_admin_token(&mut self, hash: &[u8; 32], label: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Stores an admin token by the SHA-256 of its secret.
+    async fn insert_admin_token(&mut self, hash: &[u8; 32], token: &AdminToken) -> Result<(), StoreError>;
+
+    /// Marks the admin token revoked at `at` (a revoked token stays revoked, at its first time); the token as it was
+    /// before, or `None` when there is none with this id.
+    async fn revoke_admin_token(&mut self, id: &str, at: OffsetDateTime) -> Result<Option<AdminToken>, StoreError>;
+
+    /// Records that the admin token was used at `at`.
+    async fn touch_admin_token(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// The webhook endpoint, locked until the unit ends.
+    async fn webhook(&mut self, id: Uuid) -> Result<Option<WebhookEndpoint>, StoreError>;
+
+    /// Stores a new webhook endpoint and its subscriptions.
+    async fn insert_webhook(&mut self, endpoint: &WebhookEndpoint) -> Result<(), StoreError>;
+
+    /// Saves an endpoint's secrets, description and disabled state (its url and events never change); `false` when
+    /// there is none with this id.
+    async fn update_webhook(&mut self, endpoint: &WebhookEndpoint) -> Result<bool, StoreError>;
+
+    /// Deletes an endpoint with its subscriptions and deliveries; `false` when there is none with this id.
+    async fn delete_webhook(&mut self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Claims at most `limit` due deliveries (pending, `next_attempt_at <= now`, endpoint enabled) for an attempt:
+    /// only the oldest pending delivery of each (endpoint, license) lane, so a lane's events arrive in order, one at
+    /// a time. A claim counts an attempt and moves `next_attempt_at` to `claim_until`, so a delivery whose attempt
+    /// dies with its process is claimed again then. On PostgreSQL rows another instance is claiming are skipped.
+    async fn claim_deliveries(
+        &mut self,
+        now: OffsetDateTime,
+        claim_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError>;
+
+    /// Records how the attempt that claimed the delivery with `attempts` ended; `false` (nothing written) when the
+    /// claim was lost meanwhile (claimed again after it ended). A success also sets the endpoint's
+    /// `last_success_at`.
+    async fn record_attempt(
+        &mut self,
+        delivery_id: i64,
+        attempts: u32,
+        at: OffsetDateTime,
+        attempt: &Attempt,
+    ) -> Result<bool, StoreError>;
+
+    /// Queues the event of an endpoint's delivery again, as a new pending delivery due at `at`; `None` when the
+    /// endpoint has no such delivery.
+    async fn resend_delivery(
+        &mut self,
+        endpoint_id: Uuid,
+        delivery_id: i64,
+        at: OffsetDateTime,
+    ) -> Result<Option<Delivery>, StoreError>;
+
+    /// Claims at most `limit` licenses whose expiry passed at or before `now` and was not announced yet, marks them
+    /// announced, and returns them (the caller records `license.expired` in the same unit). On PostgreSQL licenses
+    /// another unit holds are skipped: each expiry is announced once.
+    async fn announce_expiries(&mut self, now: OffsetDateTime, limit: u32) -> Result<Vec<License>, StoreError>;
 
     /// Records the public keys of the signing key ring (exactly one of `keys` active); `false` (nothing written) when
     /// `how` is [`RecordKeys::First`] and the store had keys recorded already, or [`RecordKeys::Update`] and the
@@ -157,14 +215,9 @@ pub trait Tx: Send {
         at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
-    /// Stores the SHA-256 of the first admin token only if the store has none: of any number of instances starting
-    /// on an empty database at once, exactly one stores (and prints) a token. `false` when one existed.
-    async fn add_first_admin_token(
-        &mut self,
-        hash: &[u8; 32],
-        label: &str,
-        at: OffsetDateTime,
-    ) -> Result<bool, StoreError>;
+    /// Stores the first admin token only if the store has none: of any number of instances starting on an empty
+    /// database at once, exactly one stores (and prints) a token. `false` when one existed.
+    async fn add_first_admin_token(&mut self, hash: &[u8; 32], token: &AdminToken) -> Result<bool, StoreError>;
 }
 
 /// How [`Tx::record_keys`] records a ring.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use issuer::{
-    Activated, Created, Cursor, EffectiveStatus, EventKind, Idempotency, License, LicenseFilter, LicenseStatus,
+    Activated, Actor, Created, Cursor, EffectiveStatus, EventKind, Idempotency, License, LicenseFilter, LicenseStatus,
     LicenseUpdate, NewEvent, NewMachine, Presence, Redeemed, Store, StoreError,
 };
 use one::OneUnit as _;
@@ -23,6 +23,7 @@ pub mod policies;
 pub mod races;
 pub mod revocations;
 pub mod units;
+pub mod webhooks;
 pub use revocations::revoked_licenses_grow_as_one_set_under_concurrent_revocations;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -69,7 +70,6 @@ macro_rules! store_conformance_tests {
             list_filters_and_pages_with_a_cursor,
             update_changes_only_the_given_fields,
             events_are_appended_in_order_and_paged_per_license,
-            admin_token_hashes_are_stored,
             offline_deactivation_frees_the_slot_once_and_only_on_its_license,
             concurrent_redemptions_of_one_code_free_one_slot_once,
             license_for_machine_answers_what_a_validation_needs,
@@ -92,6 +92,15 @@ macro_rules! store_conformance_tests {
             units::a_foreign_writer_cannot_undo_a_revocation,
             units::every_change_has_exactly_one_event_after_a_concurrent_load,
             races::concurrent_transitions_never_undo_a_revocation,
+        );
+        $crate::store_conformance_tests!(@store $open;
+            webhooks::admin_tokens_are_stored_by_hash_listed_and_revoked_once,
+            webhooks::events_of_no_license_are_listed_and_filtered_by_type_and_license,
+            webhooks::events_queue_deliveries_for_subscribed_enabled_endpoints_only,
+            webhooks::claims_take_one_delivery_per_lane_in_event_order,
+            webhooks::concurrent_claims_never_take_a_delivery_twice,
+            webhooks::attempts_are_recorded_only_under_their_claim,
+            webhooks::expiries_are_announced_once_and_again_after_a_change,
         );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
@@ -447,18 +456,24 @@ pub async fn events_are_appended_in_order_and_paged_per_license(store: Arc<dyn S
         [EventKind::Created, EventKind::Activated, EventKind::Validated, EventKind::Refreshed, EventKind::Revoked];
     let mut appended = Vec::new();
     for (i, kind) in kinds.into_iter().enumerate() {
+        let actor = match i % 3 {
+            0 => Some(Actor::AdminToken { id: "0123456789abcdef".into(), label: "ci".into() }),
+            1 => Some(Actor::App),
+            _ => None,
+        };
         let event = NewEvent {
-            license_id: a.id,
+            license_id: Some(a.id),
             kind,
             at: now(),
             fingerprint: (i % 2 == 1).then(|| format!("fp-{i}")),
             client_ip: Some("192.0.2.7".into()),
+            actor,
             detail: serde_json::json!({ "n": i, "code": "VALID" }),
         };
         store.append_event(&event).await.unwrap();
         store
             .append_event(&NewEvent {
-                license_id: b.id,
+                license_id: Some(b.id),
                 client_ip: None,
                 detail: serde_json::json!({}),
                 ..event.clone()
@@ -492,16 +507,6 @@ pub async fn events_are_appended_in_order_and_paged_per_license(store: Arc<dyn S
     let all = store.list_events(a.id, 0, 1000).await.unwrap();
     assert_eq!(all.len(), 45);
     assert!(all.windows(2).all(|w| w[0].id < w[1].id));
-}
-
-/// Admin token hashes are stored and listed; a store starts with none.
-pub async fn admin_token_hashes_are_stored(store: Arc<dyn Store>) {
-    assert!(store.admin_token_hashes().await.unwrap().is_empty());
-    store.add_admin_token(&[7; 32], "first", now()).await.unwrap();
-    store.add_admin_token(&[9; 32], "second", now()).await.unwrap();
-    let mut hashes = store.admin_token_hashes().await.unwrap();
-    hashes.sort();
-    assert_eq!(hashes, vec![[7; 32], [9; 32]]);
 }
 
 /// An offline deactivation code frees its machine's slot once, and only on its own license.

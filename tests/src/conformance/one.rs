@@ -98,8 +98,8 @@ pub trait OneUnit {
     ) -> Result<Redeemed, StoreError>;
     /// [`issuer::Tx::append_event`] inside a unit (not [`Store::append_event`]).
     async fn append_event_in_unit(&self, event: &NewEvent) -> Result<(), StoreError>;
-    /// [`issuer::Tx::add_admin_token`].
-    async fn add_admin_token(&self, hash: &[u8; 32], label: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// [`issuer::Tx::insert_admin_token`].
+    async fn insert_admin_token(&self, hash: &[u8; 32], token: &issuer::AdminToken) -> Result<(), StoreError>;
 }
 
 #[async_trait]
@@ -256,8 +256,8 @@ impl OneUnit for Arc<dyn Store> {
         self.transact(move |tx| Box::pin(async move { tx.append_event(&event).await })).await
     }
 
-    async fn add_admin_token(&self, hash: &[u8; 32], label: &str, at: OffsetDateTime) -> Result<(), StoreError> {
-        let (hash, label) = (*hash, label.to_string());
-        self.transact(move |tx| Box::pin(async move { tx.add_admin_token(&hash, &label, at).await })).await
+    async fn insert_admin_token(&self, hash: &[u8; 32], token: &issuer::AdminToken) -> Result<(), StoreError> {
+        let (hash, token) = (*hash, token.clone());
+        self.transact(move |tx| Box::pin(async move { tx.insert_admin_token(&hash, &token).await })).await
     }
 }

@@ -20,7 +20,7 @@ pub fn licensing(store: Arc<dyn Store>) -> (Arc<Licensing>, tempfile::TempDir) {
 }
 
 pub(crate) fn ctx() -> Context {
-    Context { now: OffsetDateTime::now_utc(), client_ip: None }
+    Context { now: OffsetDateTime::now_utc(), client_ip: None, actor: issuer::Actor::App }
 }
 
 pub(crate) fn new_license(max_machines: u32) -> NewLicense {

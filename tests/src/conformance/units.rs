@@ -14,7 +14,15 @@ use super::races::{ctx, licensing, new_license};
 use super::{created, license, machine, now, Backend, TestStore};
 
 fn event(license_id: uuid::Uuid, kind: EventKind) -> NewEvent {
-    NewEvent { license_id, kind, at: now(), fingerprint: None, client_ip: None, detail: serde_json::json!({}) }
+    NewEvent {
+        license_id: Some(license_id),
+        kind,
+        at: now(),
+        fingerprint: None,
+        client_ip: None,
+        actor: Some(issuer::Actor::App),
+        detail: serde_json::json!({}),
+    }
 }
 
 /// A unit that returns an error leaves none of its writes; one that returns `Ok` keeps all of them; a store error
@@ -199,6 +207,13 @@ pub async fn a_foreign_writer_cannot_undo_a_revocation(test: &TestStore) {
 /// events gives the stored machines.
 pub async fn every_change_has_exactly_one_event_after_a_concurrent_load(test: &TestStore) {
     let (service, _dir) = licensing(test.store.clone());
+    // An endpoint of every event: the outbox must hold exactly one delivery per event (nobody delivers here).
+    let hook = issuer::NewWebhook {
+        url: "http://127.0.0.1:9/hook".into(),
+        events: vec!["*".into()],
+        description: String::new(),
+    };
+    let hook = service.create_webhook(hook, &ctx()).await.unwrap();
     let mut licenses = Vec::new();
     for _ in 0..3 {
         let (l, _) = service.create_license(new_license(3), None, &ctx()).await.unwrap();
@@ -275,4 +290,19 @@ pub async fn every_change_has_exactly_one_event_after_a_concurrent_load(test: &T
         );
     }
     assert_eq!(logged[&EventKind::Created], seeded);
+
+    let events = service.audit_events(&issuer::EventFilter { limit: 100_000, ..Default::default() }).await.unwrap();
+    let mut deliveries = Vec::new();
+    loop {
+        let after = deliveries.last().map_or(0, |d: &issuer::Delivery| d.id);
+        let page = service.deliveries(hook.id, after, 1000).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        deliveries.extend(page);
+    }
+    let mut delivered: Vec<i64> = deliveries.iter().map(|d| d.event_id).collect();
+    delivered.sort_unstable();
+    let logged: Vec<i64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(delivered, logged, "exactly one queued delivery per event, and none without its event");
 }

@@ -208,7 +208,7 @@ pub(super) async fn update(
         q.push(", max_machines = ").push_bind(i64::from(n));
     }
     if let Some(expires) = update.expires_at {
-        q.push(", expires_at = ").push_bind(expires.map(secs));
+        q.push(", expires_at = ").push_bind(expires.map(secs)).push(", expiry_announced_at = NULL");
     }
     if let Some(e) = &update.entitlements {
         q.push(", entitlements = ").push_bind(json(e)?);
@@ -264,4 +264,24 @@ pub(super) fn license_from_row(row: &PgRow) -> Result<License, StoreError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+/// Licenses whose expiry passed and was not announced, locked (`SKIP LOCKED`: a license a unit or another
+/// instance's sweep holds is left for the next sweep) and marked announced, so each expiry is announced once.
+pub(super) async fn announce_expiries(
+    conn: &mut sqlx::PgConnection,
+    now: OffsetDateTime,
+    limit: u32,
+) -> Result<Vec<License>, StoreError> {
+    let rows = sqlx::query(
+        "UPDATE licenses SET expiry_announced_at = expires_at WHERE id IN (SELECT id FROM licenses \
+         WHERE expiry_announced_at IS NULL AND expires_at IS NOT NULL AND expires_at <= $1 AND status = 'active' \
+         ORDER BY expires_at, id LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED) \
+         AND expiry_announced_at IS NULL RETURNING *",
+    )
+    .bind(secs(now))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(license_from_row).collect()
 }

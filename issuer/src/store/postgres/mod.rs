@@ -14,14 +14,17 @@
 //! - **Leases.** A unit culls its license's dead machines under the license lock; the sweep locks the licenses it
 //!   culls on `SKIP LOCKED`, so it never touches a license a unit (or another sweep) holds (see `machines`).
 //! - **Event order.** Appending an event takes a per-license advisory transaction lock before the identity value is
-//!   drawn, so one license's events commit in id order (see `events`).
+//!   drawn, so one license's events commit in id order, and its webhook deliveries are queued in the same statement
+//!   (see `events`).
+//! - **Webhook deliveries.** Instances claim due deliveries `FOR UPDATE OF d SKIP LOCKED` and move their next attempt
+//!   past the attempt's timeout in the same statement, so each is attempted by one instance (see `webhooks`).
 //!
 //! Migrations (`migrations/postgres/*.sql`) are applied at start-up, each in a transaction holding an advisory lock,
 //! so instances starting together apply each migration once. Statements are prepared and cached per connection
 //! (sqlx's default).
 //!
 //! Layout: this file (connection, migrations, the unit of work), then one file per domain: `licenses`, `machines`,
-//! `policies`, `events`, `keys`.
+//! `policies`, `events` (with admin tokens), `webhooks`, `keys`.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -33,9 +36,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Activated, Created, Culled, Event, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate,
-    Lookup, Machine, MachineCheck, NewEvent, NewMachine, Policy, PolicyDeleted, PolicyLock, RecordKeys, RecordedKey,
-    Redeemed, Store, StoreError, Touched, Tx, Work,
+    Activated, AdminToken, Attempt, Claimed, Created, Culled, Delivery, Event, EventFilter, Idempotency, License,
+    LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck, NewEvent, NewMachine,
+    Policy, PolicyDeleted, PolicyLock, RecordKeys, RecordedKey, Redeemed, Store, StoreError, Touched, Tx,
+    WebhookEndpoint, Work,
 };
 
 mod events;
@@ -43,6 +47,7 @@ mod keys;
 mod licenses;
 mod machines;
 mod policies;
+mod webhooks;
 
 /// Migrations in order: (version, SQL). Applied at start-up; `schema_version` records those applied.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -50,6 +55,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../../migrations/postgres/0002_revoked_is_final.sql")),
     (3, include_str!("../../../migrations/postgres/0003_signing_keys.sql")),
     (4, include_str!("../../../migrations/postgres/0004_policies.sql")),
+    (5, include_str!("../../../migrations/postgres/0005_webhooks.sql")),
 ];
 
 /// Advisory lock key held while migrating (the bytes of "issuer" and a 1).
@@ -158,6 +164,12 @@ async fn apply(pool: &PgPool, version: i64, sql: &'static str) -> Result<bool, s
 /// Whole seconds, as SQLite stores them, so both backends read back equal values.
 fn secs(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
+}
+
+/// Whole milliseconds, as SQLite stores the webhook outbox's times.
+fn millis(t: OffsetDateTime) -> OffsetDateTime {
+    let ms = t.nanosecond() / 1_000_000 * 1_000_000;
+    t.replace_nanosecond(ms).unwrap_or(t)
 }
 
 fn count_from(n: i64) -> Result<u32, StoreError> {
@@ -308,17 +320,68 @@ impl Tx for PgTx<'_> {
         keys::record(self.conn, keys, &how, at).await
     }
 
-    async fn add_first_admin_token(
-        &mut self,
-        hash: &[u8; 32],
-        label: &str,
-        at: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        events::add_first_admin_token(&mut *self.conn, hash, label, at).await
+    async fn add_first_admin_token(&mut self, hash: &[u8; 32], token: &AdminToken) -> Result<bool, StoreError> {
+        events::insert_admin_token(&mut *self.conn, hash, token, true).await
     }
 
-    async fn add_admin_token(&mut self, hash: &[u8; 32], label: &str, at: OffsetDateTime) -> Result<(), StoreError> {
-        events::add_admin_token(&mut *self.conn, hash, label, at).await
+    async fn insert_admin_token(&mut self, hash: &[u8; 32], token: &AdminToken) -> Result<(), StoreError> {
+        events::insert_admin_token(&mut *self.conn, hash, token, false).await.map(|_| ())
+    }
+
+    async fn revoke_admin_token(&mut self, id: &str, at: OffsetDateTime) -> Result<Option<AdminToken>, StoreError> {
+        events::revoke_admin_token(&mut *self.conn, id, at).await
+    }
+
+    async fn touch_admin_token(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        events::touch_admin_token(&mut *self.conn, id, at).await
+    }
+
+    async fn webhook(&mut self, id: Uuid) -> Result<Option<WebhookEndpoint>, StoreError> {
+        webhooks::find(&mut *self.conn, id, true).await
+    }
+
+    async fn insert_webhook(&mut self, endpoint: &WebhookEndpoint) -> Result<(), StoreError> {
+        webhooks::insert(&mut *self.conn, endpoint).await
+    }
+
+    async fn update_webhook(&mut self, endpoint: &WebhookEndpoint) -> Result<bool, StoreError> {
+        webhooks::update(&mut *self.conn, endpoint).await
+    }
+
+    async fn delete_webhook(&mut self, id: Uuid) -> Result<bool, StoreError> {
+        webhooks::delete(&mut *self.conn, id).await
+    }
+
+    async fn claim_deliveries(
+        &mut self,
+        now: OffsetDateTime,
+        claim_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        webhooks::claim(&mut *self.conn, now, claim_until, limit).await
+    }
+
+    async fn record_attempt(
+        &mut self,
+        delivery_id: i64,
+        attempts: u32,
+        at: OffsetDateTime,
+        attempt: &Attempt,
+    ) -> Result<bool, StoreError> {
+        webhooks::record_attempt(&mut *self.conn, delivery_id, attempts, at, attempt).await
+    }
+
+    async fn resend_delivery(
+        &mut self,
+        endpoint_id: Uuid,
+        delivery_id: i64,
+        at: OffsetDateTime,
+    ) -> Result<Option<Delivery>, StoreError> {
+        webhooks::resend(&mut *self.conn, endpoint_id, delivery_id, at).await
+    }
+
+    async fn announce_expiries(&mut self, now: OffsetDateTime, limit: u32) -> Result<Vec<License>, StoreError> {
+        licenses::announce_expiries(&mut *self.conn, now, limit).await
     }
 }
 
@@ -393,8 +456,36 @@ impl Store for PostgresStore {
         events::list(&self.pool, license_id, after, limit).await
     }
 
-    async fn admin_token_hashes(&self) -> Result<Vec<[u8; 32]>, StoreError> {
-        events::admin_token_hashes(&self.pool).await
+    async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        events::filtered(&self.pool, filter).await
+    }
+
+    async fn admin_token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<AdminToken>, StoreError> {
+        events::admin_token_by_hash(&self.pool, hash).await
+    }
+
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminToken>, StoreError> {
+        events::list_admin_tokens(&self.pool).await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
+        webhooks::list(&self.pool).await
+    }
+
+    async fn webhook(&self, id: Uuid) -> Result<Option<WebhookEndpoint>, StoreError> {
+        webhooks::find(&self.pool, id, false).await
+    }
+
+    async fn list_deliveries(&self, endpoint_id: Uuid, after: i64, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        webhooks::list_deliveries(&self.pool, endpoint_id, after, limit).await
+    }
+
+    async fn pending_deliveries(&self) -> Result<u64, StoreError> {
+        webhooks::pending(&self.pool).await
+    }
+
+    async fn has_due_deliveries(&self, now: OffsetDateTime) -> Result<bool, StoreError> {
+        webhooks::has_due(&self.pool, now).await
     }
 
     async fn recorded_keys(&self) -> Result<Vec<RecordedKey>, StoreError> {

@@ -1,23 +1,42 @@
-//! The event log and admin token hashes in SQLite.
+//! The event log (with its webhook outbox rows) and admin tokens in SQLite.
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Executor, Row, Sqlite, SqliteConnection};
+use sqlx::{Executor, QueryBuilder, Row, Sqlite, SqliteConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{hex, json_text, secs, time_from, unhex, uuid_from};
-use crate::store::{Event, EventKind, NewEvent, StoreError};
+use super::{hex, json_text, millis, secs, time_from, uuid_from};
+use crate::store::{Actor, AdminToken, Event, EventFilter, EventKind, NewEvent, Scope, StoreError};
 
+/// Appends the event and, in the same transaction (the caller's), one pending delivery per enabled endpoint
+/// subscribed to its kind: the outbox row is never without its event, nor the event without it.
 pub(super) async fn insert(conn: &mut SqliteConnection, event: &NewEvent) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO events (license_id, kind, at, fingerprint, client_ip, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    let (actor_type, actor_id, actor_label) = event.actor.as_ref().map(Actor::columns).unwrap_or_default();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO events (license_id, kind, at, fingerprint, client_ip, detail, actor_type, actor_id, actor_label) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
     )
-    .bind(event.license_id.to_string())
-    .bind(event.kind.as_str())
+    .bind(event.license_id.map(|id| id.to_string()))
+    .bind(event.kind.stored_name())
     .bind(secs(event.at))
     .bind(&event.fingerprint)
     .bind(&event.client_ip)
     .bind(json_text(&event.detail)?)
+    .bind((!actor_type.is_empty()).then_some(actor_type))
+    .bind(actor_id)
+    .bind(actor_label)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (endpoint_id, event_id, lane, state, created_at, next_attempt_at) \
+         SELECT DISTINCT s.endpoint_id, ?1, ?2, 'pending', ?3, ?3 FROM webhook_subscriptions s \
+         JOIN webhook_endpoints e ON e.id = s.endpoint_id AND e.disabled_at IS NULL \
+         WHERE s.event_kind IN ('*', ?4)",
+    )
+    .bind(id)
+    .bind(event.license_id.map(|id| id.to_string()).unwrap_or_default())
+    .bind(millis(event.at))
+    .bind(event.kind.stored_name())
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -27,71 +46,129 @@ pub(super) async fn list<'e, E>(db: E, license_id: Uuid, after: i64, limit: u32)
 where
     E: Executor<'e, Database = Sqlite>,
 {
-    let rows = sqlx::query("SELECT * FROM events WHERE license_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3")
-        .bind(license_id.to_string())
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(db)
-        .await?;
+    let filter = EventFilter { kind: None, license_id: Some(license_id), after, limit };
+    filtered(db, &filter).await
+}
+
+pub(super) async fn filtered<'e, E>(db: E, filter: &EventFilter) -> Result<Vec<Event>, StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM events WHERE id > ");
+    q.push_bind(filter.after);
+    if let Some(kind) = filter.kind {
+        q.push(" AND kind = ").push_bind(kind.stored_name());
+    }
+    if let Some(license) = filter.license_id {
+        q.push(" AND license_id = ").push_bind(license.to_string());
+    }
+    q.push(" ORDER BY id LIMIT ").push_bind(i64::from(filter.limit));
+    let rows = q.build().fetch_all(db).await?;
     rows.iter().map(event_from_row).collect()
 }
 
-pub(super) async fn add_admin_token(
+/// The event with this id (for the webhook dispatcher).
+pub(super) async fn by_id(conn: &mut SqliteConnection, id: i64) -> Result<Event, StoreError> {
+    let row = sqlx::query("SELECT * FROM events WHERE id = ?1").bind(id).fetch_one(&mut *conn).await?;
+    event_from_row(&row)
+}
+
+pub(super) async fn insert_admin_token(
     conn: &mut SqliteConnection,
     hash: &[u8; 32],
-    label: &str,
-    at: OffsetDateTime,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO admin_tokens (token_hash, label, created_at) VALUES (?1, ?2, ?3)")
+    token: &AdminToken,
+    only_first: bool,
+) -> Result<bool, StoreError> {
+    // The writer's transaction holds SQLite's write lock: no other process inserts between the check and the insert.
+    let sql = if only_first {
+        "INSERT INTO admin_tokens (token_hash, id, label, scope, created_at) SELECT ?1, ?2, ?3, ?4, ?5 \
+         WHERE NOT EXISTS (SELECT 1 FROM admin_tokens)"
+    } else {
+        "INSERT INTO admin_tokens (token_hash, id, label, scope, created_at) VALUES (?1, ?2, ?3, ?4, ?5)"
+    };
+    let n = sqlx::query(sql)
         .bind(hex(hash))
-        .bind(label)
+        .bind(&token.id)
+        .bind(&token.label)
+        .bind(token.scope.as_str())
+        .bind(secs(token.created_at))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok(n == 1)
+}
+
+pub(super) async fn revoke_admin_token(
+    conn: &mut SqliteConnection,
+    id: &str,
+    at: OffsetDateTime,
+) -> Result<Option<AdminToken>, StoreError> {
+    let before = sqlx::query("SELECT * FROM admin_tokens WHERE id = ?1").bind(id).fetch_optional(&mut *conn).await?;
+    let Some(before) = before.as_ref().map(token_from_row).transpose()? else { return Ok(None) };
+    sqlx::query("UPDATE admin_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
+        .bind(id)
         .bind(secs(at))
         .execute(&mut *conn)
+        .await?;
+    Ok(Some(before))
+}
+
+pub(super) async fn touch_admin_token(
+    conn: &mut SqliteConnection,
+    id: &str,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE admin_tokens SET last_used_at = ?2 WHERE id = ?1")
+        .bind(id)
+        .bind(secs(at))
+        .execute(conn)
         .await?;
     Ok(())
 }
 
-/// The insert only if the table is empty; the writer's transaction holds SQLite's write lock, so no other process
-/// inserts in between.
-pub(super) async fn add_first_admin_token(
-    conn: &mut SqliteConnection,
-    hash: &[u8; 32],
-    label: &str,
-    at: OffsetDateTime,
-) -> Result<bool, StoreError> {
-    let n = sqlx::query(
-        "INSERT INTO admin_tokens (token_hash, label, created_at) SELECT ?1, ?2, ?3 \
-         WHERE NOT EXISTS (SELECT 1 FROM admin_tokens)",
-    )
-    .bind(hex(hash))
-    .bind(label)
-    .bind(secs(at))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
-}
-
-pub(super) async fn admin_token_hashes<'e, E>(db: E) -> Result<Vec<[u8; 32]>, StoreError>
+pub(super) async fn admin_token_by_hash<'e, E>(db: E, hash: &[u8; 32]) -> Result<Option<AdminToken>, StoreError>
 where
     E: Executor<'e, Database = Sqlite>,
 {
-    let hashes: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM admin_tokens").fetch_all(db).await?;
-    hashes.iter().map(|h| unhex(h).ok_or_else(|| StoreError::Corrupt("admin token hash".into()))).collect()
+    let row =
+        sqlx::query("SELECT * FROM admin_tokens WHERE token_hash = ?1").bind(hex(hash)).fetch_optional(db).await?;
+    row.as_ref().map(token_from_row).transpose()
+}
+
+pub(super) async fn list_admin_tokens<'e, E>(db: E) -> Result<Vec<AdminToken>, StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    let rows = sqlx::query("SELECT * FROM admin_tokens ORDER BY created_at, id").fetch_all(db).await?;
+    rows.iter().map(token_from_row).collect()
+}
+
+fn token_from_row(row: &SqliteRow) -> Result<AdminToken, StoreError> {
+    let scope: String = row.try_get("scope")?;
+    Ok(AdminToken {
+        id: row.try_get("id")?,
+        label: row.try_get("label")?,
+        scope: scope.parse::<Scope>().map_err(StoreError::Corrupt)?,
+        created_at: time_from(row.try_get("created_at")?)?,
+        last_used_at: row.try_get::<Option<i64>, _>("last_used_at")?.map(time_from).transpose()?,
+        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(time_from).transpose()?,
+    })
 }
 
 fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
-    let license_id: String = row.try_get("license_id")?;
+    let license_id: Option<String> = row.try_get("license_id")?;
     let kind: String = row.try_get("kind")?;
     let detail: String = row.try_get("detail")?;
+    let actor_type: Option<String> = row.try_get("actor_type")?;
     Ok(Event {
         id: row.try_get("id")?,
         event: NewEvent {
-            license_id: uuid_from(&license_id)?,
+            license_id: license_id.as_deref().map(uuid_from).transpose()?,
             kind: EventKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("event kind `{kind}`")))?,
             at: time_from(row.try_get("at")?)?,
             fingerprint: row.try_get("fingerprint")?,
             client_ip: row.try_get("client_ip")?,
+            actor: Actor::from_columns(actor_type.as_deref(), row.try_get("actor_id")?, row.try_get("actor_label")?),
             detail: serde_json::from_str(&detail).map_err(|_| StoreError::Corrupt("event detail".into()))?,
         },
     })

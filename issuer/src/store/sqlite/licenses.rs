@@ -198,7 +198,7 @@ pub(super) async fn update(
         q.push(", max_machines = ").push_bind(i64::from(n));
     }
     if let Some(expires) = update.expires_at {
-        q.push(", expires_at = ").push_bind(expires.map(secs));
+        q.push(", expires_at = ").push_bind(expires.map(secs)).push(", expiry_announced_at = NULL");
     }
     if let Some(e) = &update.entitlements {
         q.push(", entitlements = ").push_bind(json_text(e)?);
@@ -254,4 +254,23 @@ pub(super) fn license_from_row(row: &SqliteRow) -> Result<License, StoreError> {
         created_at: time_from(row.try_get("created_at")?)?,
         updated_at: time_from(row.try_get("updated_at")?)?,
     })
+}
+
+/// Licenses whose expiry passed and was not announced, marked announced; the writer holds SQLite's write lock, so
+/// each expiry is announced once whichever process sweeps.
+pub(super) async fn announce_expiries(
+    conn: &mut SqliteConnection,
+    now: OffsetDateTime,
+    limit: u32,
+) -> Result<Vec<License>, StoreError> {
+    let rows = sqlx::query(
+        "UPDATE licenses SET expiry_announced_at = expires_at WHERE id IN (SELECT id FROM licenses \
+         WHERE expiry_announced_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?1 AND status = 'active' \
+         ORDER BY expires_at, id LIMIT ?2) RETURNING *",
+    )
+    .bind(secs(now))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(license_from_row).collect()
 }

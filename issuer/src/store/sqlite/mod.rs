@@ -13,7 +13,7 @@
 //! or are undone together, and while it runs no other writer runs, so a license it read cannot change under it.
 //!
 //! Layout: `writer` (group commit and checkpoints), then one file per domain: `licenses`, `machines` (with leases
-//! and deactivation counts), `policies`, `events`, `keys`.
+//! and deactivation counts), `policies`, `events` (with admin tokens), `webhooks`, `keys`.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -26,9 +26,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Activated, Created, Culled, Event, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate,
-    Lookup, Machine, MachineCheck, NewEvent, NewMachine, Policy, PolicyDeleted, PolicyLock, RecordKeys, RecordedKey,
-    Redeemed, Store, StoreError, Touched, Tx, Work,
+    Activated, AdminToken, Attempt, Claimed, Created, Culled, Delivery, Event, EventFilter, Idempotency, License,
+    LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck, NewEvent, NewMachine,
+    Policy, PolicyDeleted, PolicyLock, RecordKeys, RecordedKey, Redeemed, Store, StoreError, Touched, Tx,
+    WebhookEndpoint, Work,
 };
 
 mod events;
@@ -36,6 +37,7 @@ mod keys;
 mod licenses;
 mod machines;
 mod policies;
+mod webhooks;
 mod writer;
 
 use writer::Writer;
@@ -47,6 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../../migrations/sqlite/0003_revoked_is_final.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_signing_keys.sql")),
     (5, include_str!("../../../migrations/sqlite/0005_policies.sql")),
+    (6, include_str!("../../../migrations/sqlite/0006_webhooks.sql")),
 ];
 
 /// How long a statement waits for another process's write lock before failing.
@@ -280,17 +283,68 @@ impl Tx for SqliteTx<'_> {
         keys::record(self.conn, keys, &how, at).await
     }
 
-    async fn add_first_admin_token(
-        &mut self,
-        hash: &[u8; 32],
-        label: &str,
-        at: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        events::add_first_admin_token(&mut *self.conn, hash, label, at).await
+    async fn add_first_admin_token(&mut self, hash: &[u8; 32], token: &AdminToken) -> Result<bool, StoreError> {
+        events::insert_admin_token(self.conn, hash, token, true).await
     }
 
-    async fn add_admin_token(&mut self, hash: &[u8; 32], label: &str, at: OffsetDateTime) -> Result<(), StoreError> {
-        events::add_admin_token(self.conn, hash, label, at).await
+    async fn insert_admin_token(&mut self, hash: &[u8; 32], token: &AdminToken) -> Result<(), StoreError> {
+        events::insert_admin_token(self.conn, hash, token, false).await.map(|_| ())
+    }
+
+    async fn revoke_admin_token(&mut self, id: &str, at: OffsetDateTime) -> Result<Option<AdminToken>, StoreError> {
+        events::revoke_admin_token(self.conn, id, at).await
+    }
+
+    async fn touch_admin_token(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        events::touch_admin_token(self.conn, id, at).await
+    }
+
+    async fn webhook(&mut self, id: Uuid) -> Result<Option<WebhookEndpoint>, StoreError> {
+        webhooks::find(&mut *self.conn, id).await
+    }
+
+    async fn insert_webhook(&mut self, endpoint: &WebhookEndpoint) -> Result<(), StoreError> {
+        webhooks::insert(self.conn, endpoint).await
+    }
+
+    async fn update_webhook(&mut self, endpoint: &WebhookEndpoint) -> Result<bool, StoreError> {
+        webhooks::update(self.conn, endpoint).await
+    }
+
+    async fn delete_webhook(&mut self, id: Uuid) -> Result<bool, StoreError> {
+        webhooks::delete(self.conn, id).await
+    }
+
+    async fn claim_deliveries(
+        &mut self,
+        now: OffsetDateTime,
+        claim_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        webhooks::claim(self.conn, now, claim_until, limit).await
+    }
+
+    async fn record_attempt(
+        &mut self,
+        delivery_id: i64,
+        attempts: u32,
+        at: OffsetDateTime,
+        attempt: &Attempt,
+    ) -> Result<bool, StoreError> {
+        webhooks::record_attempt(self.conn, delivery_id, attempts, at, attempt).await
+    }
+
+    async fn resend_delivery(
+        &mut self,
+        endpoint_id: Uuid,
+        delivery_id: i64,
+        at: OffsetDateTime,
+    ) -> Result<Option<Delivery>, StoreError> {
+        webhooks::resend(self.conn, endpoint_id, delivery_id, at).await
+    }
+
+    async fn announce_expiries(&mut self, now: OffsetDateTime, limit: u32) -> Result<Vec<License>, StoreError> {
+        licenses::announce_expiries(self.conn, now, limit).await
     }
 }
 
@@ -356,8 +410,36 @@ impl Store for SqliteStore {
         events::list(&self.pool, license_id, after, limit).await
     }
 
-    async fn admin_token_hashes(&self) -> Result<Vec<[u8; 32]>, StoreError> {
-        events::admin_token_hashes(&self.pool).await
+    async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        events::filtered(&self.pool, filter).await
+    }
+
+    async fn admin_token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<AdminToken>, StoreError> {
+        events::admin_token_by_hash(&self.pool, hash).await
+    }
+
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminToken>, StoreError> {
+        events::list_admin_tokens(&self.pool).await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
+        webhooks::list(&self.pool).await
+    }
+
+    async fn webhook(&self, id: Uuid) -> Result<Option<WebhookEndpoint>, StoreError> {
+        webhooks::find(&self.pool, id).await
+    }
+
+    async fn list_deliveries(&self, endpoint_id: Uuid, after: i64, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        webhooks::list_deliveries(&self.pool, endpoint_id, after, limit).await
+    }
+
+    async fn pending_deliveries(&self) -> Result<u64, StoreError> {
+        webhooks::pending(&self.pool).await
+    }
+
+    async fn has_due_deliveries(&self, now: OffsetDateTime) -> Result<bool, StoreError> {
+        webhooks::has_due(&self.pool, now).await
     }
 
     async fn recorded_keys(&self) -> Result<Vec<RecordedKey>, StoreError> {
@@ -375,6 +457,16 @@ fn count_from(n: i64) -> Result<u32, StoreError> {
 
 fn secs(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
+}
+
+/// Unix milliseconds, as the webhook outbox keeps its times.
+fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn time_from_millis(ms: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|_| StoreError::Corrupt(format!("time {ms} ms out of range")))
 }
 
 fn time_from(secs: i64) -> Result<OffsetDateTime, StoreError> {
@@ -395,18 +487,6 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in text.as_bytes().chunks_exact(2).enumerate() {
-        let s = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// SQLite-only behaviour. What every backend must do is the store conformance suite

@@ -1,0 +1,73 @@
+//! The audit log (every event, of any license or none, with its actor and client IP), the announcement of license
+//! expiries (`license.expired`, once per expiry), and the background sweeps that run both maintenance jobs.
+
+use std::sync::Arc;
+
+use super::licenses::snapshot;
+use super::{Licensing, ServiceError};
+use crate::store::{Event, EventFilter, EventKind, StoreExt as _};
+
+/// Most licenses announced per unit of work.
+const EXPIRY_BATCH: u32 = 200;
+
+impl Licensing {
+    /// Events matching the filter, oldest first.
+    pub async fn audit_events(&self, filter: &EventFilter) -> Result<Vec<Event>, ServiceError> {
+        Ok(self.store.events(filter).await?)
+    }
+
+    /// Records `license.expired` for every active license whose expiry passed (by the service clock) and was not
+    /// announced yet, in units of at most 200; how many. Each expiry is announced once, also with several instances
+    /// sweeping at once; a license whose expiry is changed is announced again when the new one passes.
+    pub async fn announce_expiries(&self) -> Result<usize, ServiceError> {
+        let mut total = 0;
+        loop {
+            let ctx = self.system_context();
+            let announced = self
+                .store
+                .transact::<_, ServiceError, _>(move |tx| {
+                    Box::pin(async move {
+                        let expired = tx.announce_expiries(ctx.at(), EXPIRY_BATCH).await?;
+                        for license in &expired {
+                            let detail = serde_json::json!({
+                                "expired_at": license.expires_at.map(|t| t.unix_timestamp()),
+                                "license": snapshot(license, ctx.now),
+                            });
+                            tx.append_event(&ctx.event(license.id, EventKind::Expired, None, detail)).await?;
+                        }
+                        Ok(expired.len())
+                    })
+                })
+                .await?;
+            total += announced;
+            if announced < EXPIRY_BATCH as usize {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs the sweeps every `interval` in a background task until the service is dropped (the task holds only a
+    /// weak reference): [`Licensing::cull_expired_leases`] and [`Licensing::announce_expiries`]. Culling at
+    /// activation does not depend on it.
+    pub fn spawn_sweeper(self: &Arc<Self>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(licensing) = weak.upgrade() else { return };
+                match licensing.cull_expired_leases().await {
+                    Ok(0) => {}
+                    Ok(culled) => tracing::info!(culled, "culled machines whose lease ended"),
+                    Err(e) => tracing::warn!(error = %e, "the lease sweep failed; it runs again at the next interval"),
+                }
+                match licensing.announce_expiries().await {
+                    Ok(0) => {}
+                    Ok(expired) => tracing::info!(expired, "announced licenses whose expiry passed"),
+                    Err(e) => tracing::warn!(error = %e, "the expiry sweep failed; it runs again at the next interval"),
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,292 @@
+//! The JSON shapes of stored records, shared by the admin API's answers, the CLI's `--json` output and the `data` of
+//! events (the audit log and webhook payloads, docs/webhooks.md): one shape per record, so a license in a webhook is
+//! the license `GET /v1/licenses/{id}` shows.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::format_duration_secs;
+use crate::store::{
+    Actor, AdminToken, Delivery, EffectiveStatus, Event, EventKind, License, Machine, Policy, WebhookEndpoint,
+};
+
+/// A license as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct LicenseView {
+    pub(crate) id: String,
+    key: String,
+    email: String,
+    product: String,
+    /// The status as it stands now: an active license past its expiry is `expired`.
+    status: EffectiveStatus,
+    max_machines: u32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+    entitlements: Vec<String>,
+    metadata: serde_json::Map<String, serde_json::Value>,
+    /// The policy it follows; `null` for a license of its own.
+    policy: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+impl LicenseView {
+    /// The view of `l` with its status as it stands at `now`.
+    pub(crate) fn at(l: License, now: OffsetDateTime) -> Self {
+        LicenseView {
+            status: l.effective_status(now),
+            id: l.id.to_string(),
+            key: l.key,
+            email: l.email,
+            product: l.product,
+            max_machines: l.max_machines,
+            expires_at: l.expires_at,
+            entitlements: l.entitlements,
+            metadata: l.metadata,
+            policy: l.policy,
+            created_at: l.created_at,
+            updated_at: l.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct MachineView {
+    fingerprint: String,
+    name: Option<String>,
+    platform: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    activated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    last_seen_at: OffsetDateTime,
+    offline: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    lease_expires_at: Option<OffsetDateTime>,
+}
+
+impl From<Machine> for MachineView {
+    fn from(m: Machine) -> Self {
+        MachineView {
+            fingerprint: m.fingerprint,
+            name: m.name,
+            platform: m.platform,
+            activated_at: m.activated_at,
+            last_seen_at: m.last_seen_at,
+            offline: m.offline,
+            lease_expires_at: m.lease_expires_at,
+        }
+    }
+}
+
+/// A policy as the admin API shows it; durations in the largest unit that divides them.
+#[derive(Debug, Serialize)]
+pub(crate) struct PolicyView {
+    name: String,
+    product: String,
+    max_machines: u32,
+    duration: Option<String>,
+    entitlements: Vec<String>,
+    refresh_interval: Option<String>,
+    offline_grace: Option<String>,
+    lease: Option<String>,
+    floating: bool,
+    overage: String,
+    offline_allowed: bool,
+    deactivation_limit: Option<u32>,
+    deactivation_period: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+impl From<Policy> for PolicyView {
+    fn from(p: Policy) -> Self {
+        PolicyView {
+            name: p.name,
+            product: p.product,
+            max_machines: p.max_machines,
+            duration: p.duration_secs.map(format_duration_secs),
+            entitlements: p.entitlements,
+            refresh_interval: p.refresh_interval_secs.map(format_duration_secs),
+            offline_grace: p.offline_grace_secs.map(format_duration_secs),
+            lease: p.lease_secs.map(format_duration_secs),
+            floating: p.floating,
+            overage: p.overage.to_string(),
+            offline_allowed: p.offline_allowed,
+            deactivation_limit: p.deactivation_limit,
+            deactivation_period: format_duration_secs(p.deactivation_period_secs),
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+/// An admin token as the API and the CLI show it: never its secret or hash.
+#[derive(Debug, Serialize)]
+pub(crate) struct AdminTokenView {
+    id: String,
+    label: String,
+    scope: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_used_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    revoked_at: Option<OffsetDateTime>,
+}
+
+impl From<AdminToken> for AdminTokenView {
+    fn from(t: AdminToken) -> Self {
+        AdminTokenView {
+            id: t.id,
+            label: t.label,
+            scope: t.scope.as_str(),
+            created_at: t.created_at,
+            last_used_at: t.last_used_at,
+            revoked_at: t.revoked_at,
+        }
+    }
+}
+
+/// Who caused an event, as the audit log shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct ActorView {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+}
+
+impl From<Actor> for ActorView {
+    fn from(a: Actor) -> Self {
+        let kind = a.type_name();
+        match a {
+            Actor::AdminToken { id, label } => ActorView { kind, id: Some(id), label: Some(label) },
+            _ => ActorView { kind, id: None, label: None },
+        }
+    }
+}
+
+/// An event as the audit log (`GET /v1/events`) and the per-license log show it. `kind` is the stored name the
+/// per-license log always showed; `type` the name webhooks and filters use.
+#[derive(Debug, Serialize)]
+pub(crate) struct EventView {
+    id: i64,
+    #[serde(rename = "type")]
+    kind_type: &'static str,
+    kind: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+    license_id: Option<String>,
+    fingerprint: Option<String>,
+    client_ip: Option<String>,
+    actor: Option<ActorView>,
+    detail: serde_json::Value,
+}
+
+impl From<Event> for EventView {
+    fn from(e: Event) -> Self {
+        EventView {
+            id: e.id,
+            kind_type: e.event.kind.as_str(),
+            kind: e.event.kind.stored_name(),
+            at: e.event.at,
+            license_id: e.event.license_id.map(|id| id.to_string()),
+            fingerprint: e.event.fingerprint,
+            client_ip: e.event.client_ip,
+            actor: e.event.actor.map(Into::into),
+            detail: e.event.detail,
+        }
+    }
+}
+
+/// A webhook endpoint as the API and the CLI show it. The secret is shown only when it is made (create, rotate).
+#[derive(Debug, Serialize)]
+pub(crate) struct WebhookView {
+    id: String,
+    url: String,
+    description: String,
+    events: Vec<String>,
+    /// `enabled` or `disabled`.
+    status: &'static str,
+    #[serde(with = "time::serde::rfc3339::option")]
+    disabled_at: Option<OffsetDateTime>,
+    disabled_reason: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_success_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    previous_secret_until: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+impl WebhookView {
+    /// The view of `e` at `now` (a previous secret whose overlap ended is not shown); with its secret if `reveal`.
+    pub(crate) fn at(e: WebhookEndpoint, now: OffsetDateTime, reveal: bool) -> Self {
+        WebhookView {
+            id: e.id.to_string(),
+            url: e.url,
+            description: e.description,
+            events: e.events.iter().map(|k| type_of_stored(k)).collect(),
+            status: if e.disabled_at.is_some() { "disabled" } else { "enabled" },
+            disabled_at: e.disabled_at,
+            disabled_reason: e.disabled_reason,
+            last_success_at: e.last_success_at.map(whole_seconds),
+            previous_secret_until: e.previous_secret_until.filter(|&t| t > now),
+            created_at: e.created_at,
+            secret: reveal.then_some(e.secret),
+        }
+    }
+}
+
+/// The type name of a stored subscription (`*` stays `*`).
+pub(crate) fn type_of_stored(stored: &str) -> String {
+    EventKind::parse(stored).map_or_else(|| stored.to_string(), |k| k.as_str().to_string())
+}
+
+fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
+/// A delivery as `GET /v1/webhooks/{id}/deliveries` shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct DeliveryView {
+    id: i64,
+    event_id: i64,
+    state: &'static str,
+    attempts: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    next_attempt_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_attempt_at: Option<OffsetDateTime>,
+    last_status: Option<u16>,
+    last_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    finished_at: Option<OffsetDateTime>,
+}
+
+impl From<Delivery> for DeliveryView {
+    fn from(d: Delivery) -> Self {
+        DeliveryView {
+            id: d.id,
+            event_id: d.event_id,
+            state: d.state.as_str(),
+            attempts: d.attempts,
+            created_at: whole_seconds(d.created_at),
+            next_attempt_at: d.next_attempt_at.map(whole_seconds),
+            last_attempt_at: d.last_attempt_at.map(whole_seconds),
+            last_status: d.last_status,
+            last_error: d.last_error,
+            finished_at: d.finished_at.map(whole_seconds),
+        }
+    }
+}
