@@ -39,6 +39,9 @@ Commands:
   policy       Policies, the named terms of licenses: create, list, show, update, delete
   machine      Machines activated on a license: list, remove
   token        Tokens: issue (also from an air-gapped activation request), inspect, redeem a deactivation code
+  admin-token  Admin API tokens: create (the secret is printed once), list, revoke
+  webhook      Webhook endpoints: create, list, show, delete, rotate-secret, enable, deliveries, resend
+  events       The audit log: every event, with its actor and client IP
   config       Configuration helpers
   help         Print this message or the help of the given subcommand(s)
 
@@ -179,8 +182,8 @@ updated:      [..]
 Machines (0 of 2 slots used):
 
 Recent events (latest 20, oldest first):
-AT                    EVENT    MACHINE  CLIENT IP  DETAIL
-[..]Z  created  -        -          {{\"email\":\"ada@example.com\",\"max_machines\":2,\"product\":\"acme-cad\"}}
+AT                    EVENT            MACHINE  CLIENT IP  DETAIL
+[..]Z  license.created  -        -          {{\"email\":\"ada@example.com\",\"max_machines\":2,\"product\":\"acme-cad\"}}
 "
         ),
         "",

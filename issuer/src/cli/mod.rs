@@ -25,6 +25,8 @@ use time::OffsetDateTime;
 use crate::service::{Licensing, ServiceError};
 use crate::{Config, Flags, KEYS_DIR};
 
+mod admin_token;
+mod events;
 mod import;
 mod keys;
 mod license;
@@ -32,6 +34,7 @@ mod policy;
 mod revocations;
 mod root;
 mod token;
+mod webhook;
 
 pub use import::{ImportSummary, IMPORT_COLUMNS};
 
@@ -118,6 +121,27 @@ pub enum Command {
         /// The token subcommand.
         #[command(subcommand)]
         command: token::TokenCommand,
+    },
+    /// Admin API tokens: create (the secret is printed once), list, revoke.
+    AdminToken {
+        /// The admin-token subcommand.
+        #[command(subcommand)]
+        command: admin_token::AdminTokenCommand,
+    },
+    /// Webhook endpoints: create, list, show, delete, rotate-secret, enable, deliveries, resend.
+    ///
+    /// These commands only queue: an event's deliveries are written to the store with the change that caused it
+    /// (also a change made by the CLI), and a running `issuer serve` sends them.
+    Webhook {
+        /// The webhook subcommand.
+        #[command(subcommand)]
+        command: webhook::WebhookCommand,
+    },
+    /// The audit log: every event, with its actor and client IP.
+    Events {
+        /// The events subcommand.
+        #[command(subcommand)]
+        command: events::EventsCommand,
     },
     /// Configuration helpers.
     Config {
@@ -286,6 +310,9 @@ async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> CliResul
         Command::Policy { command } => policy::run(command, &global, out, err).await,
         Command::Machine { command } => license::run_machine(command, &global, out, err).await,
         Command::Token { command } => token::run(command, &global, out, err).await,
+        Command::AdminToken { command } => admin_token::run(command, &global, out, err).await,
+        Command::Webhook { command } => webhook::run(command, &global, out, err).await,
+        Command::Events { command } => events::run(command, &global, out, err).await,
     }
 }
 
