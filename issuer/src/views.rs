@@ -290,3 +290,13 @@ impl From<Delivery> for DeliveryView {
         }
     }
 }
+
+/// Where the next page of a log paged by id (events, deliveries) starts: the last id of a full page, else none: the
+/// `next_after` of the API's and the CLI's answers.
+pub(crate) fn next_after<T>(page: &[T], limit: u32, id: impl Fn(&T) -> i64) -> Option<i64> {
+    if page.len() == limit as usize {
+        page.last().map(id)
+    } else {
+        None
+    }
+}

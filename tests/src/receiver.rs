@@ -50,7 +50,7 @@ impl Received {
 }
 
 /// How the receiver answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Script {
     /// 500 to the first `n` requests, then 204.
     FailFirst(usize),
@@ -58,11 +58,16 @@ pub enum Script {
     AlwaysFail,
     /// Never answer the first request (hold it until the connection drops); 204 to the rest.
     HoldFirst,
+    /// This status to every request.
+    Status(u16),
+    /// 302 with `Location` set to this URL.
+    Redirect(String),
 }
 
 #[derive(Debug)]
 struct Shared {
     script: Script,
+    delay: Duration,
     received: Vec<Received>,
     headers: Vec<BTreeMap<String, String>>,
 }
@@ -81,16 +86,26 @@ impl Drop for Receiver {
     }
 }
 
-async fn hook(State(shared): State<Arc<Mutex<Shared>>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn hook(
+    State(shared): State<Arc<Mutex<Shared>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, [(axum::http::HeaderName, String); 1]) {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    let (status, hold) = {
+    let (status, hold, location, delay) = {
         let mut s = shared.lock().unwrap();
         let n = s.received.len();
-        let (status, hold) = match s.script {
-            Script::FailFirst(k) if n < k => (500, false),
+        let mut location = String::new();
+        let (status, hold) = match &s.script {
+            Script::FailFirst(k) if n < *k => (500, false),
             Script::FailFirst(_) => (204, false),
             Script::AlwaysFail => (500, false),
             Script::HoldFirst => (204, n == 0),
+            Script::Status(status) => (*status, false),
+            Script::Redirect(to) => {
+                location.clone_from(to);
+                (302, false)
+            }
         };
         s.received.push(Received {
             id: header("webhook-id"),
@@ -101,18 +116,20 @@ async fn hook(State(shared): State<Arc<Mutex<Shared>>>, headers: HeaderMap, body
         });
         s.headers
             .push(headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string())).collect());
-        (status, hold)
+        (status, hold, location, s.delay)
     };
     if hold {
         std::future::pending::<()>().await;
     }
-    StatusCode::from_u16(status).unwrap()
+    tokio::time::sleep(delay).await;
+    (StatusCode::from_u16(status).unwrap(), [(axum::http::header::LOCATION, location)])
 }
 
 impl Receiver {
     /// A receiver on 127.0.0.1 port 0 answering by `script`.
     pub async fn start(script: Script) -> Receiver {
-        let shared = Arc::new(Mutex::new(Shared { script, received: Vec::new(), headers: Vec::new() }));
+        let shared =
+            Arc::new(Mutex::new(Shared { script, delay: Duration::ZERO, received: Vec::new(), headers: Vec::new() }));
         let app = Router::new().route("/hook", post(hook)).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -125,6 +142,11 @@ impl Receiver {
     /// Answers from now on by `script`.
     pub fn set_script(&self, script: Script) {
         self.shared.lock().unwrap().script = script;
+    }
+
+    /// Waits this long before every answer from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.lock().unwrap().delay = delay;
     }
 
     /// Every request so far, in arrival order.

@@ -335,6 +335,7 @@ impl Server {
         if let Some(task) = self.task.take() {
             tokio::time::timeout(StdDuration::from_secs(10), task).await.unwrap().unwrap().unwrap();
         }
+        self.licensing.stop_webhook_delivery().await;
     }
 }
 

@@ -23,7 +23,9 @@ UPDATE licenses SET expiry_announced_at = expires_at WHERE expires_at <= now();
 CREATE INDEX licenses_expiring ON licenses (expires_at) WHERE expiry_announced_at IS NULL AND expires_at IS NOT NULL;
 
 -- Webhook endpoints. The secrets are kept in full (they sign every delivery); the previous one keeps signing
--- beside the new one until previous_secret_until.
+-- beside the new one until previous_secret_until. A deleted endpoint is marked (deleted_at, and disabled) and its
+-- rows are purged by the sweep an hour later: an event insert that chose its endpoints before the delete committed
+-- never meets a missing row (no foreign-key error, no lock taken against it).
 CREATE TABLE webhook_endpoints (
     id                     uuid PRIMARY KEY,
     url                    text NOT NULL,
@@ -34,7 +36,8 @@ CREATE TABLE webhook_endpoints (
     created_at             timestamptz NOT NULL,
     disabled_at            timestamptz,
     disabled_reason        text,
-    last_success_at        timestamptz
+    last_success_at        timestamptz,
+    deleted_at             timestamptz
 );
 
 -- The event types an endpoint receives; '*' is every type. Kinds are the events table's stored names.

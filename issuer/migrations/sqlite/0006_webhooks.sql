@@ -1,8 +1,8 @@
 -- Webhooks, the global audit log and scoped admin tokens (docs/webhooks.md, docs/api.md).
 
 -- Events: an event may concern no license (a policy, an admin token, a webhook endpoint), and every event records
--- who caused it (docs/api.md, "Audit log"). SQLite cannot drop NOT NULL in place, so the table is rebuilt; ids are
--- kept, and AUTOINCREMENT continues after the highest one.
+-- who caused it (docs/webhooks.md, "The audit log"). SQLite cannot drop NOT NULL in place, so the table is rebuilt;
+-- ids are kept, and so is the AUTOINCREMENT sequence.
 CREATE TABLE events_v6 (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     license_id   TEXT REFERENCES licenses (id),
@@ -17,6 +17,9 @@ CREATE TABLE events_v6 (
 );
 INSERT INTO events_v6 (id, license_id, kind, at, fingerprint, client_ip, detail)
     SELECT id, license_id, kind, at, fingerprint, client_ip, detail FROM events;
+-- The id sequence carries over exactly (not only past the highest id kept): an id is never given twice.
+DELETE FROM sqlite_sequence WHERE name = 'events_v6';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'events_v6', seq FROM sqlite_sequence WHERE name = 'events';
 DROP TABLE events;
 ALTER TABLE events_v6 RENAME TO events;
 CREATE INDEX events_by_license ON events (license_id, id);
@@ -38,7 +41,10 @@ UPDATE licenses SET expiry_announced_at = expires_at
 CREATE INDEX licenses_expiring ON licenses (expires_at) WHERE expiry_announced_at IS NULL AND expires_at IS NOT NULL;
 
 -- Webhook endpoints. The secrets are kept in full (they sign every delivery); the previous one keeps signing
--- beside the new one until previous_secret_until (seconds).
+-- beside the new one until previous_secret_until. A deleted endpoint is marked (deleted_at, and disabled) and its
+-- rows are purged by the sweep an hour later: an event insert that chose its endpoints before the delete committed
+-- never meets a missing row (no foreign-key error, no lock taken against it). Times are seconds, but
+-- last_success_at, which is milliseconds like the deliveries' times.
 CREATE TABLE webhook_endpoints (
     id                     TEXT PRIMARY KEY NOT NULL,
     url                    TEXT NOT NULL,
@@ -49,7 +55,8 @@ CREATE TABLE webhook_endpoints (
     created_at             INTEGER NOT NULL,
     disabled_at            INTEGER,
     disabled_reason        TEXT,
-    last_success_at        INTEGER
+    last_success_at        INTEGER,
+    deleted_at             INTEGER
 );
 
 -- The event types an endpoint receives; '*' is every type. Kinds are the events table's stored names.
@@ -79,3 +86,15 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_lanes ON webhook_deliveries (endpoint_id, lane, event_id) WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, id);
+
+-- The outbox rule, in the statement that appends an event: one pending delivery per enabled endpoint subscribed to
+-- the event's kind (or to '*'). A trigger rather than a second statement: the event and its deliveries are one
+-- atomic statement, and an event costs the writer one statement, as before webhooks.
+CREATE TRIGGER events_queue_deliveries AFTER INSERT ON events
+BEGIN
+    INSERT INTO webhook_deliveries (endpoint_id, event_id, lane, state, created_at, next_attempt_at)
+    SELECT DISTINCT s.endpoint_id, NEW.id, COALESCE(NEW.license_id, ''), 'pending', NEW.at * 1000, NEW.at * 1000
+    FROM webhook_subscriptions s
+    JOIN webhook_endpoints e ON e.id = s.endpoint_id AND e.disabled_at IS NULL
+    WHERE s.event_kind IN ('*', NEW.kind);
+END;

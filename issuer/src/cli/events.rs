@@ -86,7 +86,7 @@ pub(crate) async fn run(
         None => None,
     };
     let found = licensing.audit_events(&EventFilter { kind, license_id, after, limit }).await?;
-    let next_after = if found.len() == limit as usize { found.last().map(|e| e.id) } else { None };
+    let next_after = crate::views::next_after(&found, limit, |e| e.id);
     if json {
         return write_json(out, &ListView { events: found.into_iter().map(Into::into).collect(), next_after });
     }
@@ -99,4 +99,37 @@ pub(crate) async fn run(
         writeln!(out, "More events: pass --after {n}")?;
     }
     Ok(())
+}
+
+/// The rows of `issuer license show`'s recent events: time, type, machine, client IP and the detail (without the
+/// license snapshot, which `show` prints above).
+pub(super) fn license_event_rows(events: &[Event]) -> Vec<Vec<String>> {
+    events
+        .iter()
+        .map(|e| {
+            // The license's own snapshot (in license events' detail, for webhooks) is what `show` prints above.
+            let detail = match &e.event.detail {
+                serde_json::Value::Object(m) => {
+                    let rest: serde_json::Map<_, _> = m
+                        .iter()
+                        .filter(|(k, _)| k.as_str() != "license")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    if rest.is_empty() {
+                        String::new()
+                    } else {
+                        serde_json::Value::Object(rest).to_string()
+                    }
+                }
+                other => other.to_string(),
+            };
+            vec![
+                fmt_time(e.event.at),
+                e.event.kind.as_str().into(),
+                e.event.fingerprint.clone().unwrap_or_else(|| "-".into()),
+                e.event.client_ip.clone().unwrap_or_else(|| "-".into()),
+                detail,
+            ]
+        })
+        .collect()
 }

@@ -15,7 +15,7 @@ use crate::config::parse_duration_secs;
 use crate::http::admin::{EventView, LicenseView, MachineView};
 use crate::license_key::{LicenseKey, LicenseKeyError};
 use crate::service::{Expiry, LicenseRef, NewLicense, ServiceError};
-use crate::store::{Cursor, EffectiveStatus, Event, License, LicenseFilter, LicenseUpdate, Machine};
+use crate::store::{Cursor, EffectiveStatus, License, LicenseFilter, LicenseUpdate, Machine};
 
 /// How many events `license show` lists.
 const RECENT_EVENTS: usize = 20;
@@ -285,37 +285,6 @@ fn machine_rows(machines: &[Machine]) -> Vec<Vec<String>> {
 
 const MACHINE_HEADERS: [&str; 6] = ["FINGERPRINT", "NAME", "PLATFORM", "TOKEN", "ACTIVATED", "LAST SEEN"];
 
-fn event_rows(events: &[Event]) -> Vec<Vec<String>> {
-    events
-        .iter()
-        .map(|e| {
-            // The license's own snapshot (in license events' detail, for webhooks) is what `show` prints above.
-            let detail = match &e.event.detail {
-                serde_json::Value::Object(m) => {
-                    let rest: serde_json::Map<_, _> = m
-                        .iter()
-                        .filter(|(k, _)| k.as_str() != "license")
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    if rest.is_empty() {
-                        String::new()
-                    } else {
-                        serde_json::Value::Object(rest).to_string()
-                    }
-                }
-                other => other.to_string(),
-            };
-            vec![
-                fmt_time(e.event.at),
-                e.event.kind.as_str().into(),
-                e.event.fingerprint.clone().unwrap_or_else(|| "-".into()),
-                e.event.client_ip.clone().unwrap_or_else(|| "-".into()),
-                detail,
-            ]
-        })
-        .collect()
-}
-
 #[derive(Serialize)]
 struct ShowView {
     license: LicenseView,
@@ -483,7 +452,11 @@ pub(crate) async fn run(
             }
             writeln!(out)?;
             writeln!(out, "Recent events (latest {RECENT_EVENTS}, oldest first):")?;
-            write_table(out, &["AT", "EVENT", "MACHINE", "CLIENT IP", "DETAIL"], &event_rows(&events))
+            write_table(
+                out,
+                &["AT", "EVENT", "MACHINE", "CLIENT IP", "DETAIL"],
+                &super::events::license_event_rows(&events),
+            )
         }
         LicenseCommand::Update {
             license,

@@ -403,9 +403,11 @@ async fn serve(config: Config, out: &mut dyn Write) -> CliResult {
     writeln!(out, "issuer listening on http://{addr}")?;
     out.flush()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "listening");
-    crate::http::serve(listener, started.state, shutdown)
-        .await
-        .map_err(|e| CliError::Failed(format!("the server failed: {e}")))?;
+    let licensing = started.state.licensing.clone();
+    let served = crate::http::serve(listener, started.state, shutdown).await;
+    // Webhook attempts in flight finish and are recorded, so the next start sends none of them again.
+    licensing.stop_webhook_delivery().await;
+    served.map_err(|e| CliError::Failed(format!("the server failed: {e}")))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -284,7 +284,7 @@ pub(crate) async fn run(
         WebhookCommand::Deliveries { id, after, limit, json } => {
             let found =
                 licensing.deliveries(endpoint_id(&id)?, after, limit).await.map_err(|e| webhook_error(&id, e))?;
-            let next_after = if found.len() == limit as usize { found.last().map(|d| d.id) } else { None };
+            let next_after = crate::views::next_after(&found, limit, |d| d.id);
             if json {
                 let deliveries = found.into_iter().map(Into::into).collect();
                 return write_json(out, &DeliveriesView { deliveries, next_after });

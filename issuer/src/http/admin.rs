@@ -16,12 +16,20 @@ use crate::config::parse_duration_secs;
 use crate::service::{Expiry, LicenseRef, NewLicense, ServiceError};
 use crate::store::Scope;
 use crate::store::{Cursor, EffectiveStatus, LicenseFilter, LicenseUpdate};
-pub(crate) use crate::views::EventView;
+pub(crate) use crate::views::{next_after, EventView};
 pub(crate) use crate::views::{LicenseView, MachineView};
 
 /// Default and largest page sizes of the list endpoints.
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
+
+/// The page size of a log paged by id (events, deliveries): 1 to 1000, default 100.
+pub(crate) fn log_page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit.unwrap_or(100) {
+        n @ 1..=1000 => Ok(n),
+        _ => Err(ApiError::invalid_field("limit", "must be between 1 and 1000")),
+    }
+}
 
 /// Middleware: 401 unless the request carries an accepted admin token, 403 `insufficient_scope` when a read-scoped
 /// token asks for anything but GET; the accepted [`Caller`] goes to the handler (the actor of its events).
@@ -323,11 +331,8 @@ pub(crate) async fn events(
     Query(q): Query<EventsQuery>,
 ) -> Result<JsonResponse<EventsResponse>, ApiError> {
     let which = LicenseRef::parse(&id)?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::invalid_field("limit", "must be between 1 and 1000"));
-    }
+    let limit = log_page_limit(q.limit)?;
     let events = state.licensing.events(&which, q.after.unwrap_or(0), limit).await?;
-    let next_after = if events.len() == limit as usize { events.last().map(|e| e.id) } else { None };
+    let next_after = next_after(&events, limit, |e| e.id);
     Ok(JsonResponse(EventsResponse { events: events.into_iter().map(Into::into).collect(), next_after }))
 }

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::Json as JsonResponse;
 use serde::{Deserialize, Serialize};
 
+use super::admin::{log_page_limit, next_after};
 use super::error::ApiError;
 use super::extract::{AdminContext, Json, Path, Query};
 use super::policies::NoQuery;
@@ -84,10 +85,7 @@ pub(crate) async fn events(
     State(state): State<AppState>,
     Query(q): Query<EventsQuery>,
 ) -> Result<JsonResponse<EventsResponse>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::invalid_field("limit", "must be between 1 and 1000"));
-    }
+    let limit = log_page_limit(q.limit)?;
     let kind = match q.kind.as_deref() {
         Some(name) => Some(EventKind::from_type(name).ok_or_else(|| {
             ApiError::invalid_field("type", format!("`{name}` is not an event type (docs/webhooks.md lists them)"))
@@ -106,6 +104,6 @@ pub(crate) async fn events(
     };
     let filter = EventFilter { kind, license_id, after: q.after.unwrap_or(0), limit };
     let found = state.licensing.audit_events(&filter).await?;
-    let next_after = if found.len() == limit as usize { found.last().map(|e| e.id) } else { None };
+    let next_after = next_after(&found, limit, |e| e.id);
     Ok(JsonResponse(EventsResponse { events: found.into_iter().map(Into::into).collect(), next_after }))
 }

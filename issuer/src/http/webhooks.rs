@@ -6,7 +6,7 @@ use axum::Json as JsonResponse;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::admin::not_null;
+use super::admin::{log_page_limit, next_after, not_null};
 use super::error::ApiError;
 use super::extract::{AdminContext, Json, Path, Query};
 use super::policies::NoQuery;
@@ -113,12 +113,9 @@ pub(crate) async fn deliveries(
     Path(id): Path<String>,
     Query(q): Query<DeliveriesQuery>,
 ) -> Result<JsonResponse<DeliveriesResponse>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::invalid_field("limit", "must be between 1 and 1000"));
-    }
+    let limit = log_page_limit(q.limit)?;
     let found = state.licensing.deliveries(endpoint_id(&id)?, q.after.unwrap_or(0), limit).await?;
-    let next_after = if found.len() == limit as usize { found.last().map(|d| d.id) } else { None };
+    let next_after = next_after(&found, limit, |d| d.id);
     Ok(JsonResponse(DeliveriesResponse { deliveries: found.into_iter().map(Into::into).collect(), next_after }))
 }
 

@@ -10,6 +10,10 @@ use crate::store::{Event, EventFilter, EventKind, StoreExt as _};
 /// Most licenses announced per unit of work.
 const EXPIRY_BATCH: u32 = 200;
 
+/// How long a deleted webhook endpoint's rows stay before the sweep removes them: longer than any statement that
+/// chose the endpoint before the delete can still run.
+const DELETED_WEBHOOK_GRACE: time::Duration = time::Duration::hours(1);
+
 impl Licensing {
     /// Events matching the filter, oldest first.
     pub async fn audit_events(&self, filter: &EventFilter) -> Result<Vec<Event>, ServiceError> {
@@ -46,9 +50,21 @@ impl Licensing {
         }
     }
 
+    /// Removes the rows of webhook endpoints deleted more than an hour ago (at most 100 per call); how many.
+    pub async fn purge_deleted_webhooks(&self) -> Result<u64, ServiceError> {
+        let before = self.system_context().at() - DELETED_WEBHOOK_GRACE;
+        let purged = self
+            .store
+            .transact::<_, ServiceError, _>(move |tx| {
+                Box::pin(async move { Ok(tx.purge_deleted_webhooks(before, 100).await?) })
+            })
+            .await?;
+        Ok(purged)
+    }
+
     /// Runs the sweeps every `interval` in a background task until the service is dropped (the task holds only a
-    /// weak reference): [`Licensing::cull_expired_leases`] and [`Licensing::announce_expiries`]. Culling at
-    /// activation does not depend on it.
+    /// weak reference): [`Licensing::cull_expired_leases`], [`Licensing::announce_expiries`] and
+    /// [`Licensing::purge_deleted_webhooks`]. Culling at activation does not depend on it.
     pub fn spawn_sweeper(self: &Arc<Self>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -66,6 +82,9 @@ impl Licensing {
                     Ok(0) => {}
                     Ok(expired) => tracing::info!(expired, "announced licenses whose expiry passed"),
                     Err(e) => tracing::warn!(error = %e, "the expiry sweep failed; it runs again at the next interval"),
+                }
+                if let Err(e) = licensing.purge_deleted_webhooks().await {
+                    tracing::warn!(error = %e, "purging deleted webhook endpoints failed; it runs again later");
                 }
             }
         })

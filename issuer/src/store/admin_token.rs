@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 /// What an admin token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Scope {
     /// Read everything the admin API shows; change nothing.
     Read,

@@ -155,6 +155,7 @@ impl EventKind {
 
 /// Who caused an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Actor {
     /// An app, through the public endpoints (activate, validate, refresh, deactivate, offline).
     App,

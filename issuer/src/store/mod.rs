@@ -38,7 +38,7 @@ pub use policy::{
 pub use postgres::{is_postgres_url, PostgresStore, DEFAULT_POOL_SIZE};
 pub use sqlite::SqliteStore;
 pub use unit::{RecordKeys, StoreExt, Tx, Work};
-pub use webhook::{Attempt, Claimed, Delivery, DeliveryState, WebhookEndpoint, ALL_EVENTS};
+pub use webhook::{Attempt, Claimed, Delivery, DeliveryState, WebhookEndpoint, ALL_EVENTS, SUCCESS_RESOLUTION_SECS};
 
 /// Opens the store a database URL names, by its scheme: `postgres://` or `postgresql://` opens a [`PostgresStore`]
 /// with at most `pool_size` connections, `sqlite:` a [`SqliteStore`]. Pending migrations are applied.

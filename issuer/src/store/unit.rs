@@ -166,23 +166,30 @@ pub trait Tx: Send {
     /// there is none with this id.
     async fn update_webhook(&mut self, endpoint: &WebhookEndpoint) -> Result<bool, StoreError>;
 
-    /// Deletes an endpoint with its subscriptions and deliveries; `false` when there is none with this id.
-    async fn delete_webhook(&mut self, id: Uuid) -> Result<bool, StoreError>;
+    /// Deletes an endpoint: from now on it is not found, gets no deliveries and its pending ones are not attempted;
+    /// its rows stay until [`Tx::purge_deleted_webhooks`]. `false` when there is none with this id.
+    async fn delete_webhook(&mut self, id: Uuid, at: OffsetDateTime) -> Result<bool, StoreError>;
 
-    /// Claims at most `limit` due deliveries (pending, `next_attempt_at <= now`, endpoint enabled) for an attempt:
-    /// only the oldest pending delivery of each (endpoint, license) lane, so a lane's events arrive in order, one at
-    /// a time. A claim counts an attempt and moves `next_attempt_at` to `claim_until`, so a delivery whose attempt
-    /// dies with its process is claimed again then. On PostgreSQL rows another instance is claiming are skipped.
+    /// Removes the rows (deliveries, subscriptions, the endpoint) of at most `limit` endpoints deleted before
+    /// `before`; how many endpoints.
+    async fn purge_deleted_webhooks(&mut self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
+
+    /// Claims at most `limit` due deliveries (pending, `next_attempt_at <= now`, endpoint enabled, not of an endpoint
+    /// in `skip`) for an attempt: only the first queued pending delivery of each (endpoint, license) lane, so a lane's
+    /// events arrive in the order they were queued, one at a time. A claim counts an attempt and moves
+    /// `next_attempt_at` to `claim_until`, so a delivery whose attempt dies with its process is claimed again then.
+    /// On PostgreSQL rows another instance is claiming are skipped.
     async fn claim_deliveries(
         &mut self,
         now: OffsetDateTime,
         claim_until: OffsetDateTime,
         limit: u32,
+        skip: &[Uuid],
     ) -> Result<Vec<Claimed>, StoreError>;
 
     /// Records how the attempt that claimed the delivery with `attempts` ended; `false` (nothing written) when the
-    /// claim was lost meanwhile (claimed again after it ended). A success also sets the endpoint's
-    /// `last_success_at`.
+    /// claim was lost meanwhile (claimed again after it ended). A success also moves the endpoint's
+    /// `last_success_at` (when the stored one is older than [`super::SUCCESS_RESOLUTION_SECS`]).
     async fn record_attempt(
         &mut self,
         delivery_id: i64,

@@ -11,8 +11,8 @@ use super::Event;
 /// The subscription that matches every event type.
 pub const ALL_EVENTS: &str = "*";
 
-/// A webhook endpoint.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A webhook endpoint. Its `Debug` output hides the secrets.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookEndpoint {
     /// Its id (UUID v7).
     pub id: Uuid,
@@ -38,8 +38,24 @@ pub struct WebhookEndpoint {
     pub last_success_at: Option<OffsetDateTime>,
 }
 
+impl fmt::Debug for WebhookEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookEndpoint")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("secret", &"<hidden>")
+            .field("previous_secret", &self.previous_secret.as_ref().map(|_| "<hidden>"))
+            .field("previous_secret_until", &self.previous_secret_until)
+            .field("disabled_at", &self.disabled_at)
+            .field("last_success_at", &self.last_success_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where a delivery stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DeliveryState {
     /// Not yet delivered; attempted again at `next_attempt_at`.
     Pending,
@@ -111,6 +127,7 @@ pub struct Claimed {
 
 /// How an attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Attempt {
     /// A 2xx answer.
     Delivered {
@@ -127,3 +144,50 @@ pub enum Attempt {
         retry_at: Option<OffsetDateTime>,
     },
 }
+
+/// What recording an attempt ended at `at` writes to its delivery, in both backends.
+pub(crate) struct AttemptColumns<'a> {
+    /// The delivery's new state.
+    pub state: DeliveryState,
+    /// The answer's status, if any.
+    pub status: Option<u16>,
+    /// Why it failed.
+    pub error: Option<&'a str>,
+    /// The next attempt, for a retry.
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// When it finished (delivered or given up).
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+impl Attempt {
+    /// The columns recording this attempt, ended at `at`, writes.
+    pub(crate) fn columns(&self, at: OffsetDateTime) -> AttemptColumns<'_> {
+        match self {
+            Attempt::Delivered { status } => AttemptColumns {
+                state: DeliveryState::Delivered,
+                status: Some(*status),
+                error: None,
+                next_attempt_at: None,
+                finished_at: Some(at),
+            },
+            Attempt::Failed { status, error, retry_at: Some(retry) } => AttemptColumns {
+                state: DeliveryState::Pending,
+                status: *status,
+                error: Some(error),
+                next_attempt_at: Some(*retry),
+                finished_at: None,
+            },
+            Attempt::Failed { status, error, retry_at: None } => AttemptColumns {
+                state: DeliveryState::Failed,
+                status: *status,
+                error: Some(error),
+                next_attempt_at: None,
+                finished_at: Some(at),
+            },
+        }
+    }
+}
+
+/// A stored success time is moved only when it is older than this, so a busy endpoint's successes do not all
+/// write its row (the disabling rule allows for it).
+pub const SUCCESS_RESOLUTION_SECS: i64 = 60;

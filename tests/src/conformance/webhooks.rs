@@ -60,8 +60,15 @@ fn event(license_id: Option<Uuid>, kind: EventKind) -> NewEvent {
 }
 
 async fn claim(store: &Arc<dyn Store>, at: OffsetDateTime, limit: u32) -> Vec<issuer::Claimed> {
+    claim_skipping(store, at, limit, &[]).await
+}
+
+async fn claim_skipping(store: &Arc<dyn Store>, at: OffsetDateTime, limit: u32, skip: &[Uuid]) -> Vec<issuer::Claimed> {
+    let skip = skip.to_vec();
     store
-        .transact(move |tx| Box::pin(async move { tx.claim_deliveries(at, at + Duration::seconds(15), limit).await }))
+        .transact(move |tx| {
+            Box::pin(async move { tx.claim_deliveries(at, at + Duration::seconds(15), limit, &skip).await })
+        })
         .await
         .unwrap()
 }
@@ -170,10 +177,27 @@ pub async fn events_queue_deliveries_for_subscribed_enabled_endpoints_only(store
     assert!(count(disabled.id).await.is_empty(), "a disabled endpoint gets no deliveries");
     assert_eq!(store.pending_deliveries().await.unwrap(), 3);
 
-    let id = all.id;
-    assert!(store.transact(move |tx| Box::pin(async move { tx.delete_webhook(id).await })).await.unwrap());
-    assert!(count(all.id).await.is_empty() && store.webhook(all.id).await.unwrap().is_none());
-    assert_eq!(store.pending_deliveries().await.unwrap(), 1);
+    // A deleted endpoint is gone at once: not found, no new deliveries, its pending ones never claimed; its rows
+    // stay until the purge.
+    let (id, deleted_at) = (all.id, now());
+    let deleted = store.transact(move |tx| Box::pin(async move { tx.delete_webhook(id, deleted_at).await }));
+    assert!(deleted.await.unwrap());
+    let again = store.transact(move |tx| Box::pin(async move { tx.delete_webhook(id, deleted_at).await }));
+    assert!(!again.await.unwrap(), "deleted once");
+    assert!(store.webhook(all.id).await.unwrap().is_none());
+    assert!(store.list_webhooks().await.unwrap().iter().all(|e| e.id != all.id));
+    store.append_event(&event(Some(l.id), EventKind::Created)).await.unwrap();
+    assert_eq!(count(all.id).await.len(), 2, "nothing queued for it after the delete");
+    let later = now() + Duration::minutes(1);
+    let claimed = claim(&store, later, 100).await;
+    assert!(claimed.iter().all(|c| c.endpoint.id != all.id), "its pending deliveries are never attempted");
+    let early = deleted_at;
+    let kept = store.transact(move |tx| Box::pin(async move { tx.purge_deleted_webhooks(early, 10).await }));
+    assert_eq!(kept.await.unwrap(), 0, "not purged before its time");
+    let late = deleted_at + Duration::hours(2);
+    let purged = store.transact(move |tx| Box::pin(async move { tx.purge_deleted_webhooks(late, 10).await }));
+    assert_eq!(purged.await.unwrap(), 1);
+    assert!(count(all.id).await.is_empty(), "its deliveries went with it");
 }
 
 /// A claim takes only the oldest pending delivery of each (endpoint, license) lane, so one license's events go out
@@ -270,6 +294,15 @@ pub async fn concurrent_claims_never_take_a_delivery_twice(store: Arc<dyn Store>
         }
     }
     assert_eq!(seen.len(), lanes.len(), "every lane's head, once");
+
+    // An endpoint in the skip list is not claimed; another endpoint's deliveries are.
+    let other = endpoint(&["*"]);
+    add_endpoint(&store, &other).await;
+    let l = created(&store, 1).await;
+    store.append_event(&event(Some(l.id), EventKind::Updated)).await.unwrap();
+    let later = t + Duration::minutes(1);
+    let skipping = claim_skipping(&store, later, 100, &[hook.id]).await;
+    assert!(!skipping.is_empty() && skipping.iter().all(|c| c.endpoint.id == other.id), "{skipping:?}");
 }
 
 /// An attempt is recorded only under the claim that made it: once claimed again (the first claim ended), the late
@@ -303,7 +336,8 @@ pub async fn attempts_are_recorded_only_under_their_claim(store: Arc<dyn Store>)
 }
 
 /// A passed expiry is announced once, also with sweepers racing; an expiry not passed, a suspended license or a
-/// perpetual one is not; changing the expiry announces the new one when it passes.
+/// perpetual one is not; moving the expiry into the future announces the new one when it passes, moving it within
+/// the past announces nothing more.
 pub async fn expiries_are_announced_once_and_again_after_a_change(store: Arc<dyn Store>) {
     let t = now();
     let mut ids = Vec::new();
@@ -339,6 +373,14 @@ pub async fn expiries_are_announced_once_and_again_after_a_change(store: Arc<dyn
     let unique: HashSet<_> = announced.iter().copied().collect();
     assert_eq!(announced.len(), unique.len(), "each expiry announced once");
     assert_eq!(unique, ids.iter().copied().collect::<HashSet<_>>());
+
+    // The same expiry again, or another one in the past: still expired, not announced again.
+    for expiry in [t - Duration::minutes(2), t - Duration::days(3)] {
+        let update = LicenseUpdate { expires_at: Some(Some(expiry)), ..Default::default() };
+        store.update_license(ids[1], &update, t).await.unwrap();
+    }
+    let none = store.transact(move |tx| Box::pin(async move { tx.announce_expiries(t, 100).await })).await.unwrap();
+    assert!(none.is_empty(), "an expiry still in the past is not announced twice: {none:?}");
 
     let renewed = ids[0];
     let update = LicenseUpdate { expires_at: Some(Some(t + Duration::hours(1))), ..Default::default() };

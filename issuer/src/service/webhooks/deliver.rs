@@ -3,29 +3,85 @@
 //!
 //! A claim moves the delivery's next attempt past the attempt's timeout, so a delivery whose process dies mid-attempt
 //! (kill -9) is claimed again, by this instance after a restart or by another: at-least-once. Receivers
-//! de-duplicate by `webhook-id` (the event id).
+//! de-duplicate by `webhook-id` (the event id). A graceful stop ([`Licensing::stop_webhook_delivery`]) claims nothing
+//! more and waits for the attempts in flight to be recorded, so a restart re-sends nothing.
+//!
+//! The dispatcher is a pool: at most [`MAX_IN_FLIGHT`] attempts at once, of which at most [`MAX_PER_ENDPOINT`] to one
+//! endpoint, claiming again as soon as a slot frees; a slow or dead endpoint holds its own slots only.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use futures_util::StreamExt as _;
 use rand::Rng as _;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
 
 use super::{sign, RETRY_WINDOW};
 use crate::service::Licensing;
 use crate::store::{Attempt, Claimed, Event, EventKind, StoreError, StoreExt as _};
-use crate::views::WebhookView;
 
 /// How often an idle dispatcher looks for due deliveries.
 const POLL_INTERVAL: StdDuration = StdDuration::from_millis(250);
 
-/// Most deliveries claimed (and sent concurrently) at once.
-const BATCH: u32 = 32;
+/// Most attempts in flight at once, per instance.
+pub const MAX_IN_FLIGHT: usize = 32;
 
-/// A claim lasts the attempt's timeout plus this, so a live attempt is never claimed twice.
-const CLAIM_MARGIN: Duration = Duration::seconds(5);
+/// Most attempts in flight to one endpoint at once, per instance.
+pub const MAX_PER_ENDPOINT: usize = 8;
+
+/// A claim lasts the attempt's timeout plus this, so a live attempt is never claimed twice: room for recording it
+/// (a pool connection or a writer batch can take seconds under load) and for clock differences between instances.
+const CLAIM_MARGIN: Duration = Duration::seconds(30);
+
+/// The dispatcher's state: the slots of the pool, the attempts in flight per endpoint, whether it is stopping, and
+/// how many attempts this instance made.
+#[derive(Debug)]
+pub(super) struct Pool {
+    slots: Arc<Semaphore>,
+    per_endpoint: Mutex<HashMap<Uuid, usize>>,
+    stopping: AtomicBool,
+    attempts: AtomicU64,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            per_endpoint: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+            attempts: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Pool {
+    /// The endpoints with [`MAX_PER_ENDPOINT`] attempts in flight: a claim skips them.
+    fn saturated(&self) -> Vec<Uuid> {
+        let in_flight = self.per_endpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        in_flight.iter().filter(|(_, &n)| n >= MAX_PER_ENDPOINT).map(|(&id, _)| id).collect()
+    }
+
+    fn begin(&self, endpoint: Uuid) {
+        let mut in_flight = self.per_endpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *in_flight.entry(endpoint).or_default() += 1;
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn end(&self, endpoint: Uuid) {
+        let mut in_flight = self.per_endpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = in_flight.get_mut(&endpoint) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                in_flight.remove(&endpoint);
+            }
+        }
+    }
+}
 
 /// The longest wait between two attempts.
 const MAX_DELAY: StdDuration = StdDuration::from_secs(12 * 3600);
@@ -82,57 +138,110 @@ pub(crate) fn payload(event: &Event) -> Vec<u8> {
 }
 
 impl Licensing {
-    /// Runs the dispatcher in a background task until the service is dropped (the task holds a weak reference).
-    /// Does nothing when this instance does not deliver (`webhooks.deliver = false`).
+    /// Runs the dispatcher in a background task until the service is dropped (the task holds a weak reference; each
+    /// attempt in flight holds a strong one until it is recorded) or [`Licensing::stop_webhook_delivery`]. Does
+    /// nothing when this instance does not deliver (`webhooks.deliver = false`).
     pub fn spawn_webhook_dispatcher(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
         if !self.webhooks.settings.deliver || self.webhooks.client.is_none() {
             return None;
         }
         let weak = Arc::downgrade(self);
+        let slots = self.webhooks.pool.slots.clone();
         Some(tokio::spawn(async move {
             loop {
+                // Wait for a free slot before claiming: claimed deliveries never wait for a slot.
+                let Ok(first) = slots.clone().acquire_owned().await else { return };
                 let Some(licensing) = weak.upgrade() else { return };
-                let sent = match licensing.deliver_due().await {
-                    Ok(n) => n,
+                if licensing.webhooks.pool.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                let free = slots.available_permits() + 1;
+                let claimed = match licensing.claim_due(free).await {
+                    Ok(claimed) => claimed,
                     Err(e) => {
                         tracing::warn!(error = %e, "webhook delivery failed to claim; trying again shortly");
-                        0
+                        Vec::new()
                     }
                 };
+                let idle = claimed.is_empty();
+                let mut first = Some(first);
+                for c in claimed {
+                    let permit = match first.take() {
+                        Some(p) => p,
+                        None => match slots.clone().acquire_owned().await {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
+                    };
+                    let licensing = licensing.clone();
+                    tokio::spawn(async move {
+                        licensing.run(c).await;
+                        drop(permit);
+                    });
+                }
+                drop(first);
                 drop(licensing);
-                if sent == 0 {
+                if idle {
                     tokio::time::sleep(POLL_INTERVAL).await;
                 }
             }
         }))
     }
 
-    /// Claims the deliveries due now, sends them concurrently and records how each went; how many were attempted.
-    /// (The dispatcher calls it in a loop; tests call it to deliver at a moment of their choosing.)
-    pub async fn deliver_due(&self) -> Result<usize, StoreError> {
-        let Some(client) = self.webhooks.client.clone() else { return Ok(0) };
-        let now = self.now();
-        if !self.store.has_due_deliveries(now).await? {
-            return Ok(0);
+    /// Stops this instance's delivery gracefully: nothing more is claimed, and the attempts in flight are awaited
+    /// (each ends within the webhook timeout) and recorded, so nothing is sent twice after a restart.
+    pub async fn stop_webhook_delivery(&self) {
+        self.webhooks.pool.stopping.store(true, Ordering::Release);
+        let wait = self.webhooks.settings.timeout + StdDuration::from_secs(5);
+        let all = u32::try_from(MAX_IN_FLIGHT).unwrap_or(u32::MAX);
+        if tokio::time::timeout(wait, self.webhooks.pool.slots.acquire_many(all)).await.is_err() {
+            tracing::warn!("webhook attempts still in flight at shutdown; they are sent again after their claim ends");
         }
-        let until =
-            now + Duration::try_from(self.webhooks.settings.timeout).unwrap_or(Duration::seconds(10)) + CLAIM_MARGIN;
-        let claimed = self
-            .store
-            .transact(move |tx| Box::pin(async move { tx.claim_deliveries(now, until, BATCH).await }))
-            .await?;
-        let n = claimed.len();
-        futures_util::stream::iter(claimed)
-            .for_each_concurrent(None, |c| {
-                let client = client.clone();
-                async move {
-                    let attempt = self.attempt(&client, &c).await;
-                    if let Err(e) = self.record(&c, attempt).await {
-                        tracing::warn!(error = %e, delivery = c.delivery.id, "cannot record a webhook attempt");
-                    }
-                }
+    }
+
+    /// How many webhook attempts this instance made since it started.
+    pub fn webhook_attempts(&self) -> u64 {
+        self.webhooks.pool.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Claims at most `limit` due deliveries, skipping endpoints with [`MAX_PER_ENDPOINT`] attempts in flight here.
+    /// The claim's times are read inside its unit, so a unit that waited for the writer or a connection does not
+    /// shorten its own claim.
+    async fn claim_due(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+        if self.webhooks.pool.stopping.load(Ordering::Acquire) || !self.store.has_due_deliveries(self.now()).await? {
+            return Ok(Vec::new());
+        }
+        let (clock, skip) = (self.clock.clone(), self.webhooks.pool.saturated());
+        let hold = Duration::try_from(self.webhooks.settings.timeout).unwrap_or(Duration::seconds(10)) + CLAIM_MARGIN;
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        self.store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    let now = clock.now();
+                    tx.claim_deliveries(now, now + hold, limit, &skip).await
+                })
             })
-            .await;
+            .await
+    }
+
+    /// One claimed delivery: the attempt and its record.
+    async fn run(&self, c: Claimed) {
+        let Some(client) = self.webhooks.client.clone() else { return };
+        self.webhooks.pool.begin(c.endpoint.id);
+        let attempt = self.attempt(&client, &c).await;
+        if let Err(e) = self.record(&c, attempt).await {
+            tracing::warn!(error = %e, delivery = c.delivery.id, "cannot record a webhook attempt");
+        }
+        self.webhooks.pool.end(c.endpoint.id);
+    }
+
+    /// Claims the deliveries due now (as many as the pool holds), sends them concurrently and records how each
+    /// went; how many were attempted. Tests call it to deliver at a moment of their choosing, with the background
+    /// dispatcher off.
+    pub async fn deliver_due(&self) -> Result<usize, StoreError> {
+        let claimed = self.claim_due(MAX_IN_FLIGHT).await?;
+        let n = claimed.len();
+        futures_util::stream::iter(claimed).for_each_concurrent(None, |c| self.run(c)).await;
         Ok(n)
     }
 
@@ -142,27 +251,17 @@ impl Licensing {
         let now = self.now();
         let id = c.event.id.to_string();
         let timestamp = now.unix_timestamp();
-        let mut signatures: Vec<String> = sign(&c.endpoint.secret, &id, timestamp, &body).into_iter().collect();
+        let Some(signature) = sign(&c.endpoint.secret, &id, timestamp, &body) else {
+            // Never sent unsigned: a receiver must be able to refuse what it cannot verify.
+            return self.failed(c, None, "the endpoint's signing secret is corrupt; rotate it".into());
+        };
+        let mut signatures = vec![signature];
         if let (Some(old), Some(until)) = (&c.endpoint.previous_secret, c.endpoint.previous_secret_until) {
             if until > now {
                 signatures.extend(sign(old, &id, timestamp, &body));
             }
         }
-        let failed = |status: Option<u16>, error: String| {
-            let retry_at = next_attempt(
-                self.webhooks.settings.retry_base,
-                c.delivery.attempts,
-                c.delivery.created_at,
-                self.now(),
-                rand::thread_rng().gen::<f64>(),
-            );
-            let mut error = error;
-            if error.len() > MAX_ERROR_LEN {
-                let cut = (0..=MAX_ERROR_LEN).rev().find(|&i| error.is_char_boundary(i)).unwrap_or(0);
-                error.truncate(cut);
-            }
-            Attempt::Failed { status, error, retry_at }
-        };
+        let failed = |status: Option<u16>, error: String| self.failed(c, status, error);
         // IP literals reach no resolver: the rules are checked here (hosts are checked by the client's resolver).
         if let Ok(url) = reqwest::Url::parse(&c.endpoint.url) {
             let literal = match url.host() {
@@ -193,6 +292,23 @@ impl Licensing {
         }
     }
 
+    /// A failed attempt of `c`: when to retry (or that it gives up), with the error cut to [`MAX_ERROR_LEN`].
+    fn failed(&self, c: &Claimed, status: Option<u16>, mut error: String) -> Attempt {
+        let jitter = rand::thread_rng().gen::<f64>();
+        let retry_at = next_attempt(
+            self.webhooks.settings.retry_base,
+            c.delivery.attempts,
+            c.delivery.created_at,
+            self.now(),
+            jitter,
+        );
+        if error.len() > MAX_ERROR_LEN {
+            let cut = (0..=MAX_ERROR_LEN).rev().find(|&i| error.is_char_boundary(i)).unwrap_or(0);
+            error.truncate(cut);
+        }
+        Attempt::Failed { status, error, retry_at }
+    }
+
     /// Records an attempt; a delivery given up disables its endpoint when no delivery to it succeeded since the
     /// given-up one was queued (it failed for the whole window), with a `webhook.disabled` event.
     async fn record(&self, c: &Claimed, attempt: Attempt) -> Result<(), StoreError> {
@@ -210,7 +326,11 @@ impl Licensing {
                         return Ok(());
                     }
                     let Some(mut endpoint) = tx.webhook(endpoint_id).await? else { return Ok(()) };
-                    if endpoint.disabled_at.is_some() || endpoint.last_success_at.is_some_and(|t| t >= created_at) {
+                    // The stored success time may lag the last success by up to its resolution.
+                    let resolution = Duration::seconds(crate::store::SUCCESS_RESOLUTION_SECS);
+                    if endpoint.disabled_at.is_some()
+                        || endpoint.last_success_at.is_some_and(|t| t + resolution >= created_at)
+                    {
                         return Ok(());
                     }
                     endpoint.disabled_at = Some(ctx.at());
@@ -221,7 +341,7 @@ impl Licensing {
                         endpoint.id
                     ));
                     tx.update_webhook(&endpoint).await?;
-                    let data = serde_json::json!({ "webhook": WebhookView::at(endpoint, ctx.now, false) });
+                    let data = super::endpoint_data(&endpoint, ctx.now);
                     tx.append_event(&ctx.event(None, EventKind::WebhookDisabled, None, data)).await
                 })
             })

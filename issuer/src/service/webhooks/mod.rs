@@ -83,6 +83,7 @@ pub(super) struct Webhooks {
     settings: WebhookSettings,
     rules: Arc<NetworkRules>,
     client: Option<reqwest::Client>,
+    pool: deliver::Pool,
 }
 
 impl Webhooks {
@@ -103,7 +104,7 @@ impl Webhooks {
                 None
             }
         };
-        Webhooks { settings, rules, client }
+        Webhooks { settings, rules, client, pool: deliver::Pool::default() }
     }
 }
 
@@ -151,7 +152,7 @@ fn subscription(events: &[String]) -> Result<Vec<String>, ServiceError> {
 }
 
 /// The `data` of webhook endpoint events: never the secret.
-fn endpoint_data(endpoint: &WebhookEndpoint, now: OffsetDateTime) -> serde_json::Value {
+pub(super) fn endpoint_data(endpoint: &WebhookEndpoint, now: OffsetDateTime) -> serde_json::Value {
     serde_json::json!({ "webhook": WebhookView::at(endpoint.clone(), now, false) })
 }
 
@@ -210,14 +211,15 @@ impl Licensing {
         self.store.webhook(id).await?.ok_or(ServiceError::WebhookNotFound)
     }
 
-    /// Deletes an endpoint with its queued and past deliveries.
+    /// Deletes an endpoint: it is gone at once (no deliveries, not found); the sweep removes its rows, queued and
+    /// past deliveries with them, an hour later.
     pub async fn delete_webhook(&self, id: Uuid, ctx: &Context) -> Result<(), ServiceError> {
         let ctx = ctx.clone();
         self.store
             .transact(move |tx| {
                 Box::pin(async move {
                     let endpoint = tx.webhook(id).await?.ok_or(ServiceError::WebhookNotFound)?;
-                    tx.delete_webhook(id).await?;
+                    tx.delete_webhook(id, ctx.at()).await?;
                     let data = endpoint_data(&endpoint, ctx.now);
                     tx.append_event(&ctx.event(None, EventKind::WebhookDeleted, None, data)).await?;
                     Ok(())

@@ -32,10 +32,30 @@ impl Cidr {
     }
 }
 
+/// The address a connection to `ip` reaches, as the rules judge it: an IPv6 address that carries an IPv4 address
+/// (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:aabb:ccdd::`) is
+/// its IPv4 address, so a rule for one form covers every form.
 fn canonical(ip: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = ip else { return ip };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
+    }
+    let s = v6.segments();
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s {
+        // IPv4-compatible, but :: and ::1, which are IPv6's own.
+        [0, 0, 0, 0, 0, 0, hi, _] if hi != 0 => IpAddr::V4(low),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => IpAddr::V4(low),
+        [0x2002, a, b, ..] => IpAddr::V4(Ipv4Addr::new((a >> 8) as u8, a as u8, (b >> 8) as u8, b as u8)),
+        _ => ip,
+    }
+}
+
+/// Whether `ip` (canonical) is the unspecified address, which a connection turns into the local host.
+fn unspecified(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+        IpAddr::V4(v4) => v4.octets()[0] == 0,
+        IpAddr::V6(v6) => v6.is_unspecified(),
     }
 }
 
@@ -48,7 +68,9 @@ impl FromStr for Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s.trim(), None),
         };
-        let addr = canonical(IpAddr::from_str(addr).map_err(|_| bad())?);
+        // As written: an IPv6 network is matched against IPv6 addresses that carry no IPv4 address (those are judged
+        // as their IPv4 address, which IPv4 rules match).
+        let addr = IpAddr::from_str(addr).map_err(|_| bad())?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             Some(p) => p.parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(bad)?,
@@ -72,7 +94,7 @@ pub const DEFAULT_DENIED: [Cidr; 3] = [
     Cidr { addr: IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)), prefix: 10 },
 ];
 
-/// Which addresses deliveries may go to: a configured deny rule always refuses; with allow rules, only what they
+/// Which addresses deliveries may go to: the unspecified addresses never; a configured deny rule always refuses; with allow rules, only what they
 /// name is allowed (and an allow rule can open a default-denied network); otherwise everything but
 /// [`DEFAULT_DENIED`] is.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -87,6 +109,9 @@ impl NetworkRules {
     /// Whether a delivery may connect to `ip`; `Err` says why not.
     pub fn check(&self, ip: IpAddr) -> Result<(), String> {
         let ip = canonical(ip);
+        if unspecified(ip) {
+            return Err(format!("address {ip} is unspecified (0.0.0.0/8, ::): a connection to it reaches this host"));
+        }
         if let Some(net) = self.deny.iter().find(|n| n.contains(ip)) {
             return Err(format!("address {ip} is in the denied network {net} (webhooks.deny_networks)"));
         }
@@ -156,6 +181,7 @@ mod tests {
         let v6: Cidr = "fd00::/8".parse().unwrap();
         assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")) && !v6.contains(ip("10.1.0.1")));
         assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));
+        assert!("2002::/16".parse::<Cidr>().is_ok() && "64:ff9b::/96".parse::<Cidr>().is_ok());
         assert_eq!("127.0.0.1".parse::<Cidr>().unwrap().to_string(), "127.0.0.1/32");
         for bad in ["10.0.0.0/33", "fd00::/129", "nope", "10.0.0/8", ""] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
@@ -175,5 +201,24 @@ mod tests {
         let both =
             NetworkRules { allow: vec!["127.0.0.0/8".parse().unwrap()], deny: vec!["127.0.0.2/32".parse().unwrap()] };
         assert!(both.check(ip("127.0.0.1")).is_ok() && both.check(ip("127.0.0.2")).is_err(), "deny before allow");
+    }
+
+    #[test]
+    fn embedded_ipv4_forms_and_the_unspecified_address_do_not_slip_through() {
+        let deny_loopback = NetworkRules { allow: vec![], deny: vec!["127.0.0.0/8".parse().unwrap()] };
+        for form in ["::ffff:127.0.0.1", "::127.0.0.1", "64:ff9b::7f00:1", "2002:7f00:1::1"] {
+            assert!(deny_loopback.check(ip(form)).is_err(), "{form} is 127.0.0.1");
+        }
+        for form in ["::ffff:169.254.169.254", "::169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::"] {
+            assert!(NetworkRules::default().check(ip(form)).is_err(), "{form} is the metadata address");
+        }
+        let open = NetworkRules { allow: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()], deny: vec![] };
+        for unspecified in ["0.0.0.0", "0.1.2.3", "::", "::ffff:0.0.0.0"] {
+            assert!(open.check(ip(unspecified)).is_err(), "{unspecified} is never a destination");
+        }
+        assert!(
+            NetworkRules::default().check(ip("::1")).is_ok()
+                && NetworkRules::default().check(ip("2001:db8::1")).is_ok()
+        );
     }
 }

@@ -348,8 +348,12 @@ impl Tx for PgTx<'_> {
         webhooks::update(&mut *self.conn, endpoint).await
     }
 
-    async fn delete_webhook(&mut self, id: Uuid) -> Result<bool, StoreError> {
-        webhooks::delete(&mut *self.conn, id).await
+    async fn delete_webhook(&mut self, id: Uuid, at: OffsetDateTime) -> Result<bool, StoreError> {
+        webhooks::delete(&mut *self.conn, id, at).await
+    }
+
+    async fn purge_deleted_webhooks(&mut self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        webhooks::purge(&mut *self.conn, before, limit).await
     }
 
     async fn claim_deliveries(
@@ -357,8 +361,9 @@ impl Tx for PgTx<'_> {
         now: OffsetDateTime,
         claim_until: OffsetDateTime,
         limit: u32,
+        skip: &[Uuid],
     ) -> Result<Vec<Claimed>, StoreError> {
-        webhooks::claim(&mut *self.conn, now, claim_until, limit).await
+        webhooks::claim(&mut *self.conn, now, claim_until, limit, skip).await
     }
 
     async fn record_attempt(

@@ -7,7 +7,17 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{events, millis, secs};
-use crate::store::{Attempt, Claimed, Delivery, DeliveryState, StoreError, WebhookEndpoint};
+use crate::store::{Attempt, Claimed, Delivery, DeliveryState, StoreError, WebhookEndpoint, SUCCESS_RESOLUTION_SECS};
+
+/// The delivery `d` is the head of its lane: no pending delivery of the same endpoint and license was queued before
+/// it. (A resend is queued last in its lane; per lane, delivery ids follow commit order, as the event insert that
+/// queues them holds the license's advisory lock.)
+macro_rules! lane_head {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.endpoint_id = d.endpoint_id \
+         AND p.lane = d.lane AND p.state = 'pending' AND p.id < d.id)"
+    };
+}
 
 pub(super) async fn insert(conn: &mut PgConnection, e: &WebhookEndpoint) -> Result<(), StoreError> {
     sqlx::query(
@@ -54,24 +64,37 @@ pub(super) async fn update(conn: &mut PgConnection, e: &WebhookEndpoint) -> Resu
     Ok(n == 1)
 }
 
-pub(super) async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, StoreError> {
-    // The endpoint row first: a concurrent event insert (which key-share locks it) waits or is waited for, and no
-    // delivery is queued for an endpoint being deleted.
-    let found = sqlx::query("SELECT 1 FROM webhook_endpoints WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if found.is_none() {
-        return Ok(false);
-    }
+/// A soft delete: a plain (no key) update, so it never conflicts with the key-share lock an event insert's foreign
+/// key check takes on the endpoint, and an insert that chose this endpoint before the delete committed still finds
+/// its row. The rows are removed by [`purge`] once no statement can still choose it.
+pub(super) async fn delete(conn: &mut PgConnection, id: Uuid, at: OffsetDateTime) -> Result<bool, StoreError> {
+    let n = sqlx::query(
+        "UPDATE webhook_endpoints SET deleted_at = $2, disabled_at = COALESCE(disabled_at, $2) \
+         WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(secs(at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(n.rows_affected() == 1)
+}
+
+pub(super) async fn purge(conn: &mut PgConnection, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM webhook_endpoints WHERE deleted_at < $1 ORDER BY deleted_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(secs(before))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
     for sql in [
-        "DELETE FROM webhook_deliveries WHERE endpoint_id = $1",
-        "DELETE FROM webhook_subscriptions WHERE endpoint_id = $1",
-        "DELETE FROM webhook_endpoints WHERE id = $1",
+        "DELETE FROM webhook_deliveries WHERE endpoint_id = ANY($1)",
+        "DELETE FROM webhook_subscriptions WHERE endpoint_id = ANY($1)",
+        "DELETE FROM webhook_endpoints WHERE id = ANY($1)",
     ] {
-        sqlx::query(sql).bind(id).execute(&mut *conn).await?;
+        sqlx::query(sql).bind(&ids).execute(&mut *conn).await?;
     }
-    Ok(true)
+    Ok(ids.len() as u64)
 }
 
 /// Endpoints with their subscriptions as one array.
@@ -82,7 +105,8 @@ pub(super) async fn find<'e, E>(db: E, id: Uuid, lock: bool) -> Result<Option<We
 where
     E: Executor<'e, Database = Postgres>,
 {
-    let sql = format!("{SELECT_ENDPOINTS} WHERE e.id = $1{}", if lock { " FOR NO KEY UPDATE OF e" } else { "" });
+    let lock = if lock { " FOR NO KEY UPDATE OF e" } else { "" };
+    let sql = format!("{SELECT_ENDPOINTS} WHERE e.id = $1 AND e.deleted_at IS NULL{lock}");
     let row = sqlx::query(&sql).bind(id).fetch_optional(db).await?;
     row.as_ref().map(endpoint_from_row).transpose()
 }
@@ -91,7 +115,9 @@ pub(super) async fn list<'e, E>(db: E) -> Result<Vec<WebhookEndpoint>, StoreErro
 where
     E: Executor<'e, Database = Postgres>,
 {
-    let rows = sqlx::query(&format!("{SELECT_ENDPOINTS} ORDER BY e.created_at, e.id")).fetch_all(db).await?;
+    let rows = sqlx::query(&format!("{SELECT_ENDPOINTS} WHERE e.deleted_at IS NULL ORDER BY e.created_at, e.id"))
+        .fetch_all(db)
+        .await?;
     rows.iter().map(endpoint_from_row).collect()
 }
 
@@ -100,22 +126,22 @@ pub(super) async fn claim(
     now: OffsetDateTime,
     claim_until: OffsetDateTime,
     limit: u32,
+    skip: &[Uuid],
 ) -> Result<Vec<Claimed>, StoreError> {
-    let rows = sqlx::query(
+    let rows = sqlx::query(concat!(
         "UPDATE webhook_deliveries SET attempts = attempts + 1, last_attempt_at = $1, next_attempt_at = $2 \
          WHERE id IN (SELECT d.id FROM webhook_deliveries d \
            JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.disabled_at IS NULL \
-           WHERE d.state = 'pending' AND d.next_attempt_at <= $1 \
-           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.endpoint_id = d.endpoint_id \
-             AND p.lane = d.lane AND p.state = 'pending' \
-             AND (p.event_id < d.event_id OR (p.event_id = d.event_id AND p.id < d.id))) \
-           ORDER BY d.next_attempt_at, d.id LIMIT $3 FOR UPDATE OF d SKIP LOCKED) \
+           WHERE d.state = 'pending' AND d.next_attempt_at <= $1 AND NOT (d.endpoint_id = ANY($4)) AND ",
+        lane_head!(),
+        " ORDER BY d.next_attempt_at, d.id LIMIT $3 FOR UPDATE OF d SKIP LOCKED) \
          AND state = 'pending' AND next_attempt_at <= $1 \
-         RETURNING *",
-    )
+         RETURNING *"
+    ))
     .bind(millis(now))
     .bind(millis(claim_until))
     .bind(i64::from(limit))
+    .bind(skip)
     .fetch_all(&mut *conn)
     .await?;
     let deliveries = rows.iter().map(delivery_from_row).collect::<Result<Vec<_>, _>>()?;
@@ -143,15 +169,7 @@ pub(super) async fn record_attempt(
     at: OffsetDateTime,
     attempt: &Attempt,
 ) -> Result<bool, StoreError> {
-    let (state, status, error, next, finished) = match attempt {
-        Attempt::Delivered { status } => (DeliveryState::Delivered, Some(*status), None, None, Some(at)),
-        Attempt::Failed { status, error, retry_at: Some(retry) } => {
-            (DeliveryState::Pending, *status, Some(error.as_str()), Some(*retry), None)
-        }
-        Attempt::Failed { status, error, retry_at: None } => {
-            (DeliveryState::Failed, *status, Some(error.as_str()), None, Some(at))
-        }
-    };
+    let c = attempt.columns(at);
     let endpoint: Option<Uuid> = sqlx::query_scalar(
         "UPDATE webhook_deliveries SET state = $3, last_status = $4, last_error = $5, \
          next_attempt_at = COALESCE($6, next_attempt_at), finished_at = $7 \
@@ -159,20 +177,25 @@ pub(super) async fn record_attempt(
     )
     .bind(delivery_id)
     .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-    .bind(state.as_str())
-    .bind(status.map(i32::from))
-    .bind(error)
-    .bind(next.map(millis))
-    .bind(finished.map(millis))
+    .bind(c.state.as_str())
+    .bind(c.status.map(i32::from))
+    .bind(c.error)
+    .bind(c.next_attempt_at.map(millis))
+    .bind(c.finished_at.map(millis))
     .fetch_optional(&mut *conn)
     .await?;
     let Some(endpoint) = endpoint else { return Ok(false) };
-    if state == DeliveryState::Delivered {
-        sqlx::query("UPDATE webhook_endpoints SET last_success_at = GREATEST(last_success_at, $2) WHERE id = $1")
-            .bind(endpoint)
-            .bind(millis(at))
-            .execute(&mut *conn)
-            .await?;
+    if c.state == DeliveryState::Delivered {
+        // Only when the stored time is a while old: a busy endpoint's successes do not all lock and write its row.
+        sqlx::query(
+            "UPDATE webhook_endpoints SET last_success_at = $2 WHERE id = $1 \
+             AND (last_success_at IS NULL OR last_success_at < $2 - make_interval(secs => $3))",
+        )
+        .bind(endpoint)
+        .bind(millis(at))
+        .bind(SUCCESS_RESOLUTION_SECS as f64)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(true)
 }
@@ -227,13 +250,12 @@ pub(super) async fn has_due<'e, E>(db: E, now: OffsetDateTime) -> Result<bool, S
 where
     E: Executor<'e, Database = Postgres>,
 {
-    let due: bool = sqlx::query_scalar(
+    let due: bool = sqlx::query_scalar(concat!(
         "SELECT EXISTS (SELECT 1 FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-         WHERE d.state = 'pending' AND d.next_attempt_at <= $1 AND e.disabled_at IS NULL \
-         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.endpoint_id = d.endpoint_id \
-           AND p.lane = d.lane AND p.state = 'pending' \
-             AND (p.event_id < d.event_id OR (p.event_id = d.event_id AND p.id < d.id))))",
-    )
+         WHERE d.state = 'pending' AND d.next_attempt_at <= $1 AND e.disabled_at IS NULL AND ",
+        lane_head!(),
+        ")"
+    ))
     .bind(millis(now))
     .fetch_one(db)
     .await?;

@@ -5,16 +5,17 @@ use sqlx::{Executor, QueryBuilder, Row, Sqlite, SqliteConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{hex, json_text, millis, secs, time_from, uuid_from};
+use super::{hex, json_text, secs, time_from, uuid_from};
 use crate::store::{Actor, AdminToken, Event, EventFilter, EventKind, NewEvent, Scope, StoreError};
 
-/// Appends the event and, in the same transaction (the caller's), one pending delivery per enabled endpoint
-/// subscribed to its kind: the outbox row is never without its event, nor the event without it.
+/// Appends the event; the trigger `events_queue_deliveries` (migration 0006) queues, in the same statement, one
+/// pending delivery per enabled endpoint subscribed to its kind: the outbox row is never without its event, nor the
+/// event without it.
 pub(super) async fn insert(conn: &mut SqliteConnection, event: &NewEvent) -> Result<(), StoreError> {
     let (actor_type, actor_id, actor_label) = event.actor.as_ref().map(Actor::columns).unwrap_or_default();
-    let id: i64 = sqlx::query_scalar(
+    sqlx::query(
         "INSERT INTO events (license_id, kind, at, fingerprint, client_ip, detail, actor_type, actor_id, actor_label) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .bind(event.license_id.map(|id| id.to_string()))
     .bind(event.kind.stored_name())
@@ -25,18 +26,6 @@ pub(super) async fn insert(conn: &mut SqliteConnection, event: &NewEvent) -> Res
     .bind((!actor_type.is_empty()).then_some(actor_type))
     .bind(actor_id)
     .bind(actor_label)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO webhook_deliveries (endpoint_id, event_id, lane, state, created_at, next_attempt_at) \
-         SELECT DISTINCT s.endpoint_id, ?1, ?2, 'pending', ?3, ?3 FROM webhook_subscriptions s \
-         JOIN webhook_endpoints e ON e.id = s.endpoint_id AND e.disabled_at IS NULL \
-         WHERE s.event_kind IN ('*', ?4)",
-    )
-    .bind(id)
-    .bind(event.license_id.map(|id| id.to_string()).unwrap_or_default())
-    .bind(millis(event.at))
-    .bind(event.kind.stored_name())
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -118,7 +107,7 @@ pub(super) async fn touch_admin_token(
     id: &str,
     at: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE admin_tokens SET last_used_at = ?2 WHERE id = ?1")
+    sqlx::query("UPDATE admin_tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?2) WHERE id = ?1")
         .bind(id)
         .bind(secs(at))
         .execute(conn)

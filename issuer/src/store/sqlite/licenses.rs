@@ -198,7 +198,12 @@ pub(super) async fn update(
         q.push(", max_machines = ").push_bind(i64::from(n));
     }
     if let Some(expires) = update.expires_at {
-        q.push(", expires_at = ").push_bind(expires.map(secs)).push(", expiry_announced_at = NULL");
+        // An expiry moved into the future (or away) is announced again when it passes; one still in the past keeps
+        // its announcement: a license expires once per expiry, not once per update.
+        q.push(", expires_at = ").push_bind(expires.map(secs));
+        q.push(", expiry_announced_at = CASE WHEN ").push_bind(expires.map(secs)).push(" IS NULL OR ");
+        q.push_bind(expires.map(secs)).push(" > ").push_bind(secs(at));
+        q.push(" THEN NULL ELSE expiry_announced_at END");
     }
     if let Some(e) = &update.entitlements {
         q.push(", entitlements = ").push_bind(json_text(e)?);

@@ -311,8 +311,12 @@ impl Tx for SqliteTx<'_> {
         webhooks::update(self.conn, endpoint).await
     }
 
-    async fn delete_webhook(&mut self, id: Uuid) -> Result<bool, StoreError> {
-        webhooks::delete(self.conn, id).await
+    async fn delete_webhook(&mut self, id: Uuid, at: OffsetDateTime) -> Result<bool, StoreError> {
+        webhooks::delete(self.conn, id, at).await
+    }
+
+    async fn purge_deleted_webhooks(&mut self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        webhooks::purge(self.conn, before, limit).await
     }
 
     async fn claim_deliveries(
@@ -320,8 +324,9 @@ impl Tx for SqliteTx<'_> {
         now: OffsetDateTime,
         claim_until: OffsetDateTime,
         limit: u32,
+        skip: &[Uuid],
     ) -> Result<Vec<Claimed>, StoreError> {
-        webhooks::claim(self.conn, now, claim_until, limit).await
+        webhooks::claim(self.conn, now, claim_until, limit, skip).await
     }
 
     async fn record_attempt(
@@ -355,7 +360,8 @@ impl Store for SqliteStore {
     }
 
     async fn append_event(&self, event: &NewEvent) -> Result<(), StoreError> {
-        // One statement: no savepoint needed, SQLite undoes a failed statement by itself.
+        // One statement (its deliveries are queued by a trigger of it): no savepoint needed, SQLite undoes a failed
+        // statement by itself.
         let event = event.clone();
         self.writer.write(false, move |conn| Box::pin(async move { events::insert(conn, &event).await })).await
     }

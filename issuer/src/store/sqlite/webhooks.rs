@@ -6,7 +6,16 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{events, millis, secs, time_from, time_from_millis, uuid_from};
-use crate::store::{Attempt, Claimed, Delivery, DeliveryState, StoreError, WebhookEndpoint};
+use crate::store::{Attempt, Claimed, Delivery, DeliveryState, StoreError, WebhookEndpoint, SUCCESS_RESOLUTION_SECS};
+
+/// The delivery `d` is the head of its lane: no pending delivery of the same endpoint and license was queued before
+/// it. (A resend is queued last in its lane.)
+macro_rules! lane_head {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.endpoint_id = d.endpoint_id \
+         AND p.lane = d.lane AND p.state = 'pending' AND p.id < d.id)"
+    };
+}
 
 pub(super) async fn insert(conn: &mut SqliteConnection, e: &WebhookEndpoint) -> Result<(), StoreError> {
     sqlx::query(
@@ -53,24 +62,45 @@ pub(super) async fn update(conn: &mut SqliteConnection, e: &WebhookEndpoint) -> 
     Ok(n == 1)
 }
 
-pub(super) async fn delete(conn: &mut SqliteConnection, id: Uuid) -> Result<bool, StoreError> {
-    let id = id.to_string();
-    for sql in [
-        "DELETE FROM webhook_deliveries WHERE endpoint_id = ?1",
-        "DELETE FROM webhook_subscriptions WHERE endpoint_id = ?1",
-    ] {
-        sqlx::query(sql).bind(&id).execute(&mut *conn).await?;
-    }
-    let n = sqlx::query("DELETE FROM webhook_endpoints WHERE id = ?1").bind(&id).execute(&mut *conn).await?;
+pub(super) async fn delete(conn: &mut SqliteConnection, id: Uuid, at: OffsetDateTime) -> Result<bool, StoreError> {
+    let n = sqlx::query(
+        "UPDATE webhook_endpoints SET deleted_at = ?2, disabled_at = COALESCE(disabled_at, ?2) \
+         WHERE id = ?1 AND deleted_at IS NULL",
+    )
+    .bind(id.to_string())
+    .bind(secs(at))
+    .execute(&mut *conn)
+    .await?;
     Ok(n.rows_affected() == 1)
+}
+
+pub(super) async fn purge(conn: &mut SqliteConnection, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM webhook_endpoints WHERE deleted_at < ?1 ORDER BY deleted_at LIMIT ?2")
+            .bind(secs(before))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?;
+    for id in &ids {
+        for sql in [
+            "DELETE FROM webhook_deliveries WHERE endpoint_id = ?1",
+            "DELETE FROM webhook_subscriptions WHERE endpoint_id = ?1",
+            "DELETE FROM webhook_endpoints WHERE id = ?1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *conn).await?;
+        }
+    }
+    Ok(ids.len() as u64)
 }
 
 pub(super) async fn find<'e, E>(db: E, id: Uuid) -> Result<Option<WebhookEndpoint>, StoreError>
 where
     E: Executor<'e, Database = Sqlite>,
 {
-    let row =
-        sqlx::query(&format!("{SELECT_ENDPOINTS} WHERE e.id = ?1")).bind(id.to_string()).fetch_optional(db).await?;
+    let row = sqlx::query(&format!("{SELECT_ENDPOINTS} WHERE e.id = ?1 AND e.deleted_at IS NULL"))
+        .bind(id.to_string())
+        .fetch_optional(db)
+        .await?;
     row.as_ref().map(endpoint_from_row).transpose()
 }
 
@@ -78,7 +108,9 @@ pub(super) async fn list<'e, E>(db: E) -> Result<Vec<WebhookEndpoint>, StoreErro
 where
     E: Executor<'e, Database = Sqlite>,
 {
-    let rows = sqlx::query(&format!("{SELECT_ENDPOINTS} ORDER BY e.created_at, e.id")).fetch_all(db).await?;
+    let rows = sqlx::query(&format!("{SELECT_ENDPOINTS} WHERE e.deleted_at IS NULL ORDER BY e.created_at, e.id"))
+        .fetch_all(db)
+        .await?;
     rows.iter().map(endpoint_from_row).collect()
 }
 
@@ -94,21 +126,22 @@ pub(super) async fn claim(
     now: OffsetDateTime,
     claim_until: OffsetDateTime,
     limit: u32,
+    skip: &[Uuid],
 ) -> Result<Vec<Claimed>, StoreError> {
-    let rows = sqlx::query(
+    let skip: Vec<String> = skip.iter().map(Uuid::to_string).collect();
+    let rows = sqlx::query(concat!(
         "UPDATE webhook_deliveries SET attempts = attempts + 1, last_attempt_at = ?1, next_attempt_at = ?2 \
          WHERE id IN (SELECT d.id FROM webhook_deliveries d \
            JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.disabled_at IS NULL \
            WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 \
-           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.endpoint_id = d.endpoint_id \
-             AND p.lane = d.lane AND p.state = 'pending' \
-             AND (p.event_id < d.event_id OR (p.event_id = d.event_id AND p.id < d.id))) \
-           ORDER BY d.next_attempt_at, d.id LIMIT ?3) \
-         RETURNING *",
-    )
+           AND d.endpoint_id NOT IN (SELECT value FROM json_each(?4)) AND ",
+        lane_head!(),
+        " ORDER BY d.next_attempt_at, d.id LIMIT ?3) RETURNING *"
+    ))
     .bind(millis(now))
     .bind(millis(claim_until))
     .bind(i64::from(limit))
+    .bind(serde_json::to_string(&skip).map_err(|e| StoreError::Corrupt(e.to_string()))?)
     .fetch_all(&mut *conn)
     .await?;
     let mut claimed = Vec::with_capacity(rows.len());
@@ -130,15 +163,7 @@ pub(super) async fn record_attempt(
     at: OffsetDateTime,
     attempt: &Attempt,
 ) -> Result<bool, StoreError> {
-    let (state, status, error, next, finished) = match attempt {
-        Attempt::Delivered { status } => (DeliveryState::Delivered, Some(*status), None, None, Some(at)),
-        Attempt::Failed { status, error, retry_at: Some(retry) } => {
-            (DeliveryState::Pending, *status, Some(error.as_str()), Some(*retry), None)
-        }
-        Attempt::Failed { status, error, retry_at: None } => {
-            (DeliveryState::Failed, *status, Some(error.as_str()), None, Some(at))
-        }
-    };
+    let c = attempt.columns(at);
     let endpoint: Option<String> = sqlx::query_scalar(
         "UPDATE webhook_deliveries SET state = ?3, last_status = ?4, last_error = ?5, \
          next_attempt_at = COALESCE(?6, next_attempt_at), finished_at = ?7 \
@@ -146,20 +171,24 @@ pub(super) async fn record_attempt(
     )
     .bind(delivery_id)
     .bind(i64::from(attempts))
-    .bind(state.as_str())
-    .bind(status.map(i64::from))
-    .bind(error)
-    .bind(next.map(millis))
-    .bind(finished.map(millis))
+    .bind(c.state.as_str())
+    .bind(c.status.map(i64::from))
+    .bind(c.error)
+    .bind(c.next_attempt_at.map(millis))
+    .bind(c.finished_at.map(millis))
     .fetch_optional(&mut *conn)
     .await?;
     let Some(endpoint) = endpoint else { return Ok(false) };
-    if state == DeliveryState::Delivered {
-        sqlx::query("UPDATE webhook_endpoints SET last_success_at = ?2 WHERE id = ?1")
-            .bind(endpoint)
-            .bind(millis(at))
-            .execute(&mut *conn)
-            .await?;
+    if c.state == DeliveryState::Delivered {
+        sqlx::query(
+            "UPDATE webhook_endpoints SET last_success_at = ?2 WHERE id = ?1 \
+             AND (last_success_at IS NULL OR last_success_at < ?2 - ?3)",
+        )
+        .bind(endpoint)
+        .bind(millis(at))
+        .bind(SUCCESS_RESOLUTION_SECS * 1000)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(true)
 }
@@ -214,13 +243,12 @@ pub(super) async fn has_due<'e, E>(db: E, now: OffsetDateTime) -> Result<bool, S
 where
     E: Executor<'e, Database = Sqlite>,
 {
-    let due: bool = sqlx::query_scalar(
+    let due: bool = sqlx::query_scalar(concat!(
         "SELECT EXISTS (SELECT 1 FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-         WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND e.disabled_at IS NULL \
-         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.endpoint_id = d.endpoint_id \
-           AND p.lane = d.lane AND p.state = 'pending' \
-             AND (p.event_id < d.event_id OR (p.event_id = d.event_id AND p.id < d.id))))",
-    )
+         WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND e.disabled_at IS NULL AND ",
+        lane_head!(),
+        ")"
+    ))
     .bind(millis(now))
     .fetch_one(db)
     .await?;
