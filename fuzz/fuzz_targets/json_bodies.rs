@@ -22,6 +22,8 @@ const ROUTES: &[(Method, &str)] = &[
     (Method::PATCH, "/v1/licenses/00000000-0000-7000-8000-000000000000"),
     (Method::POST, "/v1/policies"),
     (Method::PATCH, "/v1/policies/pro-annual"),
+    (Method::POST, "/v1/webhooks"),
+    (Method::POST, "/v1/admin-tokens"),
 ];
 
 struct Fixture {

@@ -287,8 +287,10 @@ impl Licensing {
         // so the issuer accepts the same texts an app's verifier does.
         let untrusted = UntrustedToken::parse(token).map_err(ServiceError::InvalidToken)?;
         let old = match untrusted.verify(&self.ring.public_keys()) {
-            // Signed by a key this instance has not loaded yet: another instance may have rotated first.
-            Err(verifier::Error::UnknownKey { .. }) if self.reload_key_ring().await => {
+            // Signed by a key this instance has not loaded yet: another instance may have rotated first. Checked
+            // again whatever the reload says: the watcher may have loaded the new ring since the first check.
+            Err(verifier::Error::UnknownKey { .. }) => {
+                self.reload_key_ring().await;
                 untrusted.verify(&self.ring.public_keys())
             }
             verified => verified,
