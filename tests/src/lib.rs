@@ -2,13 +2,14 @@
 //! generators of the frozen test vectors (tokens in `verifier/tests/vectors/v1/`, certificates and revocation lists in
 //! `verifier/tests/vectors/trust-v1/`), the store conformance suite run against
 //! every store backend (`conformance`), a throwaway PostgreSQL for tests (`pg`), the issuer served over HTTP on a
-//! temporary data directory for the HTTP tests (`server`), a real webhook receiver (`receiver`), and the vendor CLI
-//! run in-process (`cli`).
+//! temporary data directory for the HTTP tests (`server`), a real webhook receiver (`receiver`), the issuer as a
+//! separate process (`process`), and the vendor CLI run in-process (`cli`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cli;
 pub mod conformance;
 pub mod pg;
+pub mod process;
 pub mod receiver;
 pub mod server;
 pub mod trust_vectors;

@@ -6,13 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
+use e2e_tests::process::{spawn_serve, Served};
 use e2e_tests::{copy_key_ring, issuer_binary, pg};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::sync::oneshot;
 
 /// One in-process instance: `issuer::start` + `issuer::http::serve` on 127.0.0.1 port 0.
@@ -244,43 +243,9 @@ async fn floating_seats_and_lease_culling_are_exact_across_three_instances_on_po
     }
 }
 
-/// An `issuer serve` process; killed when dropped.
-struct Process {
-    base: String,
-    admin_token: Option<String>,
-    _child: tokio::process::Child,
-}
-
-async fn spawn_process(binary: &Path, data_dir: &Path, database_url: &str) -> Process {
-    let mut child = tokio::process::Command::new(binary)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("ISSUER_DATA_DIR", data_dir)
-        .env("ISSUER_DATABASE_URL", database_url)
-        .env("ISSUER_RATE_LIMIT_PER_SECOND", "0")
-        .env("ISSUER_DATABASE_POOL_SIZE", "8")
-        .env_remove("ISSUER_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut admin_token = None;
-    let read = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(token) = line.strip_prefix("admin token: ") {
-                admin_token = Some(token.trim().to_string());
-            }
-            if let Some(addr) = line.strip_prefix("issuer listening on http://") {
-                return format!("http://{}", addr.trim());
-            }
-        }
-        panic!("issuer exited before listening");
-    };
-    let base = tokio::time::timeout(Duration::from_secs(60), read).await.expect("issuer did not start in 60 s");
-    // Keep reading stdout so the process never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Process { base, admin_token, _child: child }
+/// `issuer serve` on `data_dir` and the shared database.
+async fn spawn_process(binary: &Path, data_dir: &Path, database_url: &str) -> Served {
+    spawn_serve(binary, data_dir, &[("ISSUER_DATABASE_URL", database_url), ("ISSUER_DATABASE_POOL_SIZE", "8")]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -2,16 +2,15 @@
 //! nothing twice, and the maintained Python `standardwebhooks` library verifies a real delivery.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
+use e2e_tests::process::{spawn_serve, Served};
 use e2e_tests::receiver::{Receiver, Script};
 use e2e_tests::server::{s, Server, NO_LIMIT};
 use e2e_tests::{issuer_binary, pg};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 /// Retries after 50 ms, 100 ms, ...
 fn fast_retries(config: &mut issuer::Config) {
@@ -19,38 +18,10 @@ fn fast_retries(config: &mut issuer::Config) {
     config.webhooks.timeout = StdDuration::from_secs(5);
 }
 
-/// An `issuer serve` process on `data_dir`; killed (SIGKILL) when dropped.
-struct Process {
-    base: String,
-    child: tokio::process::Child,
-}
-
-async fn spawn_serve(binary: &std::path::Path, data_dir: &std::path::Path, admin: &str) -> Process {
-    let mut child = tokio::process::Command::new(binary)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("ISSUER_DATA_DIR", data_dir)
-        .env("ISSUER_ADMIN_TOKEN", admin)
-        .env("ISSUER_RATE_LIMIT_PER_SECOND", "0")
-        .env("ISSUER_WEBHOOK_TIMEOUT", "1s")
-        .env("ISSUER_WEBHOOK_RETRY_BASE", "100ms")
-        .env_remove("ISSUER_DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let read = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(addr) = line.strip_prefix("issuer listening on http://") {
-                return format!("http://{}", addr.trim());
-            }
-        }
-        panic!("issuer exited before listening");
-    };
-    let base = tokio::time::timeout(StdDuration::from_secs(60), read).await.expect("issuer did not start in 60 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Process { base, child }
+/// `issuer serve` on `data_dir` with the admin token `admin`, a 1 s webhook timeout and fast retries.
+async fn spawn(binary: &std::path::Path, data_dir: &std::path::Path, admin: &str) -> Served {
+    let env = [("ISSUER_ADMIN_TOKEN", admin), ("ISSUER_WEBHOOK_TIMEOUT", "1s"), ("ISSUER_WEBHOOK_RETRY_BASE", "100ms")];
+    spawn_serve(binary, data_dir, &env).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -66,7 +37,7 @@ async fn a_graceful_stop_waits_for_the_attempt_in_flight_so_nothing_is_sent_twic
     let dir = tempfile::tempdir().unwrap();
     let admin = "iat_graceful_stop_test_token";
     let client = reqwest::Client::new();
-    let mut first = spawn_serve(&binary, &dir.path().join("data"), admin).await;
+    let mut first = spawn(&binary, &dir.path().join("data"), admin).await;
     let hook: Value = client
         .post(format!("{}/v1/webhooks", first.base))
         .bearer_auth(admin)
@@ -93,7 +64,7 @@ async fn a_graceful_stop_waits_for_the_attempt_in_flight_so_nothing_is_sent_twic
     let exited = tokio::time::timeout(StdDuration::from_secs(30), first.child.wait()).await.unwrap().unwrap();
     assert!(exited.success(), "{exited:?}");
 
-    let second = spawn_serve(&binary, &dir.path().join("data"), admin).await;
+    let second = spawn(&binary, &dir.path().join("data"), admin).await;
     let listed: Value = client
         .get(format!("{}/v1/webhooks/{}/deliveries", second.base, s(&hook["id"])))
         .bearer_auth(admin)
@@ -124,7 +95,7 @@ async fn a_delivery_in_flight_survives_kill_9_of_the_issuer() {
     let dir = tempfile::tempdir().unwrap();
     let admin = "iat_kill9_test_token";
     let client = reqwest::Client::new();
-    let mut first = spawn_serve(&binary, &dir.path().join("data"), admin).await;
+    let mut first = spawn(&binary, &dir.path().join("data"), admin).await;
     let post = |base: String, path: &'static str, body: Value| {
         let client = client.clone();
         async move {
@@ -150,7 +121,7 @@ async fn a_delivery_in_flight_survives_kill_9_of_the_issuer() {
     // The killed process sent exactly the held attempt: what arrives next comes from the restarted one.
     assert_eq!(receiver.received().len(), 1, "the first process retried before it was killed");
 
-    let second = spawn_serve(&binary, &dir.path().join("data"), admin).await;
+    let second = spawn(&binary, &dir.path().join("data"), admin).await;
     receiver.wait_until(StdDuration::from_secs(60), |r| r.iter().any(|x| x.id == held.id && x.answered == 204)).await;
     // The answer is recorded just after it arrived.
     let path = format!("{}/v1/webhooks/{}/deliveries", second.base, s(&hook["id"]));
