@@ -46,9 +46,9 @@ pub use config::{
 pub use keyring::SharedKeyRing;
 pub use license_key::{LicenseKey, LicenseKeyError, ALPHABET, KEY_CHARS, RANDOM_CHARS};
 pub use service::{
-    is_policy_name, new_admin_token, sign_webhook, token_hash, Caller, Cidr, Context, Expiry, Issued, LicenseRef,
-    Licensing, NetworkRules, NewLicense, NewWebhook, OfflineDeactivated, ServiceError, SignedRevocations, TokenPolicy,
-    Unusable, Validated, ValidationCode, WebhookSettings, REVOCATION_LIST_TTL, SECRET_OVERLAP,
+    is_policy_name, new_admin_token, token_hash, Caller, Cidr, Context, Expiry, Issued, LicenseRef, Licensing,
+    NetworkRules, NewLicense, NewWebhook, OfflineDeactivated, ServiceError, SignedRevocations, TokenPolicy, Unusable,
+    Validated, ValidationCode, WebhookSettings, REVOCATION_LIST_TTL, SECRET_OVERLAP,
 };
 pub use store::{connect as connect_store, is_postgres_url, DEFAULT_POOL_SIZE};
 pub use store::{

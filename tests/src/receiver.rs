@@ -139,11 +139,6 @@ impl Receiver {
         Receiver { url, shared, task }
     }
 
-    /// Answers from now on by `script`.
-    pub fn set_script(&self, script: Script) {
-        self.shared.lock().unwrap().script = script;
-    }
-
     /// Waits this long before every answer from now on.
     pub fn set_delay(&self, delay: Duration) {
         self.shared.lock().unwrap().delay = delay;

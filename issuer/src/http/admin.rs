@@ -320,8 +320,8 @@ pub(crate) struct EventsQuery {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct EventsResponse {
-    events: Vec<EventView>,
-    next_after: Option<i64>,
+    pub(crate) events: Vec<EventView>,
+    pub(crate) next_after: Option<i64>,
 }
 
 /// `GET /v1/licenses/{id}/events?after=&limit=`: oldest first; pass `next_after` as `after` for the next page.

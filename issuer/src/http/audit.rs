@@ -6,14 +6,14 @@ use axum::http::StatusCode;
 use axum::Json as JsonResponse;
 use serde::{Deserialize, Serialize};
 
-use super::admin::{log_page_limit, next_after};
+use super::admin::{log_page_limit, next_after, EventsResponse};
 use super::error::ApiError;
 use super::extract::{AdminContext, Json, Path, Query};
 use super::policies::NoQuery;
 use super::AppState;
 use crate::service::{LicenseRef, ServiceError};
 use crate::store::{EventFilter, EventKind, Scope};
-use crate::views::{AdminTokenView, EventView};
+use crate::views::AdminTokenView;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,12 +72,6 @@ pub(crate) struct EventsQuery {
     license: Option<String>,
     after: Option<i64>,
     limit: Option<u32>,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct EventsResponse {
-    events: Vec<EventView>,
-    next_after: Option<i64>,
 }
 
 /// `GET /v1/events?type=&license=&after=&limit=`: every event, oldest first; pass `next_after` as `after`.

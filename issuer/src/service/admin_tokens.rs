@@ -69,16 +69,7 @@ impl Licensing {
         if label.is_empty() || label.chars().count() > MAX_LABEL_LEN || label.chars().any(char::is_control) {
             return Err(invalid("label", format!("must be 1-{MAX_LABEL_LEN} characters without control characters")));
         }
-        let secret = new_admin_token()?;
-        let hash = token_hash(&secret);
-        let token = AdminToken {
-            id: AdminToken::id_of(&hash),
-            label: label.to_string(),
-            scope,
-            created_at: ctx.at(),
-            last_used_at: None,
-            revoked_at: None,
-        };
+        let (token, hash, secret) = new_token(label, scope, ctx)?;
         let (stored, event) = (token.clone(), ctx.event(None, EventKind::AdminTokenCreated, None, token_data(&token)));
         self.store
             .transact(move |tx| {
@@ -94,17 +85,8 @@ impl Licensing {
     /// Creates the first admin token (write scope) if the store has none, decided in the store (of instances
     /// starting at once on one empty database, exactly one gets `Some`); `None` when a token existed.
     pub async fn create_first_admin_token(&self, label: &str) -> Result<Option<String>, ServiceError> {
-        let secret = new_admin_token()?;
-        let hash = token_hash(&secret);
         let ctx = self.system_context();
-        let token = AdminToken {
-            id: AdminToken::id_of(&hash),
-            label: label.to_string(),
-            scope: Scope::Write,
-            created_at: ctx.at(),
-            last_used_at: None,
-            revoked_at: None,
-        };
+        let (token, hash, secret) = new_token(label, Scope::Write, &ctx)?;
         let event = ctx.event(None, EventKind::AdminTokenCreated, None, token_data(&token));
         let stored = self
             .store
@@ -144,6 +126,21 @@ impl Licensing {
             })
             .await
     }
+}
+
+/// A new token made at `ctx`'s time: as stored, its hash, and its secret.
+fn new_token(label: &str, scope: Scope, ctx: &Context) -> Result<(AdminToken, [u8; 32], String), ServiceError> {
+    let secret = new_admin_token()?;
+    let hash = token_hash(&secret);
+    let token = AdminToken {
+        id: AdminToken::id_of(&hash),
+        label: label.to_string(),
+        scope,
+        created_at: ctx.at(),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    Ok((token, hash, secret))
 }
 
 /// The `data` of admin token events: never the secret or its hash.

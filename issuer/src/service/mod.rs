@@ -43,7 +43,7 @@ pub use licenses::{Expiry, LicenseRef, NewLicense};
 pub use offline::OfflineDeactivated;
 pub use policies::is_policy_name;
 pub use revocations::{SignedRevocations, REVOCATION_LIST_TTL};
-pub use webhooks::{sign as sign_webhook, Cidr, NetworkRules, NewWebhook, WebhookSettings, SECRET_OVERLAP};
+pub use webhooks::{Cidr, NetworkRules, NewWebhook, WebhookSettings, SECRET_OVERLAP};
 
 /// Longest machine name or platform accepted on activation.
 pub const MAX_MACHINE_TEXT_LEN: usize = 128;

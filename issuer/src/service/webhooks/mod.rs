@@ -157,11 +157,6 @@ pub(super) fn endpoint_data(endpoint: &WebhookEndpoint, now: OffsetDateTime) -> 
 }
 
 impl Licensing {
-    /// The webhook settings in use.
-    pub fn webhook_settings(&self) -> &WebhookSettings {
-        &self.webhooks.settings
-    }
-
     /// Registers an endpoint; returns it with its secret (shown once by the API).
     pub async fn create_webhook(&self, new: NewWebhook, ctx: &Context) -> Result<WebhookEndpoint, ServiceError> {
         let url = check_url(new.url.trim(), &self.webhooks.rules)?;
