@@ -78,11 +78,15 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// Largest accepted request body in bytes. Default 65,536. Config `max_body_bytes`, env `ISSUER_MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
-    /// Addresses of reverse proxies / load balancers in front of this instance. A request from one of them is
-    /// attributed (rate limit, event log) to the client named in its `X-Forwarded-For` header. Default none: the
-    /// header is ignored, so clients cannot forge their address. Config `trusted_proxies = ["10.0.0.5"]`, env
-    /// `ISSUER_TRUSTED_PROXIES` (comma-separated).
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Addresses or networks of reverse proxies / load balancers in front of this instance. A request from one of
+    /// them is attributed (rate limit, network rules, event log) to the client named in its `X-Forwarded-For`
+    /// header. Default none: the header is ignored, so clients cannot forge their address. Config
+    /// `trusted_proxies = ["10.0.0.5", "10.1.0.0/16"]`, env `ISSUER_TRUSTED_PROXIES` (comma-separated).
+    pub trusted_proxies: Vec<crate::net::Cidr>,
+    /// Global client network rules of the configuration, beside those stored through the API (docs/network.md).
+    /// Config `ip_allow = ["10.0.0.0/8"]`, `ip_deny = [...]`, env `ISSUER_IP_ALLOW`, `ISSUER_IP_DENY`
+    /// (comma-separated).
+    pub ip_rules: crate::service::IpRuleSettings,
     /// Connection limits and timeouts of the HTTP server. Config section `[http]`, env `ISSUER_HTTP_*`.
     pub http: HttpSettings,
     /// Webhook delivery: retries, timeout, outbound network rules. Config section `[webhooks]`, env
@@ -200,6 +204,7 @@ impl Default for Config {
             rate_limit_burst: 30,
             max_body_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
+            ip_rules: crate::service::IpRuleSettings::default(),
             http: HttpSettings::default(),
             webhooks: crate::service::WebhookSettings::default(),
         }
@@ -221,6 +226,8 @@ struct FileConfig {
     rate_limit_burst: Option<u32>,
     max_body_bytes: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
+    ip_allow: Option<Vec<String>>,
+    ip_deny: Option<Vec<String>>,
     http: Option<HttpFile>,
     webhooks: Option<webhooks::WebhooksFile>,
 }
@@ -345,7 +352,13 @@ impl Config {
             self.max_body_bytes = n;
         }
         if let Some(list) = file.trusted_proxies {
-            self.trusted_proxies = parse_ips("trusted_proxies", list.iter().map(String::as_str))?;
+            self.trusted_proxies = parse_networks("trusted_proxies", list.iter().map(String::as_str))?;
+        }
+        if let Some(list) = file.ip_allow {
+            self.ip_rules.allow = parse_networks("ip_allow", list.iter().map(String::as_str))?;
+        }
+        if let Some(list) = file.ip_deny {
+            self.ip_rules.deny = parse_networks("ip_deny", list.iter().map(String::as_str))?;
         }
         if let Some(http) = file.http {
             self.http.apply_file(http)?;
@@ -392,7 +405,13 @@ impl Config {
             self.max_body_bytes = parse_number("ISSUER_MAX_BODY_BYTES", &v)?;
         }
         if let Some(v) = get("ISSUER_TRUSTED_PROXIES") {
-            self.trusted_proxies = parse_ips("ISSUER_TRUSTED_PROXIES", v.split(',').filter(|s| !s.trim().is_empty()))?;
+            self.trusted_proxies = parse_networks("ISSUER_TRUSTED_PROXIES", v.split(','))?;
+        }
+        if let Some(v) = get("ISSUER_IP_ALLOW") {
+            self.ip_rules.allow = parse_networks("ISSUER_IP_ALLOW", v.split(','))?;
+        }
+        if let Some(v) = get("ISSUER_IP_DENY") {
+            self.ip_rules.deny = parse_networks("ISSUER_IP_DENY", v.split(','))?;
         }
         self.http.apply_env(get)?;
         webhooks::apply_env(&mut self.webhooks, get)?;
@@ -462,10 +481,17 @@ rate_limit_burst = 30
 # Largest accepted request body in bytes (ISSUER_MAX_BODY_BYTES).
 max_body_bytes = 65536
 
-# Reverse proxies / load balancers in front of this instance (ISSUER_TRUSTED_PROXIES, comma-separated). Requests from
-# them are attributed to the client in X-Forwarded-For, for the rate limit and the event log; from anyone else the
-# header is ignored. Empty: every request is attributed to its TCP peer.
+# Reverse proxies / load balancers in front of this instance, as addresses or networks ("10.0.0.5", "10.1.0.0/16";
+# ISSUER_TRUSTED_PROXIES, comma-separated). Requests from them are attributed to the client in X-Forwarded-For, for
+# the rate limit, the network rules and the event log; from anyone else the header is ignored. Empty: every request
+# is attributed to its TCP peer.
 trusted_proxies = []
+
+# Global client network rules (ISSUER_IP_ALLOW, ISSUER_IP_DENY; docs/network.md), beside those created with
+# `POST /v1/ip-rules`. A deny rule refuses the networks it names; with allow rules, only what they name is admitted.
+# Applied to activate, validate, refresh, deactivate and the offline endpoints.
+ip_allow = []
+ip_deny = []
 
 # Connection limits and timeouts (ISSUER_HTTP_MAX_CONNECTIONS, ISSUER_HTTP_HEADER_TIMEOUT, ISSUER_HTTP_BODY_TIMEOUT,
 # ISSUER_HTTP_KEEPALIVE_TIMEOUT). When max_connections are open, the longest-idle one is closed for a new client;
@@ -494,12 +520,15 @@ deny_networks = []
 # automation.
 "#;
 
-fn parse_ips<'a>(name: &str, values: impl Iterator<Item = &'a str>) -> Result<Vec<std::net::IpAddr>, ConfigError> {
+/// Networks in CIDR notation (a bare address is a /32 or /128), host bits cleared.
+fn parse_networks<'a>(name: &str, values: impl Iterator<Item = &'a str>) -> Result<Vec<crate::net::Cidr>, ConfigError> {
     values
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
         .map(|v| {
-            v.trim().parse().map_err(|_| ConfigError::Invalid {
+            v.parse::<crate::net::Cidr>().map(crate::net::Cidr::network).map_err(|_| ConfigError::Invalid {
                 name: name.into(),
-                message: format!("`{}` is not an IP address such as 10.0.0.5", v.trim()),
+                message: format!("`{v}` is not an IP address or network such as 10.0.0.5 or 10.0.0.0/8"),
             })
         })
         .collect()

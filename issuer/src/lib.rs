@@ -20,6 +20,7 @@
 //! - `config`: [`Config`] in layers (defaults, TOML file, `ISSUER_*` environment, flags).
 //! - `license_key`: [`LicenseKey`], random keys with a check character.
 //! - `store`: the [`Store`] trait and its backends ([`SqliteStore`], [`PostgresStore`]), picked by [`connect_store`].
+//! - `net`: [`Cidr`] networks and the canonical form of client addresses.
 //! - `keyring`: [`SharedKeyRing`], the signing key ring reloaded when its files change (several instances).
 //! - `service`: [`Licensing`], the logic shared by the HTTP API and the CLI.
 //! - [`http`]: the router ([`http::app`]), [`http::serve`], errors and rate limiting.
@@ -34,6 +35,7 @@ pub mod datadir;
 pub mod http;
 mod keyring;
 mod license_key;
+mod net;
 mod service;
 mod store;
 mod views;
@@ -45,15 +47,17 @@ pub use config::{
 };
 pub use keyring::SharedKeyRing;
 pub use license_key::{LicenseKey, LicenseKeyError, ALPHABET, KEY_CHARS, RANDOM_CHARS};
+pub use net::Cidr;
 pub use service::{
-    is_policy_name, new_admin_token, token_hash, Caller, Cidr, Context, Expiry, Issued, LicenseRef, Licensing,
-    NetworkRules, NewLicense, NewWebhook, OfflineDeactivated, ServiceError, SignedRevocations, TokenPolicy, Unusable,
-    Validated, ValidationCode, WebhookSettings, REVOCATION_LIST_TTL, SECRET_OVERLAP,
+    is_policy_name, new_admin_token, token_hash, Blocked, Caller, Context, Expiry, IpRuleSettings, Issued, LicenseRef,
+    Licensing, NetworkRules, NewIpRule, NewLicense, NewWebhook, OfflineDeactivated, RuleRef, ServiceError,
+    SignedRevocations, TokenPolicy, Unusable, Validated, ValidationCode, WebhookSettings, NETWORK_TASK_INTERVAL,
+    REVOCATION_LIST_TTL, SECRET_OVERLAP,
 };
 pub use store::{connect as connect_store, is_postgres_url, DEFAULT_POOL_SIZE};
 pub use store::{
-    Activated, Actor, AdminToken, Attempt, Claimed, Delivery, DeliveryState, EventFilter, Scope, WebhookEndpoint,
-    ALL_EVENTS,
+    Activated, Actor, AdminToken, Attempt, Claimed, Delivery, DeliveryState, EventFilter, IpAction, IpRule, IpScope,
+    IpUsage, LicenseKind, Scope, WebhookEndpoint, ALL_EVENTS,
 };
 pub use store::{
     Created, Culled, Cursor, EffectiveStatus, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage,
@@ -157,6 +161,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     opened.licensing.key_ring_handle().spawn_watcher_with_store(store, KEY_RING_RELOAD_INTERVAL);
     opened.licensing.spawn_sweeper(std::time::Duration::from_secs(config.lease_sweep_interval_secs));
     opened.licensing.spawn_webhook_dispatcher();
+    opened.licensing.spawn_network_tasks();
     let state = http::AppState::new(
         opened.licensing,
         config.rate_limit_per_second,
@@ -223,7 +228,8 @@ async fn open_locked(config: &Config, clock: Arc<dyn Clock>, fresh_only: bool) -
     let licensing = Arc::new(
         Licensing::new(store.clone(), ring, policy, extra)
             .with_clock(clock)
-            .with_webhook_settings(config.webhooks.clone()),
+            .with_webhook_settings(config.webhooks.clone())
+            .with_ip_rules(config.ip_rules.clone()),
     );
     // Decided in the store, so one database shared by several data directories also gets one first token.
     let new_admin_token = licensing.create_first_admin_token("created at first start").await?;

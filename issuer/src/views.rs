@@ -7,7 +7,8 @@ use time::OffsetDateTime;
 
 use crate::config::format_duration_secs;
 use crate::store::{
-    Actor, AdminToken, Delivery, EffectiveStatus, Event, EventKind, License, Machine, Policy, WebhookEndpoint,
+    Actor, AdminToken, Delivery, EffectiveStatus, Event, EventKind, IpAction, IpRule, IpScope, IpUsage, License,
+    LicenseKind, Machine, Policy, WebhookEndpoint,
 };
 
 /// A license as the admin API shows it.
@@ -26,6 +27,8 @@ pub(crate) struct LicenseView {
     metadata: serde_json::Map<String, serde_json::Value>,
     /// The policy it follows; `null` for a license of its own.
     policy: Option<String>,
+    /// What its activations are bound to: `machine` or `domain`.
+    kind: LicenseKind,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -46,6 +49,7 @@ impl LicenseView {
             entitlements: l.entitlements,
             metadata: l.metadata,
             policy: l.policy,
+            kind: l.kind,
             created_at: l.created_at,
             updated_at: l.updated_at,
         }
@@ -85,6 +89,7 @@ impl From<Machine> for MachineView {
 pub(crate) struct PolicyView {
     name: String,
     product: String,
+    kind: LicenseKind,
     max_machines: u32,
     duration: Option<String>,
     entitlements: Vec<String>,
@@ -107,6 +112,7 @@ impl From<Policy> for PolicyView {
         PolicyView {
             name: p.name,
             product: p.product,
+            kind: p.kind,
             max_machines: p.max_machines,
             duration: p.duration_secs.map(format_duration_secs),
             entitlements: p.entitlements,
@@ -298,5 +304,111 @@ pub(crate) fn next_after<T>(page: &[T], limit: u32, id: impl Fn(&T) -> i64) -> O
         page.last().map(id)
     } else {
         None
+    }
+}
+
+/// A network rule as the API, the CLI and events show it.
+#[derive(Debug, Serialize)]
+pub(crate) struct IpRuleView {
+    id: String,
+    cidr: String,
+    action: IpAction,
+    /// `global`, `policy` or `license`.
+    level: &'static str,
+    license_id: Option<String>,
+    policy: Option<String>,
+    note: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+impl From<&IpRule> for IpRuleView {
+    fn from(r: &IpRule) -> Self {
+        let (license_id, policy) = match &r.scope {
+            IpScope::Global => (None, None),
+            IpScope::Policy(name) => (None, Some(name.clone())),
+            IpScope::License(id) => (Some(id.to_string()), None),
+        };
+        IpRuleView {
+            id: r.id.to_string(),
+            cidr: r.cidr.to_string(),
+            action: r.action,
+            level: r.scope.level(),
+            license_id,
+            policy,
+            note: r.note.clone(),
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// A global rule of the configuration, shown beside the stored ones.
+#[derive(Debug, Serialize)]
+pub(crate) struct ConfiguredRuleView {
+    cidr: String,
+    action: IpAction,
+}
+
+/// `GET /v1/ip-rules` and `issuer ip-rule list --json`.
+#[derive(Debug, Serialize)]
+pub(crate) struct IpRulesView {
+    /// The stored rules, oldest first.
+    ip_rules: Vec<IpRuleView>,
+    /// The global rules of the configuration (`ip_allow`, `ip_deny`), which only the configuration changes.
+    configured: Vec<ConfiguredRuleView>,
+}
+
+impl IpRulesView {
+    pub(crate) fn of(rules: &[IpRule], settings: &crate::service::IpRuleSettings) -> Self {
+        let configured = |action| move |c: &crate::net::Cidr| ConfiguredRuleView { cidr: c.to_string(), action };
+        IpRulesView {
+            ip_rules: rules.iter().map(IpRuleView::from).collect(),
+            configured: settings
+                .allow
+                .iter()
+                .map(configured(IpAction::Allow))
+                .chain(settings.deny.iter().map(configured(IpAction::Deny)))
+                .collect(),
+        }
+    }
+}
+
+/// `GET /v1/licenses/{id}/ips` and `issuer license ips --json`.
+#[derive(Debug, Serialize)]
+pub(crate) struct LicenseIpsView {
+    license_id: String,
+    /// The addresses, most recently seen first.
+    ips: Vec<IpUsageView>,
+}
+
+impl LicenseIpsView {
+    pub(crate) fn of(license: &License, ips: Vec<IpUsage>) -> Self {
+        LicenseIpsView { license_id: license.id.to_string(), ips: ips.into_iter().map(IpUsageView::from).collect() }
+    }
+}
+
+/// One address a license was used from.
+#[derive(Debug, Serialize)]
+pub(crate) struct IpUsageView {
+    ip: String,
+    #[serde(with = "time::serde::rfc3339")]
+    first_seen: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    last_seen: OffsetDateTime,
+    /// Requests the rules admitted.
+    requests: u64,
+    /// Requests a rule refused.
+    blocked: u64,
+}
+
+impl From<IpUsage> for IpUsageView {
+    fn from(u: IpUsage) -> Self {
+        IpUsageView {
+            ip: u.ip.to_string(),
+            first_seen: u.first_seen,
+            last_seen: u.last_seen,
+            requests: u.requests,
+            blocked: u.blocked,
+        }
     }
 }

@@ -83,6 +83,7 @@ pub async fn seed(
             metadata: serde_json::Map::new(),
             status: LicenseStatus::Active,
             policy: policy.clone(),
+            kind: issuer::LicenseKind::Machine,
             created_at: now,
             updated_at: now,
         };

@@ -83,6 +83,7 @@ async fn postgres_instances_starting_together_migrate_once() {
         metadata: serde_json::Map::new(),
         status: issuer::LicenseStatus::Active,
         policy: None,
+        kind: issuer::LicenseKind::Machine,
         created_at: time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
         updated_at: time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
     };
@@ -204,6 +205,7 @@ fn license() -> issuer::License {
         metadata: serde_json::Map::new(),
         status: issuer::LicenseStatus::Active,
         policy: None,
+        kind: issuer::LicenseKind::Machine,
         created_at: now,
         updated_at: now,
     }

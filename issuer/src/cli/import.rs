@@ -141,6 +141,7 @@ fn parse_row(record: &csv::StringRecord, columns: &Columns) -> Result<Row, Strin
         entitlements: Some(entitlements).filter(|e| !(grant && e.is_empty())),
         metadata,
         policy,
+        kind: None,
     };
     Ok(Row { new, order_id })
 }

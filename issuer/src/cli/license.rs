@@ -58,6 +58,9 @@ pub enum LicenseCommand {
         /// A key (e.g. the order number) that makes a retry return the first license instead of a second one.
         #[arg(long, value_name = "KEY")]
         idempotency_key: Option<String>,
+        /// What activations are bound to: machine or domain [default: the policy's, or machine].
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<crate::store::LicenseKind>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -141,6 +144,15 @@ pub enum LicenseCommand {
         #[arg(value_name = "ID|KEY")]
         license: String,
     },
+    /// The addresses the license was used from: first and last seen, requests admitted and blocked.
+    Ips {
+        /// License id or key.
+        #[arg(value_name = "ID|KEY")]
+        license: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create licenses from a CSV of purchases: header email,product,slots,expiry[,entitlements][,order_id][,policy].
     Import {
         /// The CSV file.
@@ -179,6 +191,10 @@ pub enum MachineCommand {
 }
 
 fn parse_status(s: &str) -> Result<EffectiveStatus, String> {
+    s.parse()
+}
+
+pub(crate) fn parse_kind(s: &str) -> Result<crate::store::LicenseKind, String> {
     s.parse()
 }
 
@@ -319,6 +335,7 @@ pub(crate) async fn run(
     let ctx = licensing.cli_context();
     match command {
         LicenseCommand::Import { .. } => Ok(()),
+        LicenseCommand::Ips { license, json } => super::network::license_ips(&licensing, &license, json, out).await,
         LicenseCommand::Create {
             email,
             policy,
@@ -331,6 +348,7 @@ pub(crate) async fn run(
             no_entitlements,
             metadata,
             idempotency_key,
+            kind,
             json,
         } => {
             let expiry = match (expires, duration, perpetual) {
@@ -345,7 +363,9 @@ pub(crate) async fn run(
             let metadata = metadata.as_deref().map(parse_metadata).transpose()?.unwrap_or_default();
             let new = match policy {
                 // Left out, a field is the policy's grant.
-                Some(_) => NewLicense { email, product, max_machines: slots, expiry, entitlements, metadata, policy },
+                Some(_) => {
+                    NewLicense { email, product, max_machines: slots, expiry, entitlements, metadata, policy, kind }
+                }
                 // Without a policy the request is the one this command always made (the idempotency key's hash of
                 // it included), with the defaults of old: one slot, perpetual, no entitlements.
                 None => NewLicense {
@@ -356,6 +376,7 @@ pub(crate) async fn run(
                     entitlements: Some(entitlements.unwrap_or_default()),
                     metadata,
                     policy: None,
+                    kind,
                 },
             };
             let policy = new.policy.clone();

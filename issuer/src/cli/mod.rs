@@ -30,6 +30,7 @@ mod events;
 mod import;
 mod keys;
 mod license;
+mod network;
 mod policy;
 mod revocations;
 mod root;
@@ -127,6 +128,12 @@ pub enum Command {
         /// The admin-token subcommand.
         #[command(subcommand)]
         command: admin_token::AdminTokenCommand,
+    },
+    /// Client network rules (CIDR allow and deny, global, per policy or per license): create, list, delete.
+    IpRule {
+        /// The ip-rule subcommand.
+        #[command(subcommand)]
+        command: network::IpRuleCommand,
     },
     /// Webhook endpoints: create, list, show, delete, rotate-secret, enable, deliveries, resend.
     ///
@@ -312,6 +319,7 @@ async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> CliResul
         Command::Token { command } => token::run(command, &global, out, err).await,
         Command::AdminToken { command } => admin_token::run(command, &global, out, err).await,
         Command::Webhook { command } => webhook::run(command, &global, out, err).await,
+        Command::IpRule { command } => network::run(command, &global, out, err).await,
         Command::Events { command } => events::run(command, &global, out, err).await,
     }
 }
@@ -407,6 +415,10 @@ async fn serve(config: Config, out: &mut dyn Write) -> CliResult {
     let served = crate::http::serve(listener, started.state, shutdown).await;
     // Webhook attempts in flight finish and are recorded, so the next start sends none of them again.
     licensing.stop_webhook_delivery().await;
+    // The address counters of the last second are written too.
+    if let Err(e) = licensing.flush_ip_history().await {
+        tracing::warn!(error = %e, "cannot write the last address counters");
+    }
     served.map_err(|e| CliError::Failed(format!("the server failed: {e}")))?;
     tracing::info!("stopped");
     Ok(())

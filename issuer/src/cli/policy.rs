@@ -97,6 +97,9 @@ pub struct CreateTerms {
     /// The window of --deactivation-limit, 1d to 365d [default: 30d].
     #[arg(long, value_name = "DURATION")]
     deactivation_period: Option<String>,
+    /// What its licenses' activations are bound to: machine or domain (fixed once created) [default: machine].
+    #[arg(long, value_parser = super::license::parse_kind)]
+    kind: Option<crate::store::LicenseKind>,
 }
 
 /// The changes of `policy update`; `none` clears a nullable term.
@@ -200,6 +203,7 @@ fn policy_of(name: String, product: String, max_machines: u32, t: CreateTerms) -
     }
     p.offline_allowed = !t.no_offline;
     p.deactivation_limit = t.deactivation_limit;
+    p.kind = t.kind.unwrap_or_default();
     if let Some(period) = opt_duration("--deactivation-period", t.deactivation_period.as_deref())? {
         p.deactivation_period_secs = period;
     }

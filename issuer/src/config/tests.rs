@@ -48,14 +48,31 @@ fn file_overrides_defaults_env_overrides_file_and_flags_override_env() {
 
 #[test]
 fn trusted_proxies_come_from_the_file_or_the_environment_and_bad_addresses_are_refused() {
-    let file = write_file("trusted_proxies = [\"10.0.0.5\", \"::1\"]\n");
+    let file = write_file("trusted_proxies = [\"10.0.0.5\", \"::1\", \"10.1.2.3/16\"]\n");
     let config = Config::load(Some(file.path()), env_of(&[]), Flags::default()).unwrap();
-    assert_eq!(config.trusted_proxies, ["10.0.0.5".parse::<std::net::IpAddr>().unwrap(), "::1".parse().unwrap()]);
+    let shown: Vec<String> = config.trusted_proxies.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["10.0.0.5/32", "::1/128", "10.1.0.0/16"], "networks, host bits cleared");
     let env = env_of(&[("ISSUER_TRUSTED_PROXIES", "192.0.2.1, 192.0.2.2")]);
     assert_eq!(Config::load(Some(file.path()), env, Flags::default()).unwrap().trusted_proxies.len(), 2);
     let err = Config::load(None, env_of(&[("ISSUER_TRUSTED_PROXIES", "10.0.0.5,lb.internal")]), Flags::default());
     assert!(err.unwrap_err().to_string().contains("lb.internal"));
     assert!(Config::load(None, env_of(&[]), Flags::default()).unwrap().trusted_proxies.is_empty());
+    let err = Config::load(None, env_of(&[("ISSUER_TRUSTED_PROXIES", "10.0.0.0/33")]), Flags::default());
+    assert!(err.unwrap_err().to_string().contains("10.0.0.0/33"));
+}
+
+#[test]
+fn global_ip_rules_come_from_the_file_or_the_environment() {
+    let file = write_file("ip_allow = [\"10.0.0.0/8\", \"2001:db8::/32\"]\nip_deny = [\"10.9.9.9\"]\n");
+    let config = Config::load(Some(file.path()), env_of(&[]), Flags::default()).unwrap();
+    let show = |v: &[crate::net::Cidr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(show(&config.ip_rules.allow), ["10.0.0.0/8", "2001:db8::/32"]);
+    assert_eq!(show(&config.ip_rules.deny), ["10.9.9.9/32"]);
+    let env = env_of(&[("ISSUER_IP_DENY", "192.0.2.0/24, 198.51.100.7")]);
+    let config = Config::load(Some(file.path()), env, Flags::default()).unwrap();
+    assert_eq!(show(&config.ip_rules.deny), ["192.0.2.0/24", "198.51.100.7/32"], "the environment replaces the file");
+    let err = Config::load(None, env_of(&[("ISSUER_IP_ALLOW", "everyone")]), Flags::default()).unwrap_err();
+    assert!(err.to_string().contains("ISSUER_IP_ALLOW") && err.to_string().contains("everyone"), "{err}");
 }
 
 #[test]

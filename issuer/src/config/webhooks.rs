@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{parse_setting_duration, ConfigError};
-use crate::service::{Cidr, WebhookSettings};
+use crate::net::Cidr;
+use crate::service::WebhookSettings;
 
 /// The `[webhooks]` section.
 #[derive(Debug, Default, Deserialize)]

@@ -87,6 +87,9 @@ pub(crate) struct CreateRequest {
     metadata: Option<serde_json::Value>,
     #[serde(default, deserialize_with = "not_null")]
     policy: Option<String>,
+    /// `machine` or `domain`; absent: the policy's kind (or `machine`).
+    #[serde(default, deserialize_with = "not_null")]
+    kind: Option<String>,
 }
 
 /// `POST /v1/licenses`: 201 with the new license; a retry with the same `Idempotency-Key` and body gets 200 and the
@@ -122,6 +125,7 @@ pub(crate) async fn create(
         entitlements: req.entitlements,
         metadata: metadata_object(req.metadata)?.unwrap_or_default(),
         policy: req.policy,
+        kind: req.kind.map(|k| k.parse().map_err(|m: String| ApiError::invalid_field("kind", m))).transpose()?,
     };
     let (license, created) = state.licensing.create_license(new, idempotency_key.as_deref(), &ctx).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };

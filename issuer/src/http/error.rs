@@ -193,6 +193,8 @@ impl From<ServiceError> for ApiError {
                     ..ApiError::new(S::UNPROCESSABLE_ENTITY, ErrorCode::WebhookUrlRefused, e.to_string())
                 }
             }
+            ServiceError::IpBlocked { .. } => ApiError::new(S::FORBIDDEN, ErrorCode::IpBlocked, e.to_string()),
+            ServiceError::IpRuleNotFound => ApiError::new(S::NOT_FOUND, ErrorCode::IpRuleNotFound, e.to_string()),
             ServiceError::Store(ref err) => ApiError::internal(err),
             ServiceError::Signing(ref err @ keys::KeyError::Uncertified { .. }) => {
                 // The operator's to fix, not the client's: said loudly in the log, plainly to the client.

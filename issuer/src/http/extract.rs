@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::net::{canonical, Cidr};
 
 /// A JSON body; malformed JSON is 400, a wrong field 422, a wrong content type 415, too large 413.
 #[derive(Debug)]
@@ -56,13 +57,6 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);
 
-impl ClientIp {
-    /// The address as text, for the event log.
-    pub fn text(&self) -> Option<String> {
-        self.0.map(|ip| ip.to_string())
-    }
-}
-
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
@@ -85,17 +79,19 @@ impl FromRequestParts<AppState> for AdminContext {
             .get::<crate::service::Caller>()
             .cloned()
             .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <admin token>` header"))?;
-        let ip = client_ip(&parts.extensions, &parts.headers, &state.trusted_proxies).map(|ip| ip.to_string());
+        let ip = client_ip(&parts.extensions, &parts.headers, &state.trusted_proxies);
         Ok(AdminContext(state.licensing.context_as(caller.actor, ip)))
     }
 }
 
 /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the right-most address in
 /// `X-Forwarded-For` that is not itself a trusted proxy (the left part of the header is whatever the client sent,
-/// so only what trusted proxies appended is believed).
-pub(crate) fn client_ip(extensions: &Extensions, headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
-    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())?;
-    if !trusted.contains(&peer) {
+/// so only what trusted proxies appended is believed). An IPv6 address carrying an IPv4 address (a dual-stack
+/// listener's `::ffff:a.b.c.d`) is its IPv4 address, so rules, limits and logs see one form.
+pub(crate) fn client_ip(extensions: &Extensions, headers: &HeaderMap, trusted: &[Cidr]) -> Option<IpAddr> {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| canonical(addr.ip()))?;
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
         return Some(peer);
     }
     let forwarded = headers
@@ -106,8 +102,8 @@ pub(crate) fn client_ip(extensions: &Extensions, headers: &HeaderMap, trusted: &
         .map(str::trim)
         .collect::<Vec<_>>();
     for hop in forwarded.iter().rev() {
-        match hop.parse::<IpAddr>() {
-            Ok(ip) if trusted.contains(&ip) => continue,
+        match hop.parse::<IpAddr>().map(canonical) {
+            Ok(ip) if is_trusted(ip) => continue,
             Ok(ip) => return Some(ip),
             // A hop we cannot read: stop believing the header there.
             Err(_) => break,

@@ -1,6 +1,7 @@
 //! The HTTP API: [`app`] builds the router, [`serve`] runs it until a shutdown signal.
 //!
-//! Layout: `public`, `admin`, `policies`, `webhooks` and `audit` (admin tokens, the audit log) (the handlers), `extract` (extractors whose rejections are [`ApiError`]s),
+//! Layout: `public`, `admin`, `policies`, `webhooks`, `network` (IP rules, a license's addresses) and `audit` (admin
+//! tokens, the audit log) (the handlers), `extract` (extractors whose rejections are [`ApiError`]s),
 //! `error` and `codes` (the one error type and every code it can carry), `ratelimit`, `guard` (body timeout and
 //! honest keep-alive), `server` (the connection loop: cap, timeouts, accept back-off).
 
@@ -24,6 +25,7 @@ mod codes;
 mod error;
 mod extract;
 mod guard;
+mod network;
 pub(crate) mod policies;
 mod public;
 mod ratelimit;
@@ -48,7 +50,7 @@ pub struct AppState {
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
     /// Proxies whose `X-Forwarded-For` names the client (see [`crate::Config::trusted_proxies`]).
-    pub trusted_proxies: Arc<[std::net::IpAddr]>,
+    pub trusted_proxies: Arc<[crate::net::Cidr]>,
     /// Connection limits and timeouts ([`serve`] and the body guard).
     pub http: HttpSettings,
 }
@@ -72,7 +74,7 @@ impl AppState {
     }
 
     /// Trusts these proxies' `X-Forwarded-For` headers for the client address.
-    pub fn with_trusted_proxies(mut self, proxies: &[std::net::IpAddr]) -> Self {
+    pub fn with_trusted_proxies(mut self, proxies: &[crate::net::Cidr]) -> Self {
         self.trusted_proxies = Arc::from(proxies);
         self
     }
@@ -100,6 +102,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/licenses/{id}/machines", get(admin::machines))
         .route("/v1/licenses/{id}/machines/{fingerprint}", axum::routing::delete(admin::remove_machine))
         .route("/v1/licenses/{id}/events", get(admin::events))
+        .route("/v1/licenses/{id}/ips", get(network::license_ips))
+        .route("/v1/ip-rules", post(network::create).get(network::list))
+        .route("/v1/ip-rules/{id}", axum::routing::delete(network::delete))
         .route("/v1/policies", post(policies::create).get(policies::list))
         .route("/v1/policies/{name}", get(policies::get).patch(policies::update).delete(policies::delete))
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))

@@ -81,6 +81,9 @@ pub(crate) struct CreateRequest {
     deactivation_limit: Option<u32>,
     #[serde(default, deserialize_with = "not_null")]
     deactivation_period: Option<DurationValue>,
+    /// `machine` or `domain` (fixed once created); absent: `machine`.
+    #[serde(default, deserialize_with = "not_null")]
+    kind: Option<String>,
 }
 
 /// `POST /v1/policies`: 201 with the policy; 409 `policy_exists` for a taken name.
@@ -92,6 +95,9 @@ pub(crate) async fn create(
     let mut policy = Policy::new(req.name, req.product, req.max_machines);
     policy.duration_secs = secs_of("duration", req.duration.as_ref())?;
     policy.entitlements = req.entitlements;
+    if let Some(kind) = req.kind {
+        policy.kind = kind.parse().map_err(|m: String| ApiError::invalid_field("kind", m))?;
+    }
     policy.refresh_interval_secs = secs_of("refresh_interval", req.refresh_interval.as_ref())?;
     policy.offline_grace_secs = secs_of("offline_grace", req.offline_grace.as_ref())?;
     policy.lease_secs = secs_of("lease", req.lease.as_ref())?;

@@ -9,7 +9,7 @@ use super::error::{ApiError, ErrorCode};
 use super::extract::{ClientIp, Json};
 use super::AppState;
 use crate::service::{Issued, ServiceError};
-use crate::store::{EffectiveStatus, License};
+use crate::store::{EffectiveStatus, License, LicenseKind};
 use verifier::{ActivationRequest, DeactivationCode};
 
 /// What public responses say about a license.
@@ -24,6 +24,8 @@ pub(crate) struct LicenseSummary {
     #[serde(with = "time::serde::rfc3339::option")]
     expires_at: Option<OffsetDateTime>,
     entitlements: Vec<String>,
+    /// What activations are bound to: `machine` or `domain`.
+    kind: LicenseKind,
 }
 
 impl LicenseSummary {
@@ -37,6 +39,7 @@ impl LicenseSummary {
             max_machines: l.max_machines,
             expires_at: l.expires_at,
             entitlements: l.entitlements.clone(),
+            kind: l.kind,
         }
     }
 }
@@ -92,7 +95,7 @@ pub(crate) async fn activate(
     ip: ClientIp,
     Json(req): Json<ActivateRequest>,
 ) -> Result<JsonResponse<TokenResponse>, ApiError> {
-    let ctx = state.licensing.context(ip.text());
+    let ctx = state.licensing.context(ip.0);
     let issued = state
         .licensing
         .activate(&req.key, &req.fingerprint, req.name.as_deref(), req.platform.as_deref(), &ctx)
@@ -127,7 +130,7 @@ pub(crate) async fn validate(
     ip: ClientIp,
     Json(req): Json<ValidateRequest>,
 ) -> Result<JsonResponse<ValidateResponse>, ApiError> {
-    let ctx = state.licensing.context(ip.text());
+    let ctx = state.licensing.context(ip.0);
     let v = state.licensing.validate(&req.key, &req.fingerprint, req.product.as_deref(), &ctx).await?;
     Ok(JsonResponse(ValidateResponse {
         valid: v.code == crate::service::ValidationCode::Valid,
@@ -151,7 +154,7 @@ pub(crate) async fn refresh(
     ip: ClientIp,
     Json(req): Json<RefreshRequest>,
 ) -> Result<JsonResponse<TokenResponse>, ApiError> {
-    let ctx = state.licensing.context(ip.text());
+    let ctx = state.licensing.context(ip.0);
     let issued = state.licensing.refresh(&req.token, &ctx).await?;
     Ok(JsonResponse(TokenResponse::from_issued(issued)))
 }
@@ -175,7 +178,7 @@ pub(crate) async fn deactivate(
     ip: ClientIp,
     Json(req): Json<DeactivateRequest>,
 ) -> Result<JsonResponse<DeactivateResponse>, ApiError> {
-    let ctx = state.licensing.context(ip.text());
+    let ctx = state.licensing.context(ip.0);
     match state.licensing.deactivate(&req.key, &req.fingerprint, &ctx).await {
         Ok((license, used)) => Ok(JsonResponse(DeactivateResponse {
             deactivated: true,
@@ -283,7 +286,7 @@ pub(crate) async fn offline_activate(
     Json(req): Json<OfflineActivateRequest>,
 ) -> Result<JsonResponse<OfflineTokenResponse>, ApiError> {
     let request = ActivationRequest::from_code(&req.request).map_err(ServiceError::InvalidCode)?;
-    let ctx = state.licensing.context(ip.text());
+    let ctx = state.licensing.context(ip.0);
     let issued = state.licensing.activate_offline(&request, &ctx).await?;
     Ok(JsonResponse(OfflineTokenResponse {
         token: issued.token,
@@ -310,7 +313,7 @@ pub(crate) async fn offline_deactivate(
     Json(req): Json<OfflineDeactivateRequest>,
 ) -> Result<JsonResponse<DeactivateResponse>, ApiError> {
     let code = DeactivationCode::from_code(&req.code).map_err(ServiceError::InvalidCode)?;
-    let ctx = state.licensing.context(ip.text());
+    let ctx = state.licensing.context(ip.0);
     let done = state.licensing.redeem_deactivation(&code, &ctx).await?;
     Ok(JsonResponse(DeactivateResponse {
         deactivated: true,

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use verifier::{Claims, LicenseId, TokenKind, UntrustedToken};
 
 use super::checks::{check_fingerprint, check_machine_text, usable};
+use super::network::check_license_ip;
 use super::policies::{count_deactivation, cull_license, terms_in, CulledBy, Terms};
 use super::{Context, LicenseRef, Licensing, ServiceError, Unusable};
 use crate::license_key::LicenseKey;
@@ -79,6 +80,8 @@ pub enum ValidationCode {
     TooManyMachines,
     /// The license is for another product than the one asked about.
     ProductMismatch,
+    /// A network rule refuses the client's address (nothing about the license is said).
+    IpBlocked,
 }
 
 impl ValidationCode {
@@ -94,6 +97,7 @@ impl ValidationCode {
             ValidationCode::LeaseExpired => "LEASE_EXPIRED",
             ValidationCode::TooManyMachines => "TOO_MANY_MACHINES",
             ValidationCode::ProductMismatch => "PRODUCT_MISMATCH",
+            ValidationCode::IpBlocked => "IP_BLOCKED",
         }
     }
 
@@ -109,6 +113,7 @@ impl ValidationCode {
             ValidationCode::LeaseExpired => "this machine's lease ended; activate it again",
             ValidationCode::TooManyMachines => "more machines are active than the license allows",
             ValidationCode::ProductMismatch => "the license is for another product",
+            ValidationCode::IpBlocked => "requests from this address are refused by a network rule",
         }
     }
 }
@@ -124,6 +129,13 @@ pub struct Validated {
     pub machines_used: Option<u32>,
     /// Whether the license has more machines than `max_machines`, within its overage (a valid answer says so).
     pub overage: bool,
+}
+
+impl Validated {
+    /// An answer that says nothing about a license.
+    fn without_license(code: ValidationCode) -> Self {
+        Validated { code, license: None, machines_used: None, overage: false }
+    }
 }
 
 impl Licensing {
@@ -163,14 +175,17 @@ impl Licensing {
         // One ring for the whole activation. Only an offline token is signed inside the unit (its proof is stored
         // with the activation); an online one after it. Either way a key that may not sign for the license's product
         // (key ring with roots, no covering certificate) refuses inside the unit, so no slot is taken for nothing.
-        let (ring, defaults) = (self.ring.current(), self.policy);
+        let (ring, defaults, rules) = (self.ring.current(), self.policy, self.network_rules().await?);
         let unit_ring = Arc::clone(&ring);
-        let (license, machines_used, new_machine, lease_expires_at, terms, signed) = self
+        let operation = if offline { "offline_activate" } else { "activate" };
+        let activated = self
             .store
             .transact(move |tx| {
                 Box::pin(async move {
                     let (ctx, fingerprint) = (unit_ctx, fp);
                     let license = tx.license(which.lookup()).await?.ok_or(ServiceError::LicenseNotFound)?;
+                    // First: a refused network learns nothing about the license.
+                    check_license_ip(&rules, &license, &ctx)?;
                     let at = ctx.at();
                     usable(&license, at).map_err(ServiceError::Unusable)?;
                     let terms = terms_in(tx, &license, defaults).await?;
@@ -225,7 +240,9 @@ impl Licensing {
                     Ok((license, machines_used, new_machine, lease_expires_at, terms, signed))
                 })
             })
-            .await?;
+            .await;
+        let activated = self.after_screening(activated, |a| a.0.id, Some(fingerprint), operation, ctx).await;
+        let (license, machines_used, new_machine, lease_expires_at, terms, signed) = activated?;
         match signed {
             Some(issued) => Ok(issued),
             None => {
@@ -246,14 +263,20 @@ impl Licensing {
     ) -> Result<Validated, ServiceError> {
         let key = LicenseKey::parse(key)?;
         check_fingerprint(fingerprint)?;
+        match self.screen_global(ctx, "validate").await {
+            Err(ServiceError::IpBlocked { .. }) => return Ok(Validated::without_license(ValidationCode::IpBlocked)),
+            screened => screened?,
+        }
         let Some(check) = self.store.license_for_machine(key.as_str(), fingerprint, ctx.at()).await? else {
-            return Ok(Validated {
-                code: ValidationCode::NotFound,
-                license: None,
-                machines_used: None,
-                overage: false,
-            });
+            return Ok(Validated::without_license(ValidationCode::NotFound));
         };
+        let rules = self.network_rules().await?;
+        let id = check.license.id;
+        let screened = check_license_ip(&rules, &check.license, ctx);
+        match self.after_screening(screened, |_| id, Some(fingerprint), "validate", ctx).await {
+            Err(ServiceError::IpBlocked { .. }) => return Ok(Validated::without_license(ValidationCode::IpBlocked)),
+            screened => screened?,
+        }
         let MachineCheck { license, machines_used, presence, policy } = check;
         let terms = Terms::of(policy.as_ref(), self.policy);
         let code = if product.is_some_and(|p| p != license.product) {
@@ -301,13 +324,15 @@ impl Licensing {
         let ring = self.ring.current();
         ring.signing_certificate(ctx.at(), Some(&old.product))?;
         let (license_id, fingerprint) = (Uuid::from_bytes(old.license_id.0), old.fingerprint);
-        let (unit_ctx, fp, defaults) = (ctx.clone(), fingerprint.clone(), self.policy);
+        let (unit_ctx, fp, defaults, rules) =
+            (ctx.clone(), fingerprint.clone(), self.policy, self.network_rules().await?);
         let refreshed = self
             .store
             .transact::<_, ServiceError, _>(move |tx| {
                 Box::pin(async move {
                     let ctx = unit_ctx;
                     let license = tx.license(Lookup::Id(license_id)).await?.ok_or(ServiceError::LicenseNotFound)?;
+                    check_license_ip(&rules, &license, &ctx)?;
                     let outcome = |outcome: &str| serde_json::json!({ "outcome": outcome });
                     let (refusal, why) = match usable(&license, ctx.at()) {
                         Ok(()) => {
@@ -334,8 +359,9 @@ impl Licensing {
                     Ok(Err(refusal))
                 })
             })
-            .await?;
-        let (license, machines_used, lease_expires_at, terms) = refreshed?;
+            .await;
+        let refreshed = self.after_screening(refreshed, |_| license_id, Some(&fingerprint), "refresh", ctx).await;
+        let (license, machines_used, lease_expires_at, terms) = refreshed??;
         let machine =
             Signed { fingerprint: &fingerprint, at: ctx.at(), machines_used, new_machine: false, lease_expires_at };
         sign(&ring, &terms, license, &machine, TokenKind::Online)
@@ -351,11 +377,15 @@ impl Licensing {
     ) -> Result<(License, u32), ServiceError> {
         let key = LicenseKey::parse(key)?;
         check_fingerprint(fingerprint)?;
-        let (fingerprint, ctx, defaults) = (fingerprint.to_string(), ctx.clone(), self.policy);
-        self.store
+        let (fp, unit_ctx, defaults, rules) =
+            (fingerprint.to_string(), ctx.clone(), self.policy, self.network_rules().await?);
+        let done = self
+            .store
             .transact(move |tx| {
                 Box::pin(async move {
+                    let (ctx, fingerprint) = (unit_ctx, fp);
                     let license = tx.license(Lookup::Key(key.as_str())).await?.ok_or(ServiceError::LicenseNotFound)?;
+                    check_license_ip(&rules, &license, &ctx)?;
                     let terms = terms_in(tx, &license, defaults).await?;
                     cull_license(tx, &license, &terms, CulledBy::Deactivation, &ctx).await?;
                     if !tx.remove_machine(license.id, &fingerprint).await? {
@@ -370,7 +400,8 @@ impl Licensing {
                     Ok((license, used))
                 })
             })
-            .await
+            .await;
+        self.after_screening(done, |(license, _)| license.id, Some(fingerprint), "deactivate", ctx).await
     }
 }
 

@@ -123,6 +123,17 @@ pub enum ServiceError {
     /// The webhook URL's address is refused by the outbound network rules (docs/webhooks.md).
     #[error("{0}")]
     WebhookUrlRefused(String),
+    /// A network rule refuses the client's address (docs/network.md); recorded as an `ip.blocked` event.
+    #[error("{blocked}")]
+    IpBlocked {
+        /// The address and the rule (or level) that refused it.
+        blocked: Box<super::Blocked>,
+        /// The license asked about, when the refusal came after it was found.
+        license_id: Option<uuid::Uuid>,
+    },
+    /// No network rule has this id.
+    #[error("no network rule with this id exists")]
+    IpRuleNotFound,
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),

@@ -18,8 +18,8 @@ use super::policies::known_name;
 use super::{Context, Licensing, ServiceError};
 use crate::license_key::LicenseKey;
 use crate::store::{
-    Created, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup,
-    Machine, Policy, PolicyLock, StoreExt as _,
+    Created, Event, EventKind, Idempotency, License, LicenseFilter, LicenseKind, LicensePage, LicenseStatus,
+    LicenseUpdate, Lookup, Machine, Policy, PolicyLock, StoreExt as _,
 };
 
 /// When a new license ends.
@@ -54,6 +54,10 @@ pub struct NewLicense {
     /// The policy whose grants it takes and whose rules it follows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// What its activations are bound to (with a policy: the policy's, which it must equal if given; else
+    /// machines).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<LicenseKind>,
 }
 
 impl NewLicense {
@@ -96,6 +100,14 @@ impl NewLicense {
             ),
         };
         let entitlements = self.entitlements.or_else(|| policy.map(|p| p.entitlements.clone())).unwrap_or_default();
+        let kind = match (self.kind, policy) {
+            (Some(k), Some(policy)) if k != policy.kind => {
+                return Err(invalid("kind", format!("the policy `{}` is for {} licenses", policy.name, policy.kind)))
+            }
+            (Some(k), _) => k,
+            (None, Some(policy)) => policy.kind,
+            (None, None) => LicenseKind::Machine,
+        };
         let license = License {
             id,
             key,
@@ -107,6 +119,7 @@ impl NewLicense {
             metadata: self.metadata,
             status: LicenseStatus::Active,
             policy: policy.map(|p| p.name.clone()),
+            kind,
             created_at: at,
             updated_at: at,
         };

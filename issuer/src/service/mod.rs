@@ -9,10 +9,12 @@
 //! Layout: `licenses` (create, update, status transitions, admin machine removal), `activation`
 //! (activate, validate, refresh, deactivate, token signing), `offline` (air-gapped activation and deactivation
 //! codes), `policies` (policies, the terms a license follows, leases and their sweep, deactivation limits),
-//! `events` (the audit log, license expiry announcements, the background sweeps), `admin_tokens` (scoped admin
+//! `events` (the audit log, license expiry announcements, the background sweeps), `network/` (client network rules
+//! and the addresses each license is used from), `admin_tokens` (scoped admin
 //! tokens and authentication), `webhooks/` (endpoints, signing, network rules, the delivery dispatcher),
 //! `revocations` (the signed revocation list), `checks` (shared checks), `error` ([`ServiceError`]).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use keys::KeyRing;
@@ -30,6 +32,7 @@ mod checks;
 mod error;
 mod events;
 mod licenses;
+mod network;
 mod offline;
 mod policies;
 mod revocations;
@@ -40,10 +43,11 @@ pub use admin_tokens::Caller;
 pub use checks::{new_admin_token, token_hash};
 pub use error::{ServiceError, Unusable};
 pub use licenses::{Expiry, LicenseRef, NewLicense};
+pub use network::{Blocked, IpRuleSettings, NewIpRule, RuleRef, NETWORK_TASK_INTERVAL};
 pub use offline::OfflineDeactivated;
 pub use policies::is_policy_name;
 pub use revocations::{SignedRevocations, REVOCATION_LIST_TTL};
-pub use webhooks::{Cidr, NetworkRules, NewWebhook, WebhookSettings, SECRET_OVERLAP};
+pub use webhooks::{NetworkRules, NewWebhook, WebhookSettings, SECRET_OVERLAP};
 
 /// Longest machine name or platform accepted on activation.
 pub const MAX_MACHINE_TEXT_LEN: usize = 128;
@@ -63,8 +67,9 @@ pub struct TokenPolicy {
 pub struct Context {
     /// The current time (whole seconds are used).
     pub now: OffsetDateTime,
-    /// The client's IP address, if known.
-    pub client_ip: Option<String>,
+    /// The client's IP address, if known (as the trusted-proxy rules attribute it). Network rules judge only
+    /// requests whose address is known: the CLI's have none.
+    pub client_ip: Option<IpAddr>,
     /// Who asked.
     pub actor: Actor,
 }
@@ -88,7 +93,7 @@ impl Context {
             kind,
             at: self.at(),
             fingerprint: fingerprint.map(Into::into),
-            client_ip: self.client_ip.clone(),
+            client_ip: self.client_ip.map(|ip| ip.to_string()),
             actor: Some(self.actor.clone()),
             detail,
         }
@@ -104,6 +109,7 @@ pub struct Licensing {
     clock: Arc<dyn Clock>,
     revocations: revocations::RevocationCache,
     webhooks: webhooks::Webhooks,
+    network: network::Network,
 }
 
 impl std::fmt::Debug for Licensing {
@@ -133,7 +139,14 @@ impl Licensing {
             clock: Arc::new(SystemClock),
             revocations: revocations::RevocationCache::default(),
             webhooks: webhooks::Webhooks::new(WebhookSettings::default()),
+            network: network::Network::new(IpRuleSettings::default()),
         }
+    }
+
+    /// The same service with these global network rules of the configuration (`ip_allow`, `ip_deny`).
+    pub fn with_ip_rules(mut self, settings: IpRuleSettings) -> Self {
+        self.network = network::Network::new(settings);
+        self
     }
 
     /// The same service with these webhook settings (network rules, retries, timeout).
@@ -154,12 +167,12 @@ impl Licensing {
     }
 
     /// The context of an app's request from `client_ip`, at the service clock's current time.
-    pub fn context(&self, client_ip: Option<String>) -> Context {
+    pub fn context(&self, client_ip: Option<IpAddr>) -> Context {
         self.context_as(Actor::App, client_ip)
     }
 
     /// The context of a request by `actor` from `client_ip`, at the service clock's current time.
-    pub fn context_as(&self, actor: Actor, client_ip: Option<String>) -> Context {
+    pub fn context_as(&self, actor: Actor, client_ip: Option<IpAddr>) -> Context {
         Context { now: self.clock.now(), client_ip, actor }
     }
 

@@ -5,6 +5,7 @@
 use uuid::Uuid;
 use verifier::{ActivationRequest, DeactivationCode, TokenKind};
 
+use super::network::check_license_ip;
 use super::policies::{count_deactivation, terms_in};
 use super::{Context, Issued, LicenseRef, Licensing, ServiceError};
 use crate::license_key::LicenseKey;
@@ -40,13 +41,16 @@ impl Licensing {
         code: &DeactivationCode,
         ctx: &Context,
     ) -> Result<OfflineDeactivated, ServiceError> {
-        let (license_id, proof, ctx) = (Uuid::from_bytes(code.license_id.0), code.proof, ctx.clone());
-        let defaults = self.policy;
-        self.store
+        let (license_id, proof, unit_ctx) = (Uuid::from_bytes(code.license_id.0), code.proof, ctx.clone());
+        let (defaults, rules) = (self.policy, self.network_rules().await?);
+        let done = self
+            .store
             .transact(move |tx| {
                 Box::pin(async move {
+                    let ctx = unit_ctx;
                     let license =
                         tx.license(Lookup::Id(license_id)).await?.ok_or(ServiceError::UnknownDeactivationCode)?;
+                    check_license_ip(&rules, &license, &ctx)?;
                     let terms = terms_in(tx, &license, defaults).await?;
                     match tx.redeem_deactivation(license.id, &proof, ctx.at()).await? {
                         Redeemed::Freed { fingerprint, machines_used } => {
@@ -64,6 +68,7 @@ impl Licensing {
                     }
                 })
             })
-            .await
+            .await;
+        self.after_screening(done, |d| d.license.id, None, "offline_deactivate", ctx).await
     }
 }

@@ -361,6 +361,7 @@ fn check_policy(p: &Policy) -> Result<(), ServiceError> {
         metadata: serde_json::Map::new(),
         status: LicenseStatus::Active,
         policy: Some(p.name.clone()),
+        kind: p.kind,
         created_at: p.created_at,
         updated_at: p.updated_at,
     };

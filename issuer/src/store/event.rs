@@ -62,11 +62,17 @@ pub enum EventKind {
     WebhookDeliveryResent,
     /// The signing key ring was rotated or a key retired (recorded in the store).
     KeysChanged,
+    /// A network rule was created.
+    IpRuleCreated,
+    /// A network rule was deleted.
+    IpRuleDeleted,
+    /// A network rule refused a request (the detail names the address, the operation and the rule).
+    IpBlocked,
 }
 
 impl EventKind {
     /// Every kind, in the order docs/webhooks.md lists them.
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 28] = [
         EventKind::Created,
         EventKind::Updated,
         EventKind::Suspended,
@@ -92,6 +98,9 @@ impl EventKind {
         EventKind::WebhookEnabled,
         EventKind::WebhookDeliveryResent,
         EventKind::KeysChanged,
+        EventKind::IpRuleCreated,
+        EventKind::IpRuleDeleted,
+        EventKind::IpBlocked,
     ];
 
     /// The type name: `GET /v1/events` (`type`), webhook payloads and subscriptions.
@@ -122,6 +131,9 @@ impl EventKind {
             EventKind::WebhookEnabled => "webhook.enabled",
             EventKind::WebhookDeliveryResent => "webhook.delivery_resent",
             EventKind::KeysChanged => "keys.changed",
+            EventKind::IpRuleCreated => "ip_rule.created",
+            EventKind::IpRuleDeleted => "ip_rule.deleted",
+            EventKind::IpBlocked => "ip.blocked",
         }
     }
 

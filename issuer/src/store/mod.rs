@@ -7,7 +7,7 @@
 //! makes through its [`Tx`] commit together or not at all, so a change is never stored without its event, and what a
 //! unit read under its lock cannot change under it before it commits.
 //!
-//! Layout: `model` holds the records and outcomes, `unit` the unit of work, `sqlite/` and `postgres/` one backend
+//! Layout: `model` holds the records and outcomes, `network` the network rules, IP counters and license kinds, `unit` the unit of work, `sqlite/` and `postgres/` one backend
 //! each, split by domain (licenses, machines, events).
 
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use uuid::Uuid;
 mod admin_token;
 mod event;
 mod model;
+mod network;
 mod policy;
 mod postgres;
 mod sqlite;
@@ -31,6 +32,7 @@ pub use model::{
     Activated, Created, Cursor, EffectiveStatus, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus,
     LicenseUpdate, Lookup, Machine, RecordedKey, Redeemed,
 };
+pub use network::{IpAction, IpRule, IpScope, IpUsage, LicenseKind};
 pub use policy::{
     Culled, MachineCheck, NewMachine, Overage, Policy, PolicyDeleted, PolicyLock, PolicyUpdate, Presence, Touched,
     DEFAULT_DEACTIVATION_PERIOD_SECS,
@@ -176,6 +178,26 @@ pub trait Store: Send + Sync + 'static {
     /// Whether a pending delivery of an enabled endpoint is due at `now`: a cheap read, so an idle dispatcher
     /// claims (a write) only when there is something to claim.
     async fn has_due_deliveries(&self, now: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// Every stored network rule, oldest first.
+    async fn ip_rules(&self) -> Result<Vec<IpRule>, StoreError>;
+
+    /// A number that changes whenever a network rule is stored or deleted (by any instance): a cheap read, so each
+    /// instance reloads its rules only when they changed.
+    async fn ip_rules_version(&self) -> Result<i64, StoreError>;
+
+    /// The addresses the license was used from, the most recently seen first.
+    async fn license_ips(&self, license_id: Uuid) -> Result<Vec<IpUsage>, StoreError>;
+
+    /// Whether any of `fingerprints` is active on the license at `now` (holding a lease that has not ended, or none),
+    /// else whether one's lease ended (still stored, or culled), else absent: how a domain-bound validation finds the
+    /// activation (exact or wildcard) that covers a host.
+    async fn machine_presence(
+        &self,
+        license_id: Uuid,
+        fingerprints: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Presence, StoreError>;
 
     /// The signing keys the store records (empty before any instance recorded its ring), active first.
     async fn recorded_keys(&self) -> Result<Vec<RecordedKey>, StoreError>;

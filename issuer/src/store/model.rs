@@ -122,6 +122,8 @@ pub struct License {
     pub status: LicenseStatus,
     /// The policy it was created from, whose rules it follows (docs/policies.md); `None` for a license of its own.
     pub policy: Option<String>,
+    /// What its activations are bound to: machines or domains. It never changes.
+    pub kind: super::LicenseKind,
     /// When it was created (whole seconds).
     pub created_at: OffsetDateTime,
     /// When it last changed (whole seconds).

@@ -19,6 +19,8 @@ pub struct Policy {
     pub name: String,
     /// The product of its licenses. It never changes.
     pub product: String,
+    /// What its licenses' activations are bound to. It never changes.
+    pub kind: super::LicenseKind,
     /// Slots (seats, when floating) of a new license.
     pub max_machines: u32,
     /// A new license expires this many seconds after its creation; `None` is perpetual.
@@ -54,6 +56,7 @@ impl Policy {
         Policy {
             name: name.into(),
             product: product.into(),
+            kind: super::LicenseKind::Machine,
             max_machines,
             duration_secs: None,
             entitlements: Vec::new(),
@@ -91,7 +94,7 @@ pub(crate) const COLUMN_PREFIX: &str = "policy_";
 
 /// `alias.column AS policy_column, ...` for every column of `policies`: a policy read beside a license.
 pub(crate) fn prefixed_columns(alias: &str) -> String {
-    ["name", "product"]
+    ["name", "product", "kind"]
         .iter()
         .chain(TERM_COLUMNS.iter())
         .chain(["created_at", "updated_at"].iter())

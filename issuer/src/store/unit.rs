@@ -16,9 +16,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Activated, AdminToken, Attempt, Claimed, Created, Culled, Delivery, Idempotency, License, LicenseStatus,
-    LicenseUpdate, Lookup, NewEvent, NewMachine, Policy, PolicyDeleted, PolicyLock, RecordedKey, Redeemed, Store,
-    StoreError, Touched, WebhookEndpoint,
+    Activated, AdminToken, Attempt, Claimed, Created, Culled, Delivery, Idempotency, IpRule, IpUsage, License,
+    LicenseStatus, LicenseUpdate, Lookup, NewEvent, NewMachine, Policy, PolicyDeleted, PolicyLock, RecordedKey,
+    Redeemed, Store, StoreError, Touched, WebhookEndpoint,
 };
 
 /// A unit of work as a backend runs it: `Ok` commits, `Err` rolls back. Made by [`StoreExt::transact`].
@@ -221,6 +221,20 @@ pub trait Tx: Send {
         how: RecordKeys,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+
+    /// Stores a network rule. A license's rule names a license that exists, a policy's a policy that exists (the
+    /// foreign keys refuse others).
+    async fn insert_ip_rule(&mut self, rule: &IpRule) -> Result<(), StoreError>;
+
+    /// Deletes a network rule; the rule as it was, or `None` when there is none with this id.
+    async fn delete_ip_rule(&mut self, id: Uuid) -> Result<Option<IpRule>, StoreError>;
+
+    /// Deletes every rule of a policy (before the policy itself is deleted); the rules deleted, oldest first.
+    async fn delete_policy_ip_rules(&mut self, policy: &str) -> Result<Vec<IpRule>, StoreError>;
+
+    /// Adds these counters to the stored ones of each (license, address): requests and blocked are added, first seen
+    /// and last seen widened.
+    async fn record_ip_usage(&mut self, usage: &[IpUsage]) -> Result<(), StoreError>;
 
     /// Stores the first admin token only if the store has none: of any number of instances starting on an empty
     /// database at once, exactly one stores (and prints) a token. `false` when one existed.

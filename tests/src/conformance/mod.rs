@@ -18,6 +18,7 @@ use issuer::{
 };
 use one::OneUnit as _;
 
+pub mod network;
 pub mod one;
 pub mod policies;
 pub mod races;
@@ -102,6 +103,11 @@ macro_rules! store_conformance_tests {
             webhooks::attempts_are_recorded_only_under_their_claim,
             webhooks::expiries_are_announced_once_and_again_after_a_change,
         );
+        $crate::store_conformance_tests!(@store $open;
+            network::ip_rules_round_trip_and_every_change_moves_the_version,
+            network::ip_counters_add_up_per_license_and_address,
+            network::kinds_round_trip_and_presence_takes_the_best_of_several,
+        );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
         $(
@@ -158,6 +164,7 @@ pub(crate) fn license(max_machines: u32) -> License {
         metadata: serde_json::Map::new(),
         status: LicenseStatus::Active,
         policy: None,
+        kind: issuer::LicenseKind::Machine,
         created_at: now(),
         updated_at: now(),
     }

@@ -24,7 +24,7 @@ mod deliver;
 mod network;
 mod sign;
 
-pub use network::{Cidr, NetworkRules};
+pub use network::NetworkRules;
 pub use sign::sign;
 
 /// How long a rotated-out secret keeps signing beside the new one.

@@ -138,7 +138,7 @@ pub(super) async fn insert(
     let mut sp = conn.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO licenses (id, license_key, email, product, max_machines, expires_at, entitlements, metadata, \
-         status, created_at, updated_at, policy) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         status, created_at, updated_at, policy, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(license.id)
     .bind(&license.key)
@@ -152,6 +152,7 @@ pub(super) async fn insert(
     .bind(secs(license.created_at))
     .bind(secs(license.updated_at))
     .bind(license.policy.as_deref())
+    .bind(license.kind.as_str())
     .execute(&mut *sp)
     .await;
     match inserted {
@@ -255,6 +256,7 @@ pub(super) fn license_from_row(row: &PgRow) -> Result<License, StoreError> {
     let entitlements: serde_json::Value = row.try_get("entitlements")?;
     let metadata: serde_json::Value = row.try_get("metadata")?;
     let max_machines: i64 = row.try_get("max_machines")?;
+    let kind: String = row.try_get("kind")?;
     Ok(License {
         id: row.try_get("id")?,
         key: row.try_get("license_key")?,
@@ -266,6 +268,7 @@ pub(super) fn license_from_row(row: &PgRow) -> Result<License, StoreError> {
         metadata: serde_json::from_value(metadata).map_err(|_| corrupt("metadata"))?,
         status: status.parse().map_err(|_| corrupt("status"))?,
         policy: row.try_get("policy")?,
+        kind: kind.parse().map_err(|_| corrupt("kind"))?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })

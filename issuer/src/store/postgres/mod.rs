@@ -36,16 +36,17 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Activated, AdminToken, Attempt, Claimed, Created, Culled, Delivery, Event, EventFilter, Idempotency, License,
-    LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck, NewEvent, NewMachine,
-    Policy, PolicyDeleted, PolicyLock, RecordKeys, RecordedKey, Redeemed, Store, StoreError, Touched, Tx,
-    WebhookEndpoint, Work,
+    Activated, AdminToken, Attempt, Claimed, Created, Culled, Delivery, Event, EventFilter, Idempotency, IpRule,
+    IpUsage, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck,
+    NewEvent, NewMachine, Policy, PolicyDeleted, PolicyLock, Presence, RecordKeys, RecordedKey, Redeemed, Store,
+    StoreError, Touched, Tx, WebhookEndpoint, Work,
 };
 
 mod events;
 mod keys;
 mod licenses;
 mod machines;
+mod network;
 mod policies;
 mod webhooks;
 
@@ -56,6 +57,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../../migrations/postgres/0003_signing_keys.sql")),
     (4, include_str!("../../../migrations/postgres/0004_policies.sql")),
     (5, include_str!("../../../migrations/postgres/0005_webhooks.sql")),
+    (6, include_str!("../../../migrations/postgres/0006_network.sql")),
 ];
 
 /// Advisory lock key held while migrating (the bytes of "issuer" and a 1).
@@ -388,6 +390,22 @@ impl Tx for PgTx<'_> {
     async fn announce_expiries(&mut self, now: OffsetDateTime, limit: u32) -> Result<Vec<License>, StoreError> {
         licenses::announce_expiries(&mut *self.conn, now, limit).await
     }
+
+    async fn insert_ip_rule(&mut self, rule: &IpRule) -> Result<(), StoreError> {
+        network::insert_rule(&mut *self.conn, rule).await
+    }
+
+    async fn delete_ip_rule(&mut self, id: Uuid) -> Result<Option<IpRule>, StoreError> {
+        network::delete_rule(&mut *self.conn, id).await
+    }
+
+    async fn delete_policy_ip_rules(&mut self, policy: &str) -> Result<Vec<IpRule>, StoreError> {
+        network::delete_policy_rules(&mut *self.conn, policy).await
+    }
+
+    async fn record_ip_usage(&mut self, usage: &[IpUsage]) -> Result<(), StoreError> {
+        network::record_usage(&mut *self.conn, usage).await
+    }
 }
 
 #[async_trait]
@@ -491,6 +509,27 @@ impl Store for PostgresStore {
 
     async fn has_due_deliveries(&self, now: OffsetDateTime) -> Result<bool, StoreError> {
         webhooks::has_due(&self.pool, now).await
+    }
+
+    async fn ip_rules(&self) -> Result<Vec<IpRule>, StoreError> {
+        network::rules(&self.pool).await
+    }
+
+    async fn ip_rules_version(&self) -> Result<i64, StoreError> {
+        network::version(&self.pool).await
+    }
+
+    async fn license_ips(&self, license_id: Uuid) -> Result<Vec<IpUsage>, StoreError> {
+        network::usage(&self.pool, license_id).await
+    }
+
+    async fn machine_presence(
+        &self,
+        license_id: Uuid,
+        fingerprints: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Presence, StoreError> {
+        network::presence(&self.pool, license_id, fingerprints, now).await
     }
 
     async fn recorded_keys(&self) -> Result<Vec<RecordedKey>, StoreError> {

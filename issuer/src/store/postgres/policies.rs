@@ -55,7 +55,7 @@ fn bind_terms<'q>(
 pub(super) async fn insert(conn: &mut PgConnection, p: &Policy) -> Result<(), StoreError> {
     // ON CONFLICT DO NOTHING rather than catching the unique violation: an error would abort the whole unit.
     let sql = format!(
-        "INSERT INTO policies (name, {}, product, created_at, updated_at) VALUES ($1, {}, $13, $14, $15) \
+        "INSERT INTO policies (name, {}, product, created_at, updated_at, kind) VALUES ($1, {}, $13, $14, $15, $16) \
          ON CONFLICT (name) DO NOTHING",
         TERM_COLUMNS.join(", "),
         (2..=12).map(|i| format!("${i}")).collect::<Vec<_>>().join(", "),
@@ -64,6 +64,7 @@ pub(super) async fn insert(conn: &mut PgConnection, p: &Policy) -> Result<(), St
         .bind(&p.product)
         .bind(secs(p.created_at))
         .bind(secs(p.updated_at))
+        .bind(p.kind.as_str())
         .execute(&mut *conn)
         .await
         .map_err(|e| if is_unique_violation(&e) { StoreError::Duplicate } else { StoreError::Database(e) })?
@@ -141,9 +142,11 @@ fn policy_from_columns(row: &PgRow, prefix: &str) -> Result<Policy, StoreError> 
     let overage: String = row.try_get(column("overage").as_str())?;
     let max_machines: i64 = row.try_get(column("max_machines").as_str())?;
     let limit: Option<i64> = row.try_get(column("deactivation_limit").as_str())?;
+    let kind: String = row.try_get(column("kind").as_str())?;
     Ok(Policy {
         name: row.try_get(column("name").as_str())?,
         product: row.try_get(column("product").as_str())?,
+        kind: kind.parse().map_err(|_| corrupt("kind"))?,
         max_machines: u32::try_from(max_machines).map_err(|_| corrupt("max_machines"))?,
         duration_secs: opt("duration", row.try_get(column("duration_secs").as_str())?)?,
         entitlements: serde_json::from_value(entitlements).map_err(|_| corrupt("entitlements"))?,

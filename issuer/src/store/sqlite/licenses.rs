@@ -150,7 +150,8 @@ pub(super) async fn insert(
     }
     let inserted = sqlx::query(
         "INSERT INTO licenses (id, license_key, email, product, max_machines, expires_at, entitlements, \
-         metadata, status, created_at, updated_at, policy) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         metadata, status, created_at, updated_at, policy, kind) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )
     .bind(&id)
     .bind(&license.key)
@@ -164,6 +165,7 @@ pub(super) async fn insert(
     .bind(secs(license.created_at))
     .bind(secs(license.updated_at))
     .bind(license.policy.as_deref())
+    .bind(license.kind.as_str())
     .execute(&mut *conn)
     .await;
     match inserted {
@@ -245,6 +247,7 @@ pub(super) fn license_from_row(row: &SqliteRow) -> Result<License, StoreError> {
     let entitlements: String = row.try_get("entitlements")?;
     let metadata: String = row.try_get("metadata")?;
     let max_machines: i64 = row.try_get("max_machines")?;
+    let kind: String = row.try_get("kind")?;
     Ok(License {
         id: uuid_from(&id)?,
         key: row.try_get("license_key")?,
@@ -256,6 +259,7 @@ pub(super) fn license_from_row(row: &SqliteRow) -> Result<License, StoreError> {
         metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("metadata"))?,
         status: status.parse().map_err(|_| corrupt("status"))?,
         policy: row.try_get("policy")?,
+        kind: kind.parse().map_err(|_| corrupt("kind"))?,
         created_at: time_from(row.try_get("created_at")?)?,
         updated_at: time_from(row.try_get("updated_at")?)?,
     })

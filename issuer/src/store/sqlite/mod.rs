@@ -26,16 +26,17 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Activated, AdminToken, Attempt, Claimed, Created, Culled, Delivery, Event, EventFilter, Idempotency, License,
-    LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck, NewEvent, NewMachine,
-    Policy, PolicyDeleted, PolicyLock, RecordKeys, RecordedKey, Redeemed, Store, StoreError, Touched, Tx,
-    WebhookEndpoint, Work,
+    Activated, AdminToken, Attempt, Claimed, Created, Culled, Delivery, Event, EventFilter, Idempotency, IpRule,
+    IpUsage, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck,
+    NewEvent, NewMachine, Policy, PolicyDeleted, PolicyLock, Presence, RecordKeys, RecordedKey, Redeemed, Store,
+    StoreError, Touched, Tx, WebhookEndpoint, Work,
 };
 
 mod events;
 mod keys;
 mod licenses;
 mod machines;
+mod network;
 mod policies;
 mod webhooks;
 mod writer;
@@ -50,6 +51,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../../migrations/sqlite/0004_signing_keys.sql")),
     (5, include_str!("../../../migrations/sqlite/0005_policies.sql")),
     (6, include_str!("../../../migrations/sqlite/0006_webhooks.sql")),
+    (7, include_str!("../../../migrations/sqlite/0007_network.sql")),
 ];
 
 /// How long a statement waits for another process's write lock before failing.
@@ -351,6 +353,22 @@ impl Tx for SqliteTx<'_> {
     async fn announce_expiries(&mut self, now: OffsetDateTime, limit: u32) -> Result<Vec<License>, StoreError> {
         licenses::announce_expiries(self.conn, now, limit).await
     }
+
+    async fn insert_ip_rule(&mut self, rule: &IpRule) -> Result<(), StoreError> {
+        network::insert_rule(self.conn, rule).await
+    }
+
+    async fn delete_ip_rule(&mut self, id: Uuid) -> Result<Option<IpRule>, StoreError> {
+        network::delete_rule(self.conn, id).await
+    }
+
+    async fn delete_policy_ip_rules(&mut self, policy: &str) -> Result<Vec<IpRule>, StoreError> {
+        network::delete_policy_rules(self.conn, policy).await
+    }
+
+    async fn record_ip_usage(&mut self, usage: &[IpUsage]) -> Result<(), StoreError> {
+        network::record_usage(self.conn, usage).await
+    }
 }
 
 #[async_trait]
@@ -448,6 +466,27 @@ impl Store for SqliteStore {
         webhooks::has_due(&self.pool, now).await
     }
 
+    async fn ip_rules(&self) -> Result<Vec<IpRule>, StoreError> {
+        network::rules(&self.pool).await
+    }
+
+    async fn ip_rules_version(&self) -> Result<i64, StoreError> {
+        network::version(&self.pool).await
+    }
+
+    async fn license_ips(&self, license_id: Uuid) -> Result<Vec<IpUsage>, StoreError> {
+        network::usage(&self.pool, license_id).await
+    }
+
+    async fn machine_presence(
+        &self,
+        license_id: Uuid,
+        fingerprints: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Presence, StoreError> {
+        network::presence(&self.pool, license_id, fingerprints, now).await
+    }
+
     async fn recorded_keys(&self) -> Result<Vec<RecordedKey>, StoreError> {
         keys::list(&self.pool).await
     }
@@ -526,6 +565,7 @@ mod tests {
             metadata: serde_json::Map::new(),
             status: LicenseStatus::Active,
             policy: None,
+            kind: crate::store::LicenseKind::Machine,
             created_at: now(),
             updated_at: now(),
         }
