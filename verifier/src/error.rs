@@ -45,6 +45,10 @@ pub enum Error {
     /// The token is bound to another machine (for example it was copied from one).
     #[error("the license token is bound to another machine; activate this machine instead of copying a token")]
     WrongMachine,
+    /// The token is not bound to a domain that covers the app's host: another domain, a machine, or a malformed
+    /// binding.
+    #[error("the license token is bound to another domain (or to a machine, not a domain)")]
+    WrongDomain,
     /// The license itself has expired.
     #[error("the license expired at {expired_at}; renew it with the vendor")]
     LicenseExpired {
@@ -172,6 +176,7 @@ impl Error {
             Error::BadSignature => "bad_signature",
             Error::WrongProduct { .. } => "wrong_product",
             Error::WrongMachine => "wrong_machine",
+            Error::WrongDomain => "wrong_domain",
             Error::LicenseExpired { .. } => "license_expired",
             Error::TokenExpired { .. } => "token_expired",
             Error::NotYetValid { .. } => "not_yet_valid",

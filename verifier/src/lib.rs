@@ -34,7 +34,8 @@
 //! - `revocation`: [`RevocationList`], the signed list of revoked licenses an offline app honours.
 //! - `bundle`: [`Bundle`], a license file's lines (token, certificates, revocation list).
 //! - `state` (`std`): [`CertificateFile`] and [`RevocationFile`], what an app keeps between runs.
-//! - `validation`: [`Validation`] (product, machine, time) and [`verify_at`].
+//! - `validation`: [`Validation`] (product, machine or domain, time) and [`verify_at`].
+//! - `domain` (`domain`): [`Domain`], the normalised domain a web app's token is bound to (`domain:` fingerprints).
 //! - `fingerprint`: [`fingerprint()`] and, with `std`, [`InstallId`] (the random per-install id file).
 //! - `clock` (`std`): [`ClockGuard`], which catches a clock set back.
 //! - `offline`: [`ActivationRequest`] and [`DeactivationCode`], the typed codes of air-gapped activation.
@@ -48,6 +49,8 @@ mod cert;
 mod claims;
 #[cfg(feature = "std")]
 mod clock;
+#[cfg(feature = "domain")]
+mod domain;
 mod error;
 mod fingerprint;
 pub mod format;
@@ -64,6 +67,8 @@ pub use cert::{Certificate, UnsignedCertificate, UntrustedCertificate};
 pub use claims::{Claims, LicenseId, TokenKind};
 #[cfg(feature = "std")]
 pub use clock::{ClockGuard, DEFAULT_ROLLBACK_LEEWAY_SECS};
+#[cfg(feature = "domain")]
+pub use domain::{Domain, DomainError, DOMAIN_BINDING_PREFIX, MAX_DOMAIN_LEN};
 pub use error::{ClaimsError, Error};
 #[cfg(feature = "std")]
 pub use fingerprint::InstallId;

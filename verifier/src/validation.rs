@@ -1,10 +1,12 @@
-//! What makes a verified license usable here and now: product, machine binding and time checks.
+//! What makes a verified license usable here and now: product, machine (or domain) binding and time checks.
 
 use alloc::string::String;
 
 use time::OffsetDateTime;
 
 use crate::format::limits;
+#[cfg(feature = "domain")]
+use crate::{Domain, DomainError};
 use crate::{Error, KeySet, License, RevocationList, UntrustedToken};
 
 /// [`limits::MAX_TIME`] as a signed Unix time; it fits, being far below `i64::MAX`.
@@ -20,8 +22,14 @@ pub struct Validation {
     /// The product this app is. A token for another product fails with [`Error::WrongProduct`]. Required.
     pub product: String,
     /// This machine's fingerprint. A token bound to another machine fails with [`Error::WrongMachine`].
-    /// Default: the value given to `new`. `None` skips the machine check; only for server-side inspection.
+    /// Default: the value given to `new`. `None` skips the machine check; only for server-side inspection, or with
+    /// `domain` set.
     pub fingerprint: Option<String>,
+    /// The host a web app runs on. When set, the token must be domain-bound (a `domain:` fingerprint) to a domain
+    /// that [covers](Domain::covers) it, or it fails with [`Error::WrongDomain`]. Default: `None` (no domain check);
+    /// [`Validation::for_domain`] sets it.
+    #[cfg(feature = "domain")]
+    pub domain: Option<Domain>,
     /// Seconds of clock difference tolerated on every time check. Default: [`DEFAULT_LEEWAY_SECS`] (60).
     pub leeway_secs: u64,
     /// The newest revocation list the app holds: a token of a listed license fails with [`Error::LicenseRevoked`],
@@ -35,15 +43,30 @@ impl Validation {
         Validation {
             product: product.into(),
             fingerprint: Some(fingerprint.into()),
+            #[cfg(feature = "domain")]
+            domain: None,
             leeway_secs: DEFAULT_LEEWAY_SECS,
             revocation_list: None,
         }
     }
 
+    /// Checks for `product` in a web app served at `host` (see [`Domain::host`]), with the default leeway and no
+    /// machine check.
+    #[cfg(feature = "domain")]
+    pub fn for_domain(product: impl Into<String>, host: &str) -> Result<Self, DomainError> {
+        Ok(Validation {
+            product: product.into(),
+            fingerprint: None,
+            domain: Some(Domain::host(host)?),
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+            revocation_list: None,
+        })
+    }
+
     /// Checks a verified license at `now`.
     ///
-    /// Order: revocation list, product, machine, not-yet-valid, license expiry, token expiry; the first failure is returned, so an
-    /// expired license is reported as such even when its token also ran out.
+    /// Order: revocation list, product, machine, domain, not-yet-valid, license expiry, token expiry; the first failure
+    /// is returned, so an expired license is reported as such even when its token also ran out.
     pub fn check(&self, license: &License, now: OffsetDateTime) -> Result<Status, Error> {
         if self.revocation_list.as_ref().is_some_and(|list| list.contains(&license.license_id)) {
             return Err(Error::LicenseRevoked);
@@ -54,6 +77,15 @@ impl Validation {
         if let Some(fingerprint) = &self.fingerprint {
             if license.fingerprint != *fingerprint {
                 return Err(Error::WrongMachine);
+            }
+        }
+        #[cfg(feature = "domain")]
+        if let Some(host) = &self.domain {
+            // A machine fingerprint (no prefix) and a binding no conforming issuer signs (not normalised) are both
+            // "not bound to this domain": the app cannot do anything different about either.
+            let covered = matches!(Domain::from_binding(&license.fingerprint), Some(Ok(bound)) if bound.covers(host));
+            if !covered {
+                return Err(Error::WrongDomain);
             }
         }
         // Whole seconds: `unix_timestamp` truncates toward −∞, which changes no result because every claim time and
@@ -287,6 +319,77 @@ mod tests {
     fn refresh_is_due_from_the_refresh_after_second_on() {
         assert_eq!(check(&claims(), datetime!(2026-11-23 9:59:59.999 UTC)).unwrap(), Status::Valid);
         assert_eq!(check(&claims(), datetime!(2026-11-23 10:00 UTC)).unwrap(), Status::RefreshDue);
+    }
+
+    #[cfg(feature = "domain")]
+    fn domain_bound(binding: &str) -> Claims {
+        Claims { fingerprint: binding.into(), ..claims() }
+    }
+
+    #[cfg(feature = "domain")]
+    fn check_domain(claims: &Claims, host: &str) -> Result<Status, Error> {
+        check_with(claims, &Validation::for_domain("acme-cad", host).unwrap(), datetime!(2026-11-22 12:00 UTC))
+    }
+
+    #[cfg(feature = "domain")]
+    #[test]
+    fn domain_bound_token_is_accepted_for_a_covered_host() {
+        let star = domain_bound("domain:*.example.com");
+        assert_eq!(check_domain(&star, "Shop.Example.com.").unwrap(), Status::Valid);
+        assert_eq!(check_domain(&star, "example.com").unwrap(), Status::Valid);
+        let idn = domain_bound("domain:xn--bcher-kva.example");
+        assert_eq!(check_domain(&idn, "BÜCHER.example").unwrap(), Status::Valid);
+    }
+
+    #[cfg(feature = "domain")]
+    #[test]
+    fn domain_bound_token_is_wrong_domain_for_another_host() {
+        let exact = domain_bound("domain:example.com");
+        assert!(matches!(check_domain(&exact, "shop.example.com"), Err(Error::WrongDomain)));
+        let star = domain_bound("domain:*.example.com");
+        assert_eq!(check_domain(&star, "badexample.com").unwrap_err().code(), "wrong_domain");
+    }
+
+    #[cfg(feature = "domain")]
+    #[test]
+    fn machine_bound_token_is_wrong_domain() {
+        assert_eq!(check_domain(&claims(), "example.com").unwrap_err().code(), "wrong_domain");
+        // The issuer refuses machine fingerprints with the prefix, so this one only shows that no guess is made.
+        assert_eq!(check_domain(&domain_bound("example.com"), "example.com").unwrap_err().code(), "wrong_domain");
+    }
+
+    #[cfg(feature = "domain")]
+    #[test]
+    fn malformed_binding_is_wrong_domain() {
+        for binding in ["domain:Example.com", "domain:example.com.", "domain:*.com", "domain:a_b.example.com"] {
+            let err = check_domain(&domain_bound(binding), "example.com").unwrap_err();
+            assert_eq!(err.code(), "wrong_domain", "{binding}");
+        }
+    }
+
+    #[cfg(feature = "domain")]
+    #[test]
+    fn domain_token_is_wrong_machine_to_a_machine_check() {
+        // What a v1 verifier without the domain check sees: an opaque fingerprint no machine has.
+        let star = domain_bound("domain:*.example.com");
+        assert_eq!(check(&star, datetime!(2026-11-22 12:00 UTC)).unwrap_err().code(), "wrong_machine");
+    }
+
+    #[cfg(feature = "domain")]
+    #[test]
+    fn domain_check_comes_after_product_and_before_time() {
+        let other_product = Claims { product: "acme-viewer".into(), ..domain_bound("domain:example.com") };
+        assert_eq!(check_domain(&other_product, "example.org").unwrap_err().code(), "wrong_product");
+        let expired = Claims { license_expires_at: Some(datetime!(2026-01-01 0:00 UTC)), ..domain_bound("x.y") };
+        assert_eq!(check_domain(&expired, "example.com").unwrap_err().code(), "wrong_domain");
+    }
+
+    #[cfg(feature = "domain")]
+    #[test]
+    fn for_domain_refuses_a_wildcard_host() {
+        assert_eq!(Validation::for_domain("acme-cad", "*.example.com").unwrap_err(), DomainError::Wildcard);
+        let v = Validation::for_domain("acme-cad", "Example.com").unwrap();
+        assert_eq!((v.fingerprint, v.domain.unwrap().as_str()), (None, "example.com"));
     }
 
     #[test]
