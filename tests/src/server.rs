@@ -35,13 +35,15 @@ pub struct Options {
     pub rate_burst: u32,
     /// An admin token given as the environment would (`ISSUER_ADMIN_TOKEN`), besides the one the data dir makes.
     pub env_admin_token: Option<&'static str>,
-    /// `trusted_proxies`: addresses whose `X-Forwarded-For` is believed.
+    /// `trusted_proxies`: addresses or networks whose `X-Forwarded-For` is believed.
     pub trusted_proxies: &'static [&'static str],
+    /// The loopback address the server listens on: `127.0.0.1` or `::1` (its clients then come from `::1`).
+    pub loopback: &'static str,
 }
 
 /// No rate limit, no environment admin token, no trusted proxies.
 pub const NO_LIMIT: Options =
-    Options { rate_per_second: 0, rate_burst: 0, env_admin_token: None, trusted_proxies: &[] };
+    Options { rate_per_second: 0, rate_burst: 0, env_admin_token: None, trusted_proxies: &[], loopback: "127.0.0.1" };
 
 /// A running service and a client for it. Stop it with [`Server::stop`], which checks that it shut down cleanly.
 pub struct Server {
@@ -105,7 +107,8 @@ impl Server {
             .or(options.env_admin_token.map(String::from))
             .expect("a fresh database creates an admin token");
         let licensing = started.state.licensing.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ip: std::net::IpAddr = options.loopback.parse().unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(issuer::http::serve(listener, started.state, async {
@@ -156,6 +159,11 @@ impl Server {
         self.request(Some(token), method, path, body).await
     }
 
+    /// A public `POST` carrying `X-Forwarded-For: <forwarded>` (believed only when the server trusts this client).
+    pub async fn post_from(&self, forwarded: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request_with(None, Some(forwarded), Method::POST, path, Some(body)).await
+    }
+
     async fn request(
         &self,
         token: Option<&str>,
@@ -163,9 +171,23 @@ impl Server {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.request_with(token, None, method, path, body).await
+    }
+
+    async fn request_with(
+        &self,
+        token: Option<&str>,
+        forwarded: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             req = req.bearer_auth(token);
+        }
+        if let Some(forwarded) = forwarded {
+            req = req.header("x-forwarded-for", forwarded);
         }
         if let Some(body) = body {
             req = req.json(&body);

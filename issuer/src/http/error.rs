@@ -193,6 +193,17 @@ impl From<ServiceError> for ApiError {
                     ..ApiError::new(S::UNPROCESSABLE_ENTITY, ErrorCode::WebhookUrlRefused, e.to_string())
                 }
             }
+            ServiceError::InvalidDomain(why) => {
+                let mut details = serde_json::Map::new();
+                details.insert("domain_error".into(), why.code().into());
+                ApiError {
+                    details: Some(details),
+                    ..ApiError::new(S::UNPROCESSABLE_ENTITY, ErrorCode::InvalidDomain, e.to_string())
+                }
+            }
+            ServiceError::DomainLimitReached { .. } => {
+                ApiError::new(S::CONFLICT, ErrorCode::DomainLimitReached, e.to_string())
+            }
             ServiceError::IpBlocked { .. } => ApiError::new(S::FORBIDDEN, ErrorCode::IpBlocked, e.to_string()),
             ServiceError::IpRuleNotFound => ApiError::new(S::NOT_FOUND, ErrorCode::IpRuleNotFound, e.to_string()),
             ServiceError::Store(ref err) => ApiError::internal(err),

@@ -14,12 +14,16 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use verifier::{Claims, LicenseId, TokenKind, UntrustedToken};
 
-use super::checks::{check_fingerprint, check_machine_text, usable};
+use super::checks::{
+    bound_fingerprint, check_fingerprint, check_fingerprint_size, check_machine_text, covering_bindings, usable,
+};
 use super::network::check_license_ip;
 use super::policies::{count_deactivation, cull_license, terms_in, CulledBy, Terms};
 use super::{Context, LicenseRef, Licensing, ServiceError, Unusable};
 use crate::license_key::LicenseKey;
-use crate::store::{Activated, EventKind, License, Lookup, MachineCheck, NewMachine, Presence, StoreExt as _, Touched};
+use crate::store::{
+    Activated, EventKind, License, LicenseKind, Lookup, MachineCheck, NewMachine, Presence, StoreExt as _, Touched,
+};
 
 /// A signed token and what it says.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,6 +86,9 @@ pub enum ValidationCode {
     ProductMismatch,
     /// A network rule refuses the client's address (nothing about the license is said).
     IpBlocked,
+    /// A domain license: this domain is not activated and every domain is taken, or more domains are active than
+    /// the license allows (its domains were lowered).
+    DomainLimitReached,
 }
 
 impl ValidationCode {
@@ -98,6 +105,7 @@ impl ValidationCode {
             ValidationCode::TooManyMachines => "TOO_MANY_MACHINES",
             ValidationCode::ProductMismatch => "PRODUCT_MISMATCH",
             ValidationCode::IpBlocked => "IP_BLOCKED",
+            ValidationCode::DomainLimitReached => "DOMAIN_LIMIT_REACHED",
         }
     }
 
@@ -114,6 +122,7 @@ impl ValidationCode {
             ValidationCode::TooManyMachines => "more machines are active than the license allows",
             ValidationCode::ProductMismatch => "the license is for another product",
             ValidationCode::IpBlocked => "requests from this address are refused by a network rule",
+            ValidationCode::DomainLimitReached => "every domain of the license is taken by other domains",
         }
     }
 }
@@ -166,7 +175,7 @@ impl Licensing {
         kind: TokenKind,
         ctx: &Context,
     ) -> Result<Issued, ServiceError> {
-        check_fingerprint(fingerprint)?;
+        check_fingerprint_size(fingerprint)?;
         check_machine_text("name", name)?;
         check_machine_text("platform", platform)?;
         let (which, fp, unit_ctx) = (which.clone(), fingerprint.to_string(), ctx.clone());
@@ -182,10 +191,11 @@ impl Licensing {
             .store
             .transact(move |tx| {
                 Box::pin(async move {
-                    let (ctx, fingerprint) = (unit_ctx, fp);
-                    let license = tx.license(which.lookup()).await?.ok_or(ServiceError::LicenseNotFound)?;
+                    let ctx = unit_ctx;
+                    let license = found(tx.license(which.lookup()).await?, &fp)?;
                     // First: a refused network learns nothing about the license.
                     check_license_ip(&rules, &license, &ctx)?;
+                    let fingerprint = bound_fingerprint(&license, &fp)?;
                     let at = ctx.at();
                     usable(&license, at).map_err(ServiceError::Unusable)?;
                     let terms = terms_in(tx, &license, defaults).await?;
@@ -214,7 +224,15 @@ impl Licensing {
                             (false, machines_used, machine.lease_expires_at)
                         }
                         Activated::NoSlotLeft { machines_used } => {
-                            return Err(ServiceError::NoSlotLeft { max_machines: license.max_machines, machines_used });
+                            return Err(match license.kind {
+                                LicenseKind::Domain => ServiceError::DomainLimitReached {
+                                    max_domains: license.max_machines,
+                                    domains_used: machines_used,
+                                },
+                                LicenseKind::Machine => {
+                                    ServiceError::NoSlotLeft { max_machines: license.max_machines, machines_used }
+                                }
+                            });
                         }
                         Activated::NoLicense => return Err(ServiceError::LicenseNotFound),
                     };
@@ -237,16 +255,26 @@ impl Licensing {
                         None
                     };
                     tx.append_event(&ctx.event(license.id, EventKind::Activated, Some(&fingerprint), detail)).await?;
-                    Ok((license, machines_used, new_machine, lease_expires_at, terms, signed))
+                    Ok(UnitActivated {
+                        license,
+                        fingerprint,
+                        machines_used,
+                        new_machine,
+                        lease_expires_at,
+                        terms,
+                        signed,
+                    })
                 })
             })
             .await;
-        let activated = self.after_screening(activated, |a| a.0.id, Some(fingerprint), operation, ctx).await;
-        let (license, machines_used, new_machine, lease_expires_at, terms, signed) = activated?;
+        let activated = self.after_screening(activated, |a| a.license.id, Some(fingerprint), operation, ctx).await?;
+        let UnitActivated { license, fingerprint, machines_used, new_machine, lease_expires_at, terms, signed } =
+            activated;
         match signed {
             Some(issued) => Ok(issued),
             None => {
-                let machine = Signed { fingerprint, at: ctx.at(), machines_used, new_machine, lease_expires_at };
+                let machine =
+                    Signed { fingerprint: &fingerprint, at: ctx.at(), machines_used, new_machine, lease_expires_at };
                 sign(&ring, &terms, license, &machine, TokenKind::Online)
             }
         }
@@ -262,13 +290,16 @@ impl Licensing {
         ctx: &Context,
     ) -> Result<Validated, ServiceError> {
         let key = LicenseKey::parse(key)?;
-        check_fingerprint(fingerprint)?;
+        check_fingerprint_size(fingerprint)?;
         match self.screen_global(ctx, "validate").await {
             Err(ServiceError::IpBlocked { .. }) => return Ok(Validated::without_license(ValidationCode::IpBlocked)),
             screened => screened?,
         }
-        let Some(check) = self.store.license_for_machine(key.as_str(), fingerprint, ctx.at()).await? else {
-            return Ok(Validated::without_license(ValidationCode::NotFound));
+        let Some(mut check) = self.store.license_for_machine(key.as_str(), fingerprint, ctx.at()).await? else {
+            return match unusable_fingerprint(fingerprint) {
+                Some(invalid) => Err(invalid),
+                None => Ok(Validated::without_license(ValidationCode::NotFound)),
+            };
         };
         let rules = self.network_rules().await?;
         let id = check.license.id;
@@ -276,6 +307,15 @@ impl Licensing {
         match self.after_screening(screened, |_| id, Some(fingerprint), "validate", ctx).await {
             Err(ServiceError::IpBlocked { .. }) => return Ok(Validated::without_license(ValidationCode::IpBlocked)),
             screened => screened?,
+        }
+        let domain = check.license.kind == LicenseKind::Domain;
+        if domain {
+            // The activation that covers this host: its own, or a wildcard of it or of a parent.
+            let bindings = covering_bindings(fingerprint)?;
+            check.presence = self.store.machine_presence(check.license.id, &bindings, ctx.at()).await?;
+        } else {
+            // Only a domain license takes what is not a machine fingerprint (a domain, also an international one).
+            check_fingerprint(fingerprint)?;
         }
         let MachineCheck { license, machines_used, presence, policy } = check;
         let terms = Terms::of(policy.as_ref(), self.policy);
@@ -286,14 +326,18 @@ impl Licensing {
                 Err(Unusable::Revoked) => ValidationCode::Revoked,
                 Err(Unusable::Suspended) => ValidationCode::Suspended,
                 Err(Unusable::Expired) => ValidationCode::Expired,
-                Ok(()) => match presence {
-                    Presence::Absent => ValidationCode::NotActivated,
-                    Presence::LeaseExpired => ValidationCode::LeaseExpired,
-                    Presence::Active if machines_used > terms.limit(license.max_machines) => {
-                        ValidationCode::TooManyMachines
+                Ok(()) => {
+                    let limit = terms.limit(license.max_machines);
+                    match presence {
+                        // A domain beyond the limit: not activated on a license whose domains are all taken.
+                        Presence::Absent if domain && machines_used >= limit => ValidationCode::DomainLimitReached,
+                        Presence::Absent => ValidationCode::NotActivated,
+                        Presence::LeaseExpired => ValidationCode::LeaseExpired,
+                        Presence::Active if machines_used > limit && domain => ValidationCode::DomainLimitReached,
+                        Presence::Active if machines_used > limit => ValidationCode::TooManyMachines,
+                        Presence::Active => ValidationCode::Valid,
                     }
-                    Presence::Active => ValidationCode::Valid,
-                },
+                }
             }
         };
         let overage = terms.in_overage(license.max_machines, machines_used);
@@ -376,16 +420,17 @@ impl Licensing {
         ctx: &Context,
     ) -> Result<(License, u32), ServiceError> {
         let key = LicenseKey::parse(key)?;
-        check_fingerprint(fingerprint)?;
+        check_fingerprint_size(fingerprint)?;
         let (fp, unit_ctx, defaults, rules) =
             (fingerprint.to_string(), ctx.clone(), self.policy, self.network_rules().await?);
         let done = self
             .store
             .transact(move |tx| {
                 Box::pin(async move {
-                    let (ctx, fingerprint) = (unit_ctx, fp);
-                    let license = tx.license(Lookup::Key(key.as_str())).await?.ok_or(ServiceError::LicenseNotFound)?;
+                    let ctx = unit_ctx;
+                    let license = found(tx.license(Lookup::Key(key.as_str())).await?, &fp)?;
                     check_license_ip(&rules, &license, &ctx)?;
+                    let fingerprint = bound_fingerprint(&license, &fp)?;
                     let terms = terms_in(tx, &license, defaults).await?;
                     cull_license(tx, &license, &terms, CulledBy::Deactivation, &ctx).await?;
                     if !tx.remove_machine(license.id, &fingerprint).await? {
@@ -403,6 +448,33 @@ impl Licensing {
             .await;
         self.after_screening(done, |(license, _)| license.id, Some(fingerprint), "deactivate", ctx).await
     }
+}
+
+/// The license a unit read, or why not: a fingerprint no license of either kind could take is answered as the
+/// invalid field it is (as before domain licenses), else the license is not found.
+fn found(license: Option<License>, fingerprint: &str) -> Result<License, ServiceError> {
+    license.ok_or_else(|| unusable_fingerprint(fingerprint).unwrap_or(ServiceError::LicenseNotFound))
+}
+
+/// Why no license of either kind could take `fingerprint`: neither a machine fingerprint nor a domain.
+fn unusable_fingerprint(fingerprint: &str) -> Option<ServiceError> {
+    match check_fingerprint(fingerprint) {
+        Err(invalid) if verifier::Domain::parse(fingerprint).is_err() => Some(invalid),
+        _ => None,
+    }
+}
+
+/// What an activation's unit decided: the token is signed from it.
+struct UnitActivated {
+    license: License,
+    /// As stored and signed: a domain license's binding.
+    fingerprint: String,
+    machines_used: u32,
+    new_machine: bool,
+    lease_expires_at: Option<OffsetDateTime>,
+    terms: Terms,
+    /// The offline token, signed inside the unit.
+    signed: Option<Issued>,
 }
 
 /// The machine a token is signed for, as the unit left it.

@@ -4,11 +4,11 @@
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use verifier::format::limits::{MAX_FINGERPRINT_LEN, MAX_TIME};
-use verifier::{Claims, KeyId, LicenseId, TokenKind, UnsignedToken};
+use verifier::{Claims, Domain, KeyId, LicenseId, TokenKind, UnsignedToken, DOMAIN_BINDING_PREFIX};
 
 use super::error::{invalid, Unusable};
 use super::{ServiceError, MAX_MACHINE_TEXT_LEN};
-use crate::store::{License, LicenseStatus};
+use crate::store::{License, LicenseKind, LicenseStatus};
 
 /// Whether the license may be used at `now`: revoked, then suspended, then expired.
 pub(super) fn usable(license: &License, now: OffsetDateTime) -> Result<(), Unusable> {
@@ -72,6 +72,42 @@ pub(super) fn check_fingerprint(fingerprint: &str) -> Result<(), ServiceError> {
         || !fingerprint.bytes().all(|c| c.is_ascii_graphic())
     {
         return Err(invalid("fingerprint", "must be 1-128 printable ASCII characters without spaces"));
+    }
+    Ok(())
+}
+
+/// The fingerprint an activation of `license` is stored and signed under: a machine's as given (checked), a
+/// domain license's binding (`domain:` and the normalised domain, docs/token-format.md §17; the prefix may be given).
+/// A machine fingerprint may not start with `domain:`, so a machine license never carries a domain binding.
+pub(super) fn bound_fingerprint(license: &License, given: &str) -> Result<String, ServiceError> {
+    match license.kind {
+        LicenseKind::Domain => {
+            let text = given.strip_prefix(DOMAIN_BINDING_PREFIX).unwrap_or(given);
+            Domain::parse(text).map(|d| d.binding()).map_err(ServiceError::InvalidDomain)
+        }
+        LicenseKind::Machine => {
+            check_fingerprint(given)?;
+            if given.starts_with(DOMAIN_BINDING_PREFIX) {
+                return Err(invalid(
+                    "fingerprint",
+                    "`domain:` starts the bindings of domain licenses; a machine fingerprint cannot start with it",
+                ));
+            }
+            Ok(given.to_string())
+        }
+    }
+}
+
+/// The bindings that would cover the host a validation of a domain license names, most specific first.
+pub(super) fn covering_bindings(given: &str) -> Result<Vec<String>, ServiceError> {
+    let text = given.strip_prefix(DOMAIN_BINDING_PREFIX).unwrap_or(given);
+    Domain::host(text).map(|host| host.covering_bindings()).map_err(ServiceError::InvalidDomain)
+}
+
+/// A loose check before the license (and so its kind) is known: a fingerprint or domain of a sane size.
+pub(super) fn check_fingerprint_size(given: &str) -> Result<(), ServiceError> {
+    if given.is_empty() || given.len() > 1024 {
+        return Err(invalid("fingerprint", "must be 1-128 printable ASCII characters, or a domain name"));
     }
     Ok(())
 }

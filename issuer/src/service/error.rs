@@ -42,6 +42,17 @@ pub enum ServiceError {
     /// The license is suspended, revoked or expired.
     #[error("the license is {}", match .0 { Unusable::Suspended => "suspended", Unusable::Revoked => "revoked", Unusable::Expired => "expired" })]
     Unusable(Unusable),
+    /// The domain a domain license's activation or validation names cannot be used (docs/token-format.md §17.2).
+    #[error("invalid domain: {0}")]
+    InvalidDomain(verifier::DomainError),
+    /// Every domain of a domain license is taken.
+    #[error("{}; deactivate a domain first", if *.max_domains == 1 { "the 1 domain of the license is in use".to_string() } else { format!("all {} domains of the license are in use", .max_domains) })]
+    DomainLimitReached {
+        /// The license's domains (its `max_machines`).
+        max_domains: u32,
+        /// Active domains.
+        domains_used: u32,
+    },
     /// Every machine slot is taken.
     #[error("{}; deactivate a machine first", if *.max_machines == 1 { "the 1 machine slot of the license is in use".to_string() } else { format!("all {} machine slots of the license are in use", .max_machines) })]
     NoSlotLeft {
