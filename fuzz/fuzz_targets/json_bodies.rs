@@ -24,6 +24,7 @@ const ROUTES: &[(Method, &str)] = &[
     (Method::PATCH, "/v1/policies/pro-annual"),
     (Method::POST, "/v1/webhooks"),
     (Method::POST, "/v1/admin-tokens"),
+    (Method::POST, "/v1/ip-rules"),
 ];
 
 struct Fixture {

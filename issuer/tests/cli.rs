@@ -40,6 +40,7 @@ Commands:
   machine      Machines activated on a license: list, remove
   token        Tokens: issue (also from an air-gapped activation request), inspect, redeem a deactivation code
   admin-token  Admin API tokens: create (the secret is printed once), list, revoke
+  ip-rule      Client network rules (CIDR allow and deny, global, per policy or per license): create, list, delete
   webhook      Webhook endpoints: create, list, show, delete, rotate-secret, enable, deliveries, resend
   events       The audit log: every event, with its actor and client IP
   config       Configuration helpers

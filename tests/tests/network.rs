@@ -270,7 +270,9 @@ async fn configured_global_rules_apply_beside_stored_ones_and_are_listed() {
     server.stop().await;
 }
 
-#[tokio::test]
+// Multi-threaded: the CLI runs on a thread of its own and this test waits for it, while the service (on this
+// runtime) may hold SQLite's write lock in a batch it must be able to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_license_counts_the_addresses_it_was_used_from() {
     let server = Server::start(BEHIND_PROXY).await;
     let (id, key) = license(&server, 3).await;
@@ -308,7 +310,9 @@ async fn each_license_counts_the_addresses_it_was_used_from() {
     server.stop().await;
 }
 
-#[tokio::test]
+// Multi-threaded: the CLI runs on a thread of its own and this test waits for it, while the service (on this
+// runtime) may hold SQLite's write lock in a batch it must be able to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_manages_rules_and_a_running_service_applies_them_within_seconds() {
     let server = Server::start(BEHIND_PROXY).await;
     let (_, key) = license(&server, 3).await;

@@ -60,7 +60,8 @@ async fn policy_crud_and_every_refusal() {
         "overage": "+2",
         "offline_allowed": true,
         "deactivation_limit": 3,
-        "deactivation_period": "14d"
+        "deactivation_period": "14d",
+        "kind": "machine"
     });
     assert_eq!(without_times(&pro), pro_view, "the view of a policy created with every field");
     assert_eq!(ts(&pro["created_at"]), created_at, "created_at is the service clock's now: {pro}");
@@ -81,7 +82,8 @@ async fn policy_crud_and_every_refusal() {
         "overage": "none",
         "offline_allowed": true,
         "deactivation_limit": null,
-        "deactivation_period": "30d"
+        "deactivation_period": "30d",
+        "kind": "machine"
     });
     assert_eq!(without_times(&basic), basic_view, "the defaults of a policy given only its required fields");
 
@@ -212,7 +214,8 @@ async fn policy_crud_and_every_refusal() {
         "overage": "none",
         "offline_allowed": false,
         "deactivation_limit": null,
-        "deactivation_period": "14d"
+        "deactivation_period": "14d",
+        "kind": "machine"
     });
     assert_eq!(without_times(&patched), patched_view, "the view after a patch");
     assert_eq!(ts(&patched["created_at"]), created_at, "a patch keeps created_at: {patched}");

@@ -104,9 +104,10 @@ pub(super) fn covering_bindings(given: &str) -> Result<Vec<String>, ServiceError
     Domain::host(text).map(|host| host.covering_bindings()).map_err(ServiceError::InvalidDomain)
 }
 
-/// A loose check before the license (and so its kind) is known: a fingerprint or domain of a sane size.
+/// A loose check before the license (and so its kind) is known: a fingerprint or domain of a sane size (an empty
+/// one is refused by the license's kind, in its words).
 pub(super) fn check_fingerprint_size(given: &str) -> Result<(), ServiceError> {
-    if given.is_empty() || given.len() > 1024 {
+    if given.len() > 1024 {
         return Err(invalid("fingerprint", "must be 1-128 printable ASCII characters, or a domain name"));
     }
     Ok(())
