@@ -1,5 +1,5 @@
-//! IP networks: CIDR notation, and the one canonical form of an address every rule judges (an IPv6 address that
-//! carries an IPv4 address is that IPv4 address). Used by the client network rules (`service::network`), the trusted
+//! IP networks: CIDR notation, and the forms of an address rules judge (an IPv4-mapped IPv6 address is its IPv4
+//! address; for outbound connections every IPv6 form that carries an IPv4 address is). Used by the client network rules (`service::network`), the trusted
 //! proxies (`http::extract`) and the webhooks' outbound rules (`service::webhooks::network`).
 
 use std::fmt;
@@ -24,10 +24,12 @@ impl Cidr {
         }
     }
 
-    /// Whether `ip` is in this network. An IPv6 address carrying an IPv4 address ([`canonical`]) is judged as its
-    /// IPv4 address, so a rule for one form covers the other.
+    /// Whether `ip` is in this network. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is judged as its IPv4
+    /// address, so a rule for one form covers the other. (The other forms that carry an IPv4 address are judged as
+    /// IPv6 here: a client sending from `2002:a00:5::1` does not own 10.0.0.5. Outbound rules decode them first, with
+    /// [`canonical`].)
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, canonical(ip)) {
+        match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
@@ -59,9 +61,9 @@ impl Cidr {
     }
 }
 
-/// The address a rule judges for `ip`: an IPv6 address that carries an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`,
-/// IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:aabb:ccdd::`) is its IPv4 address, so a rule
-/// for one form covers every form.
+/// The address a connection to `ip` reaches, as the outbound (webhook) rules judge it: an IPv6 address that carries
+/// an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4
+/// `2002:aabb:ccdd::`) is its IPv4 address, so a rule for one form covers every form.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     let IpAddr::V6(v6) = ip else { return ip };
     if let Some(v4) = v6.to_ipv4_mapped() {

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use e2e_tests::server::{assert_error, s, Server, NO_LIMIT, PRODUCT};
+use issuer::StoreExt as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -174,5 +175,51 @@ async fn kinds_are_fixed_by_the_policy_and_a_machine_license_takes_no_binding() 
     let site = server.activated(&key, "example.org").await;
     let err = verify_at(s(&site["token"]), &keys, &Validation::new(PRODUCT, "example.org"), now);
     assert!(matches!(err, Err(Error::WrongMachine)), "{err:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_machine_activation_named_like_a_binding_from_before_gets_no_new_token() {
+    let server = Server::start(NO_LIMIT).await;
+    let machine =
+        server.create_license(json!({ "email": "a@example.com", "product": PRODUCT, "max_machines": 2 })).await;
+    let id: uuid::Uuid = s(&machine["id"]).parse().unwrap();
+    let at = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    // As an issuer before domain licenses stored it: a machine fingerprint that reads as a binding.
+    let stored = server
+        .licensing
+        .store()
+        .transact(move |tx| {
+            Box::pin(async move {
+                let m = issuer::NewMachine {
+                    fingerprint: "domain:example.com",
+                    name: None,
+                    platform: None,
+                    at,
+                    lease_expires_at: None,
+                };
+                tx.activate_machine(id, &m, 0).await
+            })
+        })
+        .await
+        .unwrap();
+    assert!(matches!(stored, issuer::Activated::New { .. }));
+    let claims = verifier::Claims {
+        kind: verifier::TokenKind::Online,
+        license_id: verifier::LicenseId(id.into_bytes()),
+        license_key: s(&machine["key"]).into(),
+        email: "a@example.com".into(),
+        product: PRODUCT.into(),
+        entitlements: vec![],
+        max_machines: 2,
+        fingerprint: "domain:example.com".into(),
+        issued_at: at,
+        license_expires_at: None,
+        refresh_after: Some(at),
+        token_expires_at: Some(at + time::Duration::days(1)),
+    };
+    let token = server.licensing.key_ring().sign(&claims).unwrap();
+    let refused = server.post("/v1/refresh", json!({ "token": token })).await;
+    assert_error(&refused, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "a binding on a machine license");
     server.stop().await;
 }

@@ -63,12 +63,17 @@ async fn rules_at_three_levels_refuse_with_deny_before_allow_on_every_endpoint()
         code_from(&server, "198.51.100.9", &issuer::LicenseKey::generate().unwrap().to_string()).await,
         "IP_BLOCKED"
     );
-    assert_error(
-        &activate_from(&server, "198.51.100.9", &a, "fp-2").await,
-        StatusCode::FORBIDDEN,
-        "ip_blocked",
-        "activate",
-    );
+    let refused = activate_from(&server, "198.51.100.9", &a, "fp-2").await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "ip_blocked", "activate");
+    assert!(!refused.1["message"].as_str().unwrap().contains("198.51.100"), "the answer names no rule: {}", refused.1);
+    let unknown = issuer::LicenseKey::generate().unwrap().to_string();
+    for (path, body) in [
+        ("/v1/activate", json!({ "key": unknown, "fingerprint": "fp-1" })),
+        ("/v1/deactivate", json!({ "key": unknown, "fingerprint": "fp-1" })),
+    ] {
+        // The same answer for a key that exists and one that does not: a refused network learns nothing.
+        assert_error(&server.post_from("198.51.100.9", path, body).await, StatusCode::FORBIDDEN, "ip_blocked", path);
+    }
     assert_eq!(code_from(&server, "::ffff:198.51.100.9", &a).await, "IP_BLOCKED", "an IPv4-mapped address is IPv4");
 
     // Policy allow list: the policy's licenses only from 10.0.0.0/8; the other license is not concerned.
@@ -138,6 +143,16 @@ async fn rules_at_three_levels_refuse_with_deny_before_allow_on_every_endpoint()
     let changes = server.audit_log("type=ip_rule.deleted").await;
     assert_eq!((changes.len(), s(&changes[0]["actor"]["type"])), (1, "admin_token"));
     assert_eq!(server.audit_log("type=ip_rule.created").await.len(), 4);
+
+    // Deleting a policy deletes its rules, each with its event, and the instance stops applying them at once.
+    server.create_policy(json!({ "name": "gone", "product": PRODUCT, "max_machines": 1 })).await;
+    let doomed = rule(&server, json!({ "cidr": "192.0.2.0/24", "action": "deny", "policy": "gone" })).await;
+    let (status, _) = server.admin(Method::DELETE, "/v1/policies/gone", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let deleted = server.audit_log("type=ip_rule.deleted").await;
+    assert_eq!(deleted.last().unwrap()["detail"]["rule"]["id"], doomed["id"]);
+    let (_, all) = server.admin(Method::GET, "/v1/ip-rules?policy=corp", None).await;
+    assert_eq!(all["ip_rules"].as_array().unwrap().len(), 1, "only the deleted policy's rules went");
     server.stop().await;
 }
 
@@ -285,6 +300,12 @@ async fn each_license_counts_the_addresses_it_was_used_from() {
     validate_from(&server, "2001:db8::10", &key, "fp-1").await;
     validate_from(&server, "::ffff:192.0.2.10", &key, "fp-1").await;
     validate_from(&server, "198.51.100.1", &other, "fp-1").await;
+    // A refusal for another reason than a rule (here a full license) is still a request from the address.
+    for fingerprint in ["fp-a", "fp-b", "fp-c"] {
+        activate_from(&server, "198.51.100.1", &other, fingerprint).await;
+    }
+    let full = activate_from(&server, "198.51.100.1", &other, "fp-d").await;
+    assert_error(&full, StatusCode::CONFLICT, "too_many_machines", "full");
     rule(&server, json!({ "cidr": "2001:db8::/32", "action": "deny", "license": key })).await;
     validate_from(&server, "2001:db8::10", &key, "fp-1").await;
     let (status, ips) = server.admin(Method::GET, &format!("/v1/licenses/{key}/ips"), None).await;
@@ -299,6 +320,7 @@ async fn each_license_counts_the_addresses_it_was_used_from() {
     assert_eq!((v6["requests"].as_u64(), v6["blocked"].as_u64()), (Some(1), Some(1)));
     let (_, others) = server.admin(Method::GET, &format!("/v1/licenses/{other_id}/ips"), None).await;
     assert_eq!(others["ips"].as_array().unwrap().len(), 1, "per license");
+    assert_eq!(others["ips"][0]["requests"].as_u64(), Some(5), "a validation and four activations: {others}");
 
     // The CLI reads the same counters (JSON is the API's object) beside the running service.
     let dir = server.data_dir();

@@ -204,7 +204,12 @@ impl From<ServiceError> for ApiError {
             ServiceError::DomainLimitReached { .. } => {
                 ApiError::new(S::CONFLICT, ErrorCode::DomainLimitReached, e.to_string())
             }
-            ServiceError::IpBlocked { .. } => ApiError::new(S::FORBIDDEN, ErrorCode::IpBlocked, e.to_string()),
+            // Nothing about the rule or the license: the `ip.blocked` event has the details.
+            ServiceError::IpBlocked { .. } => ApiError::new(
+                S::FORBIDDEN,
+                ErrorCode::IpBlocked,
+                "requests from this address are refused by a network rule",
+            ),
             ServiceError::IpRuleNotFound => ApiError::new(S::NOT_FOUND, ErrorCode::IpRuleNotFound, e.to_string()),
             ServiceError::Store(ref err) => ApiError::internal(err),
             ServiceError::Signing(ref err @ keys::KeyError::Uncertified { .. }) => {

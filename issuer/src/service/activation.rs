@@ -17,7 +17,6 @@ use verifier::{Claims, LicenseId, TokenKind, UntrustedToken};
 use super::checks::{
     bound_fingerprint, check_fingerprint, check_fingerprint_size, check_machine_text, covering_bindings, usable,
 };
-use super::network::check_license_ip;
 use super::policies::{count_deactivation, cull_license, terms_in, CulledBy, Terms};
 use super::{Context, LicenseRef, Licensing, ServiceError, Unusable};
 use crate::license_key::LicenseKey;
@@ -184,9 +183,10 @@ impl Licensing {
         // One ring for the whole activation. Only an offline token is signed inside the unit (its proof is stored
         // with the activation); an online one after it. Either way a key that may not sign for the license's product
         // (key ring with roots, no covering certificate) refuses inside the unit, so no slot is taken for nothing.
-        let (ring, defaults, rules) = (self.ring.current(), self.policy, self.network_rules().await?);
-        let unit_ring = Arc::clone(&ring);
         let operation = if offline { "offline_activate" } else { "activate" };
+        let screen = self.screen(ctx, operation).await?;
+        let (ring, defaults) = (self.ring.current(), self.policy);
+        let unit_ring = Arc::clone(&ring);
         let activated = self
             .store
             .transact(move |tx| {
@@ -194,7 +194,7 @@ impl Licensing {
                     let ctx = unit_ctx;
                     let license = found(tx.license(which.lookup()).await?, &fp)?;
                     // First: a refused network learns nothing about the license.
-                    check_license_ip(&rules, &license, &ctx)?;
+                    screen.admit(&license, &ctx)?;
                     let fingerprint = bound_fingerprint(&license, &fp)?;
                     let at = ctx.at();
                     usable(&license, at).map_err(ServiceError::Unusable)?;
@@ -267,7 +267,7 @@ impl Licensing {
                 })
             })
             .await;
-        let activated = self.after_screening(activated, |a| a.license.id, Some(fingerprint), operation, ctx).await?;
+        let activated = self.after_screening(activated, Some(fingerprint), operation, ctx).await?;
         let UnitActivated { license, fingerprint, machines_used, new_machine, lease_expires_at, terms, signed } =
             activated;
         match signed {
@@ -291,20 +291,18 @@ impl Licensing {
     ) -> Result<Validated, ServiceError> {
         let key = LicenseKey::parse(key)?;
         check_fingerprint_size(fingerprint)?;
-        match self.screen_global(ctx, "validate").await {
+        let screen = match self.screen(ctx, "validate").await {
             Err(ServiceError::IpBlocked { .. }) => return Ok(Validated::without_license(ValidationCode::IpBlocked)),
-            screened => screened?,
-        }
+            screen => screen?,
+        };
         let Some(mut check) = self.store.license_for_machine(key.as_str(), fingerprint, ctx.at()).await? else {
             return match unusable_fingerprint(fingerprint) {
                 Some(invalid) => Err(invalid),
                 None => Ok(Validated::without_license(ValidationCode::NotFound)),
             };
         };
-        let rules = self.network_rules().await?;
-        let id = check.license.id;
-        let screened = check_license_ip(&rules, &check.license, ctx);
-        match self.after_screening(screened, |_| id, Some(fingerprint), "validate", ctx).await {
+        let screened = screen.admit(&check.license, ctx);
+        match self.after_screening(screened, Some(fingerprint), "validate", ctx).await {
             Err(ServiceError::IpBlocked { .. }) => return Ok(Validated::without_license(ValidationCode::IpBlocked)),
             screened => screened?,
         }
@@ -369,14 +367,19 @@ impl Licensing {
         ring.signing_certificate(ctx.at(), Some(&old.product))?;
         let (license_id, fingerprint) = (Uuid::from_bytes(old.license_id.0), old.fingerprint);
         let (unit_ctx, fp, defaults, rules) =
-            (ctx.clone(), fingerprint.clone(), self.policy, self.network_rules().await?);
+            (ctx.clone(), fingerprint.clone(), self.policy, self.screen(ctx, "refresh").await?);
         let refreshed = self
             .store
             .transact::<_, ServiceError, _>(move |tx| {
                 Box::pin(async move {
                     let ctx = unit_ctx;
                     let license = tx.license(Lookup::Id(license_id)).await?.ok_or(ServiceError::LicenseNotFound)?;
-                    check_license_ip(&rules, &license, &ctx)?;
+                    rules.admit(&license, &ctx)?;
+                    if license.kind == LicenseKind::Machine && fp.starts_with(verifier::DOMAIN_BINDING_PREFIX) {
+                        // A machine activation named like a binding (stored before such names were refused) must
+                        // not get a token a domain check would accept.
+                        return Err(bound_fingerprint(&license, &fp).err().unwrap_or(ServiceError::NotActivated));
+                    }
                     let outcome = |outcome: &str| serde_json::json!({ "outcome": outcome });
                     let (refusal, why) = match usable(&license, ctx.at()) {
                         Ok(()) => {
@@ -404,7 +407,7 @@ impl Licensing {
                 })
             })
             .await;
-        let refreshed = self.after_screening(refreshed, |_| license_id, Some(&fingerprint), "refresh", ctx).await;
+        let refreshed = self.after_screening(refreshed, Some(&fingerprint), "refresh", ctx).await;
         let (license, machines_used, lease_expires_at, terms) = refreshed??;
         let machine =
             Signed { fingerprint: &fingerprint, at: ctx.at(), machines_used, new_machine: false, lease_expires_at };
@@ -422,14 +425,14 @@ impl Licensing {
         let key = LicenseKey::parse(key)?;
         check_fingerprint_size(fingerprint)?;
         let (fp, unit_ctx, defaults, rules) =
-            (fingerprint.to_string(), ctx.clone(), self.policy, self.network_rules().await?);
+            (fingerprint.to_string(), ctx.clone(), self.policy, self.screen(ctx, "deactivate").await?);
         let done = self
             .store
             .transact(move |tx| {
                 Box::pin(async move {
                     let ctx = unit_ctx;
                     let license = found(tx.license(Lookup::Key(key.as_str())).await?, &fp)?;
-                    check_license_ip(&rules, &license, &ctx)?;
+                    rules.admit(&license, &ctx)?;
                     let fingerprint = bound_fingerprint(&license, &fp)?;
                     let terms = terms_in(tx, &license, defaults).await?;
                     cull_license(tx, &license, &terms, CulledBy::Deactivation, &ctx).await?;
@@ -446,7 +449,7 @@ impl Licensing {
                 })
             })
             .await;
-        self.after_screening(done, |(license, _)| license.id, Some(fingerprint), "deactivate", ctx).await
+        self.after_screening(done, Some(fingerprint), "deactivate", ctx).await
     }
 }
 

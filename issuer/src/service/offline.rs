@@ -5,7 +5,6 @@
 use uuid::Uuid;
 use verifier::{ActivationRequest, DeactivationCode, TokenKind};
 
-use super::network::check_license_ip;
 use super::policies::{count_deactivation, terms_in};
 use super::{Context, Issued, LicenseRef, Licensing, ServiceError};
 use crate::license_key::LicenseKey;
@@ -42,7 +41,7 @@ impl Licensing {
         ctx: &Context,
     ) -> Result<OfflineDeactivated, ServiceError> {
         let (license_id, proof, unit_ctx) = (Uuid::from_bytes(code.license_id.0), code.proof, ctx.clone());
-        let (defaults, rules) = (self.policy, self.network_rules().await?);
+        let (defaults, screen) = (self.policy, self.screen(ctx, "offline_deactivate").await?);
         let done = self
             .store
             .transact(move |tx| {
@@ -50,7 +49,7 @@ impl Licensing {
                     let ctx = unit_ctx;
                     let license =
                         tx.license(Lookup::Id(license_id)).await?.ok_or(ServiceError::UnknownDeactivationCode)?;
-                    check_license_ip(&rules, &license, &ctx)?;
+                    screen.admit(&license, &ctx)?;
                     let terms = terms_in(tx, &license, defaults).await?;
                     match tx.redeem_deactivation(license.id, &proof, ctx.at()).await? {
                         Redeemed::Freed { fingerprint, machines_used } => {
@@ -69,6 +68,6 @@ impl Licensing {
                 })
             })
             .await;
-        self.after_screening(done, |d| d.license.id, None, "offline_deactivate", ctx).await
+        self.after_screening(done, None, "offline_deactivate", ctx).await
     }
 }

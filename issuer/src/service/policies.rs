@@ -251,6 +251,12 @@ impl Licensing {
             .transact(move |tx| {
                 Box::pin(async move {
                     let found = tx.policy(&name, PolicyLock::Update).await?;
+                    // Its rules go first, each with its event (the database would cascade them silently); a policy
+                    // in use rolls this back with everything else.
+                    for rule in tx.delete_policy_ip_rules(&name).await? {
+                        let data = serde_json::json!({ "rule": crate::views::IpRuleView::from(&rule) });
+                        tx.append_event(&ctx.event(None, EventKind::IpRuleDeleted, None, data)).await?;
+                    }
                     match tx.delete_policy(&name).await? {
                         PolicyDeleted::Deleted => {
                             let data = found
@@ -264,7 +270,9 @@ impl Licensing {
                     }
                 })
             })
-            .await
+            .await?;
+        self.reload_ip_rules().await;
+        Ok(())
     }
 
     /// The sweep: culls every machine whose lease ended by the service clock's now, in units of at most 500, each with

@@ -9,7 +9,6 @@ use std::sync::Mutex;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::net::canonical;
 use crate::store::IpUsage;
 
 /// Most (license, address) pairs held between two flushes; beyond it new pairs wait for the next second's flush
@@ -25,7 +24,7 @@ pub(super) struct IpHistory {
 impl IpHistory {
     /// Counts one request of `license_id` from `ip` at `at`: admitted, or refused by a rule (`blocked`).
     pub(super) fn note(&self, license_id: Uuid, ip: IpAddr, at: OffsetDateTime, blocked: bool) {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         let Ok(mut pending) = self.pending.lock() else { return };
         let full = pending.len() >= MAX_PENDING;
         let entry = match pending.get_mut(&(license_id, ip)) {

@@ -54,7 +54,7 @@ pub(super) struct Network {
     current: RwLock<Option<(i64, Arc<RuleSet>)>>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
-    history: history::IpHistory,
+    history: Arc<history::IpHistory>,
 }
 
 impl Network {
@@ -63,7 +63,7 @@ impl Network {
             settings,
             current: RwLock::new(None),
             reloading: tokio::sync::Mutex::new(()),
-            history: history::IpHistory::default(),
+            history: Arc::new(history::IpHistory::default()),
         }
     }
 
@@ -141,7 +141,7 @@ impl Licensing {
                 })
             })
             .await?;
-        self.network.reload(&*self.store).await?;
+        self.reload_ip_rules().await;
         Ok(rule)
     }
 
@@ -159,8 +159,16 @@ impl Licensing {
                 })
             })
             .await?;
-        self.network.reload(&*self.store).await?;
+        self.reload_ip_rules().await;
         Ok(rule)
+    }
+
+    /// Reloads the rules after a change this instance committed. A failure is logged, not returned: the change is
+    /// stored, and the background task reloads within a second.
+    pub(super) async fn reload_ip_rules(&self) {
+        if let Err(e) = self.network.reload(&*self.store).await {
+            tracing::warn!(error = %e, "cannot reload the network rules after a change; retrying within a second");
+        }
     }
 
     /// The stored rules, oldest first: every one, or those of one license or one policy.
@@ -225,8 +233,9 @@ impl Licensing {
         });
     }
 
-    /// Judges a request from `ctx`'s address by the global rules, before any license is known. A refusal is
-    /// recorded (`ip.blocked`) and returned as [`ServiceError::IpBlocked`].
+    /// Judges a request from `ctx`'s address by the global rules, before any license is known (so a refused network
+    /// learns nothing, not even whether a key exists). A refusal is recorded (`ip.blocked`) and returned as
+    /// [`ServiceError::IpBlocked`].
     pub(super) async fn screen_global(&self, ctx: &Context, operation: &str) -> Result<(), ServiceError> {
         let Some(ip) = ctx.client_ip else { return Ok(()) };
         let rules = self.network.rules(&*self.store).await?;
@@ -236,32 +245,28 @@ impl Licensing {
         }
     }
 
-    /// The rules in use, for a unit of work to judge its license by ([`check_license_ip`]).
-    pub(super) async fn network_rules(&self) -> Result<Arc<RuleSet>, ServiceError> {
-        Ok(self.network.rules(&*self.store).await?)
+    /// The global rules judged, then what judges the operation's license by every level inside its unit
+    /// ([`Screen::admit`]).
+    pub(super) async fn screen(&self, ctx: &Context, operation: &str) -> Result<Screen, ServiceError> {
+        self.screen_global(ctx, operation).await?;
+        Ok(Screen { rules: self.network.rules(&*self.store).await?, history: Arc::clone(&self.network.history) })
     }
 
-    /// What follows an operation on a license from `ctx`'s address: an admitted request is counted; a refusal
-    /// ([`ServiceError::IpBlocked`], from [`check_license_ip`] inside the unit, which rolled back) is counted as
-    /// blocked and recorded as an `ip.blocked` event. The result is returned as it was.
+    /// What follows an operation that [`Screen::admit`] may have refused: a refusal (the unit rolled back) is counted
+    /// as blocked and recorded as an `ip.blocked` event. The result is returned as it was, the refusal's message
+    /// naming no rule (the event does).
     pub(super) async fn after_screening<T>(
         &self,
         result: Result<T, ServiceError>,
-        license_id: impl Fn(&T) -> Uuid,
         fingerprint: Option<&str>,
         operation: &str,
         ctx: &Context,
     ) -> Result<T, ServiceError> {
-        let Some(ip) = ctx.client_ip else { return result };
         match result {
-            Ok(done) => {
-                self.network.history.note(license_id(&done), ip, ctx.at(), false);
-                Ok(done)
-            }
             Err(ServiceError::IpBlocked { blocked, license_id }) => {
                 Err(self.record_blocked(*blocked, license_id, fingerprint, operation, ctx).await)
             }
-            Err(e) => Err(e),
+            other => other,
         }
     }
 
@@ -286,14 +291,25 @@ impl Licensing {
     }
 }
 
-/// Judges `license`'s request from `ctx`'s address by every level of the rules, inside the operation's unit (so the
-/// refusal rolls it back).
-pub(super) fn check_license_ip(rules: &RuleSet, license: &License, ctx: &Context) -> Result<(), ServiceError> {
-    match ctx.client_ip {
-        Some(ip) => rules
-            .check(ip, license)
-            .map_err(|blocked| ServiceError::IpBlocked { blocked: Box::new(blocked), license_id: Some(license.id) }),
-        None => Ok(()),
+/// The rules in use and the address counters, for a unit of work to judge and count its license's request by.
+pub(super) struct Screen {
+    rules: Arc<RuleSet>,
+    history: Arc<history::IpHistory>,
+}
+
+impl Screen {
+    /// Judges `license`'s request from `ctx`'s address by every level of the rules, inside the operation's unit (a
+    /// refusal rolls it back; [`Licensing::after_screening`] records it). An admitted request is counted for its
+    /// address, whatever the operation answers next (a full license, a suspended one...).
+    pub(super) fn admit(&self, license: &License, ctx: &Context) -> Result<(), ServiceError> {
+        let Some(ip) = ctx.client_ip else { return Ok(()) };
+        match self.rules.check(ip, license) {
+            Ok(()) => {
+                self.history.note(license.id, ip, ctx.at(), false);
+                Ok(())
+            }
+            Err(blocked) => Err(ServiceError::IpBlocked { blocked: Box::new(blocked), license_id: Some(license.id) }),
+        }
     }
 }
 

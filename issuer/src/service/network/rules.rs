@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::net::{canonical, Cidr};
+use crate::net::Cidr;
 use crate::store::{IpAction, IpRule, IpScope, License};
 
 /// The global rules of the configuration (`ip_allow`, `ip_deny`; docs/network.md): they cannot be deleted over
@@ -170,7 +170,7 @@ impl RuleSet {
 
     /// The levels, most specific first: the first deny found is the one reported.
     fn check_levels(&self, ip: IpAddr, levels: &[&Level]) -> Result<(), Blocked> {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         if let Some(rule) = levels.iter().find_map(|l| l.denies(ip)) {
             return Err(Blocked::Denied { ip, rule: rule.clone() });
         }
@@ -268,14 +268,21 @@ mod tests {
     fn configured_and_stored_global_rules_both_apply_to_both_families() {
         let settings = IpRuleSettings { allow: vec![], deny: vec!["2001:db8::/32".parse().unwrap()] };
         let set = RuleSet::build(&settings, &[rule("198.51.100.0/24", IpAction::Deny, IpScope::Global)]);
-        let Err(Blocked::Denied { rule, .. }) = set.check_global(ip("2001:db8::7")) else { panic!("configured") };
-        assert_eq!(rule.id, None);
+        let Err(Blocked::Denied { rule: configured, .. }) = set.check_global(ip("2001:db8::7")) else {
+            panic!("configured")
+        };
+        assert_eq!(configured.id, None);
         assert!(matches!(
             set.check_global(ip("198.51.100.20")),
             Err(Blocked::Denied { rule: RuleRef { id: Some(_), .. }, .. })
         ));
         // An IPv4-mapped client address is judged as its IPv4 address.
         assert!(set.check_global(ip("::ffff:198.51.100.20")).is_err());
+        // Other IPv6 forms that embed an IPv4 address are IPv6 addresses of their own (6to4, NAT64), and IPv6 rules
+        // name them.
+        assert!(set.check_global(ip("2002:c633:6414::1")).is_ok(), "6to4 of 198.51.100.20 is not that address");
+        let v6 = RuleSet::build(&IpRuleSettings::default(), &[rule("2002::/16", IpAction::Deny, IpScope::Global)]);
+        assert!(v6.check_global(ip("2002:c633:6414::1")).is_err(), "a 6to4 rule matches 6to4 clients");
         assert!(set.check_global(ip("2001:db9::1")).is_ok() && set.check_global(ip("198.51.101.1")).is_ok());
     }
 }
