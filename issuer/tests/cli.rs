@@ -43,6 +43,8 @@ Commands:
   ip-rule      Client network rules (CIDR allow and deny, global, per policy or per license): create, list, delete
   webhook      Webhook endpoints: create, list, show, delete, rotate-secret, enable, deliveries, resend
   events       The audit log: every event, with its actor and client IP
+  completions  Print the completion script of a shell: bash, zsh, fish, elvish or powershell
+  man          Print the man page issuer(1), or with --dir write one page per command there
   config       Configuration helpers
   help         Print this message or the help of the given subcommand(s)
 
@@ -886,4 +888,34 @@ fn a_closed_stdout_does_not_hide_failed_import_rows() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(1), "the failed row still fails the command: {stderr}");
     assert!(stderr.contains("1 row failed"), "{stderr}");
+}
+
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    let sandbox = Sandbox::new();
+    let bash = sandbox.run(&["completions", "bash"]).success();
+    for command in ["ip-rule", "license", "webhook", "admin-token", "completions", "--data-dir"] {
+        assert!(bash.contains(command), "bash completion lacks {command}");
+    }
+    // The script is valid bash.
+    let script = sandbox.path().join("issuer.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let checked = std::process::Command::new("bash").arg("-n").arg(&script).status().unwrap();
+    assert!(checked.success(), "bash -n refused the completion script");
+    assert!(sandbox.run(&["completions", "zsh"]).success().starts_with("#compdef issuer"));
+    assert!(sandbox.run(&["completions", "fish"]).success().contains("complete -c issuer"));
+    let refused = sandbox.run(&["completions", "tcsh"]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("tcsh") && refused.stderr.contains("bash"), "{}", refused.stderr);
+
+    let page = sandbox.run(&["man"]).success();
+    assert!(page.contains(".TH issuer 1") && page.contains("ip\\-rule"), "{page}");
+    let dir = sandbox.path().join("man");
+    let said = sandbox.run(&["man", "--dir", dir.to_str().unwrap()]).success();
+    for page in ["issuer.1", "issuer-license.1", "issuer-license-create.1", "issuer-ip-rule-create.1"] {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.starts_with(".ie") && text.contains(".TH"), "{page}");
+    }
+    let pages = std::fs::read_dir(&dir).unwrap().count();
+    assert!(pages > 50 && said.contains(&format!("Wrote {pages} man pages")), "{said}");
 }

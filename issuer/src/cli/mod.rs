@@ -34,6 +34,7 @@ mod network;
 mod policy;
 mod revocations;
 mod root;
+mod shell;
 mod token;
 mod webhook;
 
@@ -149,6 +150,21 @@ pub enum Command {
         /// The events subcommand.
         #[command(subcommand)]
         command: events::EventsCommand,
+    },
+    /// Print the completion script of a shell: bash, zsh, fish, elvish or powershell.
+    ///
+    /// For example `issuer completions bash > /etc/bash_completion.d/issuer`, `issuer completions zsh >
+    /// ~/.zfunc/_issuer`, `issuer completions fish > ~/.config/fish/completions/issuer.fish`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page issuer(1), or with --dir write one page per command there.
+    Man {
+        /// Write `issuer.1`, `issuer-license.1`, `issuer-license-create.1`, ... into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Configuration helpers.
     Config {
@@ -309,6 +325,8 @@ async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> CliResul
             Ok(())
         }
         Command::Init => init(&load_config(&global, None)?, out).await,
+        Command::Completions { shell } => shell::completions(shell, out),
+        Command::Man { dir } => shell::man(dir.as_deref(), out),
         Command::Serve { listen } => serve(load_config(&global, listen)?, out).await,
         Command::Keys { command } => keys::run(command, &global, out).await,
         Command::Root { command } => root::run(command, out),
