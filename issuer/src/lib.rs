@@ -54,7 +54,9 @@ pub use service::{
     SignedRevocations, TokenPolicy, Unusable, Validated, ValidationCode, WebhookSettings, NETWORK_TASK_INTERVAL,
     REVOCATION_LIST_TTL, SECRET_OVERLAP,
 };
-pub use store::{connect as connect_store, is_postgres_url, DEFAULT_POOL_SIZE};
+pub use store::{
+    backup_sqlite, connect as connect_store, is_postgres_url, sqlite_integrity, Backup, BackupError, DEFAULT_POOL_SIZE,
+};
 pub use store::{
     Activated, Actor, AdminToken, Attempt, Claimed, Delivery, DeliveryState, EventFilter, IpAction, IpRule, IpScope,
     IpUsage, LicenseKind, Scope, WebhookEndpoint, ALL_EVENTS,

@@ -43,6 +43,7 @@ Commands:
   ip-rule      Client network rules (CIDR allow and deny, global, per policy or per license): create, list, delete
   webhook      Webhook endpoints: create, list, show, delete, rotate-secret, enable, deliveries, resend
   events       The audit log: every event, with its actor and client IP
+  backup       Copy the SQLite store, consistent while `serve` runs on the same data directory (`VACUUM INTO`)
   completions  Print the completion script of a shell: bash, zsh, fish, elvish or powershell
   man          Print the man page issuer(1), or with --dir write one page per command there
   config       Configuration helpers

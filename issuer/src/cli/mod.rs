@@ -26,6 +26,7 @@ use crate::service::{Licensing, ServiceError};
 use crate::{Config, Flags, KEYS_DIR};
 
 mod admin_token;
+mod backup;
 mod events;
 mod import;
 mod keys;
@@ -150,6 +151,15 @@ pub enum Command {
         /// The events subcommand.
         #[command(subcommand)]
         command: events::EventsCommand,
+    },
+    /// Copy the SQLite store, consistent while `serve` runs on the same data directory (`VACUUM INTO`).
+    Backup {
+        /// The file to write; it must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Print JSON: path, bytes, integrity, millis.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the completion script of a shell: bash, zsh, fish, elvish or powershell.
     ///
@@ -325,6 +335,7 @@ async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> CliResul
             Ok(())
         }
         Command::Init => init(&load_config(&global, None)?, out).await,
+        Command::Backup { out: file, json } => backup::run(&global, &file, json, out).await,
         Command::Completions { shell } => shell::completions(shell, out),
         Command::Man { dir } => shell::man(dir.as_deref(), out),
         Command::Serve { listen } => serve(load_config(&global, listen)?, out).await,

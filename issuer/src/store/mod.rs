@@ -38,7 +38,7 @@ pub use policy::{
     DEFAULT_DEACTIVATION_PERIOD_SECS,
 };
 pub use postgres::{is_postgres_url, PostgresStore, DEFAULT_POOL_SIZE};
-pub use sqlite::SqliteStore;
+pub use sqlite::{backup as backup_sqlite, integrity_of as sqlite_integrity, Backup, BackupError, SqliteStore};
 pub use unit::{RecordKeys, StoreExt, Tx, Work};
 pub use webhook::{Attempt, Claimed, Delivery, DeliveryState, WebhookEndpoint, ALL_EVENTS, SUCCESS_RESOLUTION_SECS};
 

@@ -32,6 +32,7 @@ use super::{
     StoreError, Touched, Tx, WebhookEndpoint, Work,
 };
 
+mod backup;
 mod events;
 mod keys;
 mod licenses;
@@ -41,6 +42,7 @@ mod policies;
 mod webhooks;
 mod writer;
 
+pub use backup::{backup, integrity_of, Backup, BackupError};
 use writer::Writer;
 
 /// Migrations in order: (version, SQL). Applied at start-up; `schema_version` records those applied.
