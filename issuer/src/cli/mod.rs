@@ -420,7 +420,7 @@ async fn init(config: &Config, out: &mut dyn Write) -> CliResult {
 }
 
 async fn serve(config: Config, out: &mut dyn Write) -> CliResult {
-    init_tracing();
+    init_tracing()?;
     tracing::info!(?config, "starting");
     // Bind before start(): a first start that created the admin token must also get to print it.
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -453,12 +453,36 @@ async fn serve(config: Config, out: &mut dyn Write) -> CliResult {
     Ok(())
 }
 
-fn init_tracing() {
+/// The log of `serve`: `ISSUER_LOG` filters (default `info`), `ISSUER_LOG_FORMAT` is `text` (default) or `json`
+/// (one object a line, with the request's span: `request_id`, `method`, `path`).
+fn init_tracing() -> Result<(), CliError> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ISSUER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let format = std::env::var("ISSUER_LOG_FORMAT").unwrap_or_default();
     // A second call (serve run twice in one process) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+    match format.trim() {
+        "" | "text" => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi)
+                .try_init();
+        }
+        "json" => {
+            let _ = tracing_subscriber::fmt()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+        other => {
+            return Err(CliError::Usage(format!("invalid setting ISSUER_LOG_FORMAT: `{other}` is not text or json")))
+        }
+    }
+    Ok(())
 }
 
 /// A future that completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed here, before it is first polled,

@@ -29,6 +29,7 @@ mod network;
 pub(crate) mod policies;
 mod public;
 mod ratelimit;
+mod request_id;
 mod server;
 mod webhooks;
 
@@ -126,6 +127,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(from_fn_with_state(state.clone(), guard::body_guard))
+        .layer(axum::middleware::from_fn(request_id::with_request_id))
         .with_state(state)
 }
 

@@ -1,0 +1,88 @@
+//! `ISSUER_LOG_FORMAT=json`: one JSON object a line on stderr, every line of a request carrying its request id,
+//! which the answer's `x-request-id` names (a client's own kept when it is plain, replaced otherwise).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_name_the_request_id_of_every_line_of_a_request() {
+    let Some(binary) = e2e_tests::issuer_binary() else {
+        assert!(!e2e_tests::pg::ci(), "the issuer binary is not built next to the tests");
+        eprintln!("SKIPPED: the issuer binary is not built");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = tokio::process::Command::new(binary)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ISSUER_DATA_DIR", dir.path().join("data"))
+        .env("ISSUER_LOG_FORMAT", "json")
+        .env("ISSUER_LOG", "info,issuer=debug")
+        .env_remove("ISSUER_ADMIN_TOKEN")
+        .env_remove("ISSUER_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.strip_prefix("issuer listening on http://") {
+                return format!("http://{}", addr.trim());
+            }
+        }
+        panic!("issuer exited before listening");
+    })
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    let chosen = client.get(format!("{base}/v1/nope")).header("x-request-id", "lb-7f3a.1").send().await.unwrap();
+    assert_eq!(chosen.headers()["x-request-id"], "lb-7f3a.1", "a plain client id is kept");
+    let replaced = client.get(format!("{base}/healthz")).header("x-request-id", "has space").send().await.unwrap();
+    let new_id = replaced.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(new_id.len() == 32 && new_id.bytes().all(|b| b.is_ascii_hexdigit()), "{new_id}");
+    // Stop it gracefully, so every line is written.
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let entries: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    assert!(entries.iter().any(|e| e["fields"]["message"] == "starting"), "{text}");
+    let of = |id: &str| entries.iter().filter(|e| e["span"]["request_id"] == id).cloned().collect::<Vec<_>>();
+    let first = of("lb-7f3a.1");
+    assert!(!first.is_empty(), "no line names the client's id: {text}");
+    assert!(first.iter().all(|e| e["span"]["path"] == "/v1/nope" && e["span"]["method"] == "GET"));
+    assert!(first.iter().any(|e| e["fields"]["message"] == "answered" && e["fields"]["status"] == 404), "{first:?}");
+    let second = of(&new_id);
+    assert!(second.iter().any(|e| e["fields"]["status"] == 200 && e["span"]["path"] == "/healthz"), "{second:?}");
+    assert!(entries.iter().all(|e| e["level"].is_string() && e["timestamp"].is_string()));
+}
+
+#[test]
+fn an_unknown_log_format_stops_the_start_with_a_clear_error() {
+    let Some(binary) = e2e_tests::issuer_binary() else {
+        assert!(!e2e_tests::pg::ci(), "the issuer binary is not built next to the tests");
+        eprintln!("SKIPPED: the issuer binary is not built");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(binary)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ISSUER_DATA_DIR", dir.path().join("data"))
+        .env("ISSUER_LOG_FORMAT", "xml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("ISSUER_LOG_FORMAT") && err.contains("xml"), "{err}");
+}
