@@ -44,6 +44,7 @@ Commands:
   webhook      Webhook endpoints: create, list, show, delete, rotate-secret, enable, deliveries, resend
   events       The audit log: every event, with its actor and client IP
   backup       Copy the SQLite store, consistent while `serve` runs on the same data directory (`VACUUM INTO`)
+  doctor       Check the configuration, data directory, store, key ring and clock, changing nothing; say what to fix
   completions  Print the completion script of a shell: bash, zsh, fish, elvish or powershell
   man          Print the man page issuer(1), or with --dir write one page per command there
   config       Configuration helpers
@@ -919,4 +920,44 @@ fn completions_and_man_pages_cover_every_command() {
     }
     let pages = std::fs::read_dir(&dir).unwrap().count();
     assert!(pages > 50 && said.contains(&format!("Wrote {pages} man pages")), "{said}");
+}
+
+#[test]
+fn doctor_passes_a_healthy_data_directory_and_names_the_fix_of_each_problem() {
+    let sandbox = Sandbox::initialized();
+    let healthy = sandbox.run(&["doctor"]).success();
+    assert!(healthy.contains("healthy: every check passed") && !healthy.contains("PROBLEM"), "{healthy}");
+    let data = sandbox.path().join("issuer-data");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let open = sandbox.run(&["doctor"]);
+        assert_eq!(open.code, 1, "{}", open.stdout);
+        assert!(open.stdout.contains("fix: chmod 700") && open.stderr.contains("1 problem found"), "{open:?}");
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "the doctor changes nothing");
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    // Another data directory's key ring: it signs with a key the store never recorded.
+    let other = Sandbox::initialized();
+    std::fs::rename(data.join("keys"), sandbox.path().join("keys.mine")).unwrap();
+    let keyless = sandbox.run(&["doctor"]);
+    assert_eq!(keyless.code, 1);
+    assert!(keyless.stdout.contains("holds no key ring") && keyless.stdout.contains("copy the keys/"), "{keyless:?}");
+    let copied = std::process::Command::new("cp")
+        .args(["-a", other.path().join("issuer-data/keys").to_str().unwrap(), data.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let foreign = sandbox.run(&["doctor"]);
+    assert_eq!(foreign.code, 1);
+    assert!(
+        foreign.stdout.contains("the store records") && foreign.stdout.contains("issuer keys record"),
+        "{foreign:?}"
+    );
+    let missing = sandbox.run(&["--data-dir", "nowhere", "doctor"]);
+    assert_eq!(missing.code, 1);
+    assert!(missing.stdout.contains("does not exist") && missing.stdout.contains("issuer init"), "{missing:?}");
+    assert!(!sandbox.path().join("nowhere").exists(), "the doctor creates nothing");
 }

@@ -27,6 +27,7 @@ use crate::{Config, Flags, KEYS_DIR};
 
 mod admin_token;
 mod backup;
+mod doctor;
 mod events;
 mod import;
 mod keys;
@@ -161,6 +162,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the configuration, data directory, store, key ring and clock, changing nothing; say what to fix.
+    Doctor,
     /// Print the completion script of a shell: bash, zsh, fish, elvish or powershell.
     ///
     /// For example `issuer completions bash > /etc/bash_completion.d/issuer`, `issuer completions zsh >
@@ -336,6 +339,7 @@ async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> CliResul
         }
         Command::Init => init(&load_config(&global, None)?, out).await,
         Command::Backup { out: file, json } => backup::run(&global, &file, json, out).await,
+        Command::Doctor => doctor::run(&global, out).await,
         Command::Completions { shell } => shell::completions(shell, out),
         Command::Man { dir } => shell::man(dir.as_deref(), out),
         Command::Serve { listen } => serve(load_config(&global, listen)?, out).await,

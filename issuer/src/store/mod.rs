@@ -37,8 +37,11 @@ pub use policy::{
     Culled, MachineCheck, NewMachine, Overage, Policy, PolicyDeleted, PolicyLock, PolicyUpdate, Presence, Touched,
     DEFAULT_DEACTIVATION_PERIOD_SECS,
 };
-pub use postgres::{is_postgres_url, PostgresStore, DEFAULT_POOL_SIZE};
-pub use sqlite::{backup as backup_sqlite, integrity_of as sqlite_integrity, Backup, BackupError, SqliteStore};
+pub use postgres::{is_postgres_url, PostgresStore, DEFAULT_POOL_SIZE, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
+pub use sqlite::{
+    backup as backup_sqlite, integrity_of as sqlite_integrity, Backup, BackupError, SqliteStore,
+    SCHEMA_VERSION as SQLITE_SCHEMA_VERSION,
+};
 pub use unit::{RecordKeys, StoreExt, Tx, Work};
 pub use webhook::{Attempt, Claimed, Delivery, DeliveryState, WebhookEndpoint, ALL_EVENTS, SUCCESS_RESOLUTION_SECS};
 

@@ -60,6 +60,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../../migrations/postgres/0006_network.sql")),
 ];
 
+/// The schema version this build's migrations bring a PostgreSQL store to.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
 /// Advisory lock key held while migrating (the bytes of "issuer" and a 1).
 const MIGRATION_LOCK: i64 = 0x6973_7375_6572_0001;
 

@@ -56,6 +56,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../../migrations/sqlite/0007_network.sql")),
 ];
 
+/// The schema version this build's migrations bring an SQLite store to.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
 
