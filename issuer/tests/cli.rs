@@ -956,6 +956,13 @@ fn doctor_passes_a_healthy_data_directory_and_names_the_fix_of_each_problem() {
         foreign.stdout.contains("the store records") && foreign.stdout.contains("issuer keys record"),
         "{foreign:?}"
     );
+    // A database that is not one, named by an SQLite URL: a problem, never "healthy".
+    let garbage = sandbox.path().join("garbage.db");
+    std::fs::write(&garbage, vec![b'x'; 8192]).unwrap();
+    let url = format!("sqlite://{}", garbage.display());
+    let corrupt = sandbox.run(&["--database-url", &url, "doctor"]);
+    assert_eq!(corrupt.code, 1, "{corrupt:?}");
+    assert!(corrupt.stdout.contains("garbage.db cannot be read"), "{corrupt:?}");
     let missing = sandbox.run(&["--data-dir", "nowhere", "doctor"]);
     assert_eq!(missing.code, 1);
     assert!(missing.stdout.contains("does not exist") && missing.stdout.contains("issuer init"), "{missing:?}");

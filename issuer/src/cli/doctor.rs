@@ -9,7 +9,7 @@ use sqlx::{ConnectOptions as _, Connection as _};
 use time::OffsetDateTime;
 
 use super::{load_config, CliError, CliResult, GlobalArgs};
-use crate::store::{RecordedKey, POSTGRES_SCHEMA_VERSION, SQLITE_SCHEMA_VERSION};
+use crate::store::{POSTGRES_SCHEMA_VERSION, SQLITE_SCHEMA_VERSION};
 use crate::{is_postgres_url, Config, DATABASE_FILE, KEYS_DIR};
 
 /// Clock difference from the database server (PostgreSQL) beyond which tokens and leases go wrong.
@@ -39,7 +39,11 @@ pub(crate) async fn run(global: &GlobalArgs, out: &mut dyn Write) -> CliResult {
         Ok(config) => config,
         Err(e) => {
             writeln!(out, "PROBLEM  the configuration cannot be loaded\n         fix: correct the setting it names")?;
-            return Err(e);
+            // A problem found, like every other: exit code 1.
+            return Err(match e {
+                CliError::Usage(message) => CliError::Failed(message),
+                other => other,
+            });
         }
     };
     let mut report = Report { out, problems: 0 };
@@ -52,7 +56,7 @@ pub(crate) async fn run(global: &GlobalArgs, out: &mut dyn Write) -> CliResult {
         )?;
         return finish(report);
     }
-    permissions(&mut report, &dir)?;
+    permissions(&mut report, &dir, sqlite_file(&config).as_deref())?;
     let recorded = store(&mut report, &config).await?;
     key_ring(&mut report, &dir.join(KEYS_DIR), recorded.as_deref())?;
     finish(report)
@@ -69,7 +73,7 @@ fn finish(report: Report<'_>) -> CliResult {
 }
 
 /// The data directory and the secrets in it are the owner's only.
-fn permissions(report: &mut Report<'_>, dir: &Path) -> CliResult {
+fn permissions(report: &mut Report<'_>, dir: &Path, database: Option<&Path>) -> CliResult {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -83,8 +87,7 @@ fn permissions(report: &mut Report<'_>, dir: &Path) -> CliResult {
         } else {
             report.ok(format!("{} is private (mode {mode:04o})", dir.display()))?;
         }
-        let database = dir.join(DATABASE_FILE);
-        if let Ok(db) = std::fs::metadata(&database) {
+        if let Some((database, db)) = database.and_then(|d| std::fs::metadata(d).ok().map(|m| (d, m))) {
             let mode = db.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 report.problem(
@@ -95,20 +98,45 @@ fn permissions(report: &mut Report<'_>, dir: &Path) -> CliResult {
             if db.uid() != meta.uid() {
                 report.problem(
                     format!("{} belongs to another user than its directory", database.display()),
-                    format!("chown the data directory's owner {}", database.display()),
+                    format!("chown --reference={} {}", dir.display(), database.display()),
                 )?;
             }
         }
     }
-    let _ = dir;
+    let _ = (dir, database);
     Ok(())
 }
 
+/// The database file of an SQLite store: the data directory's, or the `sqlite:` URL's; `None` for PostgreSQL or a
+/// URL that names no file.
+pub(crate) fn sqlite_file(config: &Config) -> Option<std::path::PathBuf> {
+    match config.database_url.as_ref().map(|u| u.expose()) {
+        None => Some(config.data_dir.join(DATABASE_FILE)),
+        Some(url) if is_postgres_url(url) => None,
+        Some(url) => match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            Some(path) if !path.is_empty() && !path.starts_with(':') => {
+                Some(Path::new(path.split('?').next().unwrap_or(path)).to_path_buf())
+            }
+            _ => None,
+        },
+    }
+}
+
+/// What the store says, read over a read-only connection of its own.
+struct Facts {
+    version: i64,
+    newest_event: Option<i64>,
+    db_now: Option<i64>,
+    /// The recorded signing keys (id, active); `None` before the table exists.
+    keys: Option<Vec<(String, bool)>>,
+}
+
 /// The store answers, its schema is this version's, and the clock agrees with it; the signing keys it records.
-async fn store(report: &mut Report<'_>, config: &Config) -> Result<Option<Vec<RecordedKey>>, CliError> {
+async fn store(report: &mut Report<'_>, config: &Config) -> Result<Option<Vec<(String, bool)>>, CliError> {
     let url = config.database_url.as_ref().map(|u| u.expose().to_string());
-    let (version, newest_event, db_now) = match url.as_deref() {
-        Some(url) if is_postgres_url(url) => match postgres_facts(url).await {
+    let postgres = url.as_deref().is_some_and(is_postgres_url);
+    let facts = if postgres {
+        match postgres_facts(url.as_deref().unwrap_or_default()).await {
             Ok(facts) => facts,
             Err(e) => {
                 report.problem(
@@ -117,30 +145,32 @@ async fn store(report: &mut Report<'_>, config: &Config) -> Result<Option<Vec<Re
                 )?;
                 return Ok(None);
             }
-        },
-        _ => {
-            let path = config.data_dir.join(DATABASE_FILE);
-            if !path.is_file() {
+        }
+    } else {
+        let Some(path) = sqlite_file(config) else {
+            report.problem("the database URL names no SQLite file", "give sqlite:///path/to/issuer.db")?;
+            return Ok(None);
+        };
+        if !path.is_file() {
+            report.problem(
+                format!("{} does not exist", path.display()),
+                "run `issuer init`, or restore it from a backup (docs/operations.md, Backups)",
+            )?;
+            return Ok(None);
+        }
+        match sqlite_facts(&path).await {
+            Ok(facts) => facts,
+            Err(e) => {
                 report.problem(
-                    format!("{} does not exist", path.display()),
-                    "run `issuer init`, or restore it from a backup (docs/operations.md, Backups)",
+                    format!("{} cannot be read: {e}", path.display()),
+                    "check its owner and permissions; if it is damaged, restore it from a backup",
                 )?;
                 return Ok(None);
             }
-            match sqlite_facts(&path).await {
-                Ok(facts) => facts,
-                Err(e) => {
-                    report.problem(
-                        format!("{} cannot be read: {e}", path.display()),
-                        "check its owner and permissions; if it is damaged, restore it from a backup",
-                    )?;
-                    return Ok(None);
-                }
-            }
         }
     };
-    let known =
-        if url.as_deref().is_some_and(is_postgres_url) { POSTGRES_SCHEMA_VERSION } else { SQLITE_SCHEMA_VERSION };
+    let known = if postgres { POSTGRES_SCHEMA_VERSION } else { SQLITE_SCHEMA_VERSION };
+    let version = facts.version;
     if version > known {
         report.problem(
             format!("the store's schema is version {version}, newer than this issuer's {known}"),
@@ -153,7 +183,7 @@ async fn store(report: &mut Report<'_>, config: &Config) -> Result<Option<Vec<Re
         report.ok(format!("the store answers; schema {version} is this version's"))?;
     }
     let now = OffsetDateTime::now_utc().unix_timestamp();
-    if let Some(db_now) = db_now {
+    if let Some(db_now) = facts.db_now {
         let skew = now - db_now;
         if skew.abs() > MAX_SKEW_SECS {
             report.problem(
@@ -164,74 +194,72 @@ async fn store(report: &mut Report<'_>, config: &Config) -> Result<Option<Vec<Re
             report.ok(format!("the clock agrees with the database server ({skew} s)"))?;
         }
     }
-    match newest_event {
+    match facts.newest_event {
         Some(at) if at > now + 60 => report.problem(
             format!("the newest stored event is {} s in the future: the clock was set back", at - now),
             "set the clock right (NTP) before serving: leases and expiries are judged by it",
         )?,
         _ => report.ok("the clock is not behind the store's newest event")?,
     }
-    if version < known {
-        // Reading the keys needs this version's schema; the start migrates first.
-        return Ok(None);
-    }
-    // Opened as a start would, minus its changes (nothing is pending; permissions are left as they are).
-    let opened: Result<std::sync::Arc<dyn crate::Store>, crate::StoreError> = match url.as_deref() {
-        Some(url) => crate::connect_store(url, 2).await,
-        None => crate::SqliteStore::open(&config.data_dir.join(DATABASE_FILE))
-            .await
-            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn crate::Store>),
-    };
-    let store = match opened {
-        Ok(store) => store,
-        Err(e) => {
-            report.problem(format!("the store cannot be opened: {e}"), "see the error; check the database")?;
-            return Ok(None);
+    Ok(Some(facts.keys.unwrap_or_default()))
+}
+
+/// A query's answer, or `None` when its table does not exist yet (an older or empty schema); other errors stand.
+async fn optional<T>(answer: Result<T, sqlx::Error>) -> Result<Option<T>, sqlx::Error> {
+    match answer {
+        Ok(v) => Ok(Some(v)),
+        Err(sqlx::Error::Database(e))
+            if e.message().contains("no such table") || e.message().contains("does not exist") =>
+        {
+            Ok(None)
         }
-    };
-    Ok(Some(store.recorded_keys().await.map_err(|e| CliError::Failed(e.to_string()))?))
+        Err(e) => Err(e),
+    }
 }
 
-type Facts = (i64, Option<i64>, Option<i64>);
+const VERSION_SQL: &str = "SELECT COALESCE(MAX(version), 0) FROM schema_version";
+const KEYS_SQL: &str = "SELECT key_id, status = 'active' FROM signing_keys";
 
-/// Schema version and newest event time of an SQLite file, read-only.
+/// What an SQLite file says, read-only (nothing is written, not even its journal mode).
 async fn sqlite_facts(path: &Path) -> Result<Facts, sqlx::Error> {
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(path).read_only(true).connect().await?;
-    let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap_or(0);
-    let newest: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(at) FROM events").fetch_one(&mut conn).await.unwrap_or(None);
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await?;
+    let version = optional(sqlx::query_scalar::<_, i64>(VERSION_SQL).fetch_one(&mut conn).await).await?.unwrap_or(0);
+    let newest =
+        optional(sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(at) FROM events").fetch_one(&mut conn).await)
+            .await?
+            .flatten();
+    let keys = optional(sqlx::query_as::<_, (String, bool)>(KEYS_SQL).fetch_all(&mut conn).await).await?;
     conn.close().await?;
-    Ok((version, newest, None))
+    Ok(Facts { version, newest_event: newest, db_now: None, keys })
 }
 
-/// Schema version, newest event time and the server's clock of a PostgreSQL database, read-only.
+/// What a PostgreSQL database says, read-only, with the server's clock.
 async fn postgres_facts(url: &str) -> Result<Facts, sqlx::Error> {
     let connect = sqlx::PgConnection::connect(url);
     let mut conn = tokio::time::timeout(std::time::Duration::from_secs(5), connect)
         .await
         .map_err(|_| sqlx::Error::PoolTimedOut)??;
-    let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap_or(0);
-    let newest: Option<i64> = sqlx::query_scalar("SELECT CAST(EXTRACT(EPOCH FROM MAX(at)) AS BIGINT) FROM events")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap_or(None);
+    let version = optional(sqlx::query_scalar::<_, i64>(VERSION_SQL).fetch_one(&mut conn).await).await?.unwrap_or(0);
+    let newest_sql = "SELECT CAST(EXTRACT(EPOCH FROM MAX(at)) AS BIGINT) FROM events";
+    let newest = optional(sqlx::query_scalar::<_, Option<i64>>(newest_sql).fetch_one(&mut conn).await).await?.flatten();
+    let keys = optional(sqlx::query_as::<_, (String, bool)>(KEYS_SQL).fetch_all(&mut conn).await).await?;
     let db_now: i64 =
         sqlx::query_scalar("SELECT CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)").fetch_one(&mut conn).await?;
     conn.close().await?;
-    Ok((version, newest, Some(db_now)))
+    Ok(Facts { version, newest_event: newest, db_now: Some(db_now), keys })
 }
 
 /// The key ring opens, signs with the key the store records, and a certified key has a certificate now.
-fn key_ring(report: &mut Report<'_>, keys_dir: &Path, recorded: Option<&[RecordedKey]>) -> CliResult {
+fn key_ring(report: &mut Report<'_>, keys_dir: &Path, recorded: Option<&[(String, bool)]>) -> CliResult {
+    let signing = |keys: &[(String, bool)]| keys.iter().find(|(_, active)| *active).map(|(id, _)| id.clone());
     if !keys_dir.join("ring.txt").is_file() {
-        let fix = match recorded.and_then(RecordedKey::signing) {
-            Some(k) => format!("copy the keys/ directory of an instance that signs with key {} here", k.key_id),
+        let fix = match recorded.and_then(signing) {
+            Some(id) => format!("copy the keys/ directory of an instance that signs with key {id} here"),
             None => "run `issuer init`".to_string(),
         };
         return report.problem(format!("{} holds no key ring", keys_dir.display()), fix);
@@ -241,7 +269,7 @@ fn key_ring(report: &mut Report<'_>, keys_dir: &Path, recorded: Option<&[Recorde
         Err(e) => return report.problem(format!("the key ring cannot be opened: {e}"), "see the error"),
     };
     let local = ring.active().key_id().to_string();
-    match recorded.map(|keys| RecordedKey::signing(keys).map(|k| k.key_id.clone())) {
+    match recorded.map(signing) {
         Some(Some(signing)) if signing == local => report.ok(format!("the key ring signs with {local}, as the store records"))?,
         Some(Some(signing)) => report.problem(
             format!("the key ring signs with {local}, the store records {signing}"),

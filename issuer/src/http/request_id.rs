@@ -1,9 +1,10 @@
-//! Request ids: every request runs in a `request` span carrying its id, method and path, so every log line it causes
+//! Request ids: every request runs in a `request` span carrying its id, method and route (the template, such as
+//! `/v1/licenses/{id}`: a path may hold a license key), so every log line it causes
 //! (text or `ISSUER_LOG_FORMAT=json`) names it, and the answer carries it in `x-request-id`. A client's own
 //! `X-Request-Id` (1-64 characters of `A-Z a-z 0-9 . _ -`) is kept, so a proxy's id follows the request; anything
 //! else is replaced by a new id.
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -26,8 +27,10 @@ pub(crate) async fn with_request_id(mut request: Request, next: Next) -> Respons
         .and_then(|v| v.to_str().ok())
         .filter(|id| acceptable(id))
         .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), str::to_string);
-    let span =
-        tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    // The route's template, never the path itself: a path may hold a license key (`/v1/licenses/{id}` takes one).
+    let route = request.extensions().get::<MatchedPath>().map_or("(no route)", |p| p.as_str()).to_string();
+    // At error level, so that whatever level the log keeps, the lines of a request carry its span.
+    let span = tracing::error_span!("request", request_id = %id, method = %request.method(), route = %route);
     if let Ok(value) = HeaderValue::from_str(&id) {
         request.headers_mut().insert(REQUEST_ID, value);
     }

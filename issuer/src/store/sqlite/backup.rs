@@ -62,44 +62,77 @@ pub async fn backup(database: &Path, out: &Path) -> Result<Backup, BackupError> 
     if out.exists() {
         return Err(BackupError::Exists(out.to_path_buf()));
     }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BackupError::Io { path, source }
+    };
+    // A file of this backup's own, owner-only from its first byte (VACUUM INTO writes into an existing empty file).
     let mut partial = out.as_os_str().to_os_string();
-    partial.push(".partial");
+    partial.push(format!(".{}.partial", uuid::Uuid::now_v7().simple()));
     let partial = PathBuf::from(partial);
+    create_private(&partial).map_err(io(&partial))?;
+    let written = write_checked(database, &partial).await;
+    let placed = written.and_then(|integrity| {
+        place(&partial, out)?;
+        Ok(integrity)
+    });
     let _ = std::fs::remove_file(&partial);
+    let integrity = placed?;
+    let bytes = std::fs::metadata(out).map_err(io(out))?.len();
+    Ok(Backup { path: out.to_path_buf(), bytes, integrity })
+}
+
+/// Copies the snapshot into `partial`, makes it durable and checks it.
+async fn write_checked(database: &Path, partial: &Path) -> Result<String, BackupError> {
     let options = SqliteConnectOptions::new()
         .filename(database)
         .read_only(true)
         .journal_mode(SqliteJournalMode::Wal)
         .busy_timeout(BUSY_TIMEOUT);
     let mut conn = options.connect().await?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| BackupError::Io { path, source }
-    };
+    let io = |source| BackupError::Io { path: partial.to_path_buf(), source };
     let path_text = partial
         .to_str()
-        .ok_or_else(|| io(&partial)(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is not UTF-8")))?;
+        .ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is not UTF-8")))?;
     let copied = sqlx::query("VACUUM INTO ?1").bind(path_text).execute(&mut conn).await;
     conn.close().await?;
-    if let Err(e) = copied {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e.into());
-    }
-    restrict(&partial).map_err(io(&partial))?;
-    let integrity = integrity_of(&partial).await?;
+    copied?;
+    // VACUUM INTO does not sync its output: a backup reported done must survive a power loss.
+    std::fs::File::open(partial).and_then(|f| f.sync_all()).map_err(io)?;
+    let integrity = integrity_of(partial).await?;
     if integrity != "ok" {
-        let _ = std::fs::remove_file(&partial);
         return Err(StoreError::Corrupt(format!("the copy failed its integrity check: {integrity}")).into());
     }
-    // A link, not a rename: it fails rather than replace a file that appeared meanwhile.
-    let linked = std::fs::hard_link(&partial, out).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => BackupError::Exists(out.to_path_buf()),
-        _ => io(out)(e),
-    });
-    let _ = std::fs::remove_file(&partial);
-    linked?;
-    let bytes = std::fs::metadata(out).map_err(io(out))?.len();
-    Ok(Backup { path: out.to_path_buf(), bytes, integrity })
+    Ok(integrity)
+}
+
+/// Puts the finished copy at `out`, never over an existing file: a hard link (where the file system has none, a
+/// rename after checking), then the directory entry synced.
+fn place(partial: &Path, out: &Path) -> Result<(), BackupError> {
+    let io = |source| BackupError::Io { path: out.to_path_buf(), source };
+    match std::fs::hard_link(partial, out) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(BackupError::Exists(out.to_path_buf())),
+        Err(_) if !out.exists() => std::fs::rename(partial, out).map_err(io)?,
+        Err(_) => return Err(BackupError::Exists(out.to_path_buf())),
+    }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Best effort: some file systems cannot open a directory for syncing.
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+/// An empty file only its owner can read, created anew (never an existing one).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path).map(drop)
 }
 
 /// `PRAGMA integrity_check` of a database file, opened read-only.
@@ -113,14 +146,4 @@ pub async fn integrity_of(path: &Path) -> Result<String, StoreError> {
     let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check").fetch_all(&mut conn).await?;
     conn.close().await?;
     Ok(rows.join("; "))
-}
-
-fn restrict(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    let _ = path;
-    Ok(())
 }
