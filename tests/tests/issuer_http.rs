@@ -512,6 +512,7 @@ async fn openapi_document_is_served_and_lists_every_route() {
         ("/v1/admin-tokens", "get"),
         ("/v1/admin-tokens/{id}", "delete"),
         ("/v1/events", "get"),
+        ("/metrics", "get"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");

@@ -91,3 +91,54 @@ fn an_unknown_log_format_stops_the_start_with_a_clear_error() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("ISSUER_LOG_FORMAT") && err.contains("xml"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_validations_and_activations_behind_the_admin_token() {
+    use e2e_tests::server::{Server, NO_LIMIT, PRODUCT};
+    let server = Server::start(NO_LIMIT).await;
+    let license = server
+        .create_license(serde_json::json!({ "email": "a@example.com", "product": PRODUCT, "max_machines": 1 }))
+        .await;
+    let key = license["key"].as_str().unwrap();
+    server.activated(key, "fp-1").await;
+    server.activated(key, "fp-1").await;
+    let _ = server.activate(key, "fp-2").await;
+    server.validate(key, "fp-1").await;
+    server.validate(key, "nope").await;
+    let unauthorized = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    let (_, reader) = server
+        .admin(reqwest::Method::POST, "/v1/admin-tokens", Some(serde_json::json!({ "label": "prom", "scope": "read" })))
+        .await;
+    let scraped = server
+        .client
+        .get(format!("{}/metrics", server.base))
+        .bearer_auth(reader["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200, "a read token may scrape");
+    assert!(scraped.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = scraped.text().await.unwrap();
+    for line in [
+        r#"issuer_activations_total{outcome="new"} 1"#,
+        r#"issuer_activations_total{outcome="existing"} 1"#,
+        r#"issuer_activations_total{outcome="refused"} 1"#,
+        r#"issuer_validations_total{code="VALID"} 1"#,
+        r#"issuer_validations_total{code="NOT_ACTIVATED"} 1"#,
+        r#"issuer_http_requests_total{route="/v1/activate",method="POST",status="200"} 2"#,
+        r#"issuer_http_requests_total{route="/v1/activate",method="POST",status="409"} 1"#,
+        r#"issuer_http_requests_total{route="/metrics",method="GET",status="401"} 1"#,
+        "issuer_webhook_deliveries_pending 0",
+        "issuer_signing_certificate_expires_in_seconds -1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+    }
+    assert!(
+        text.contains(r#"issuer_http_request_duration_seconds_bucket{le="0.0001",route="/v1/validate"}"#)
+            || text.contains(r#"issuer_http_request_duration_seconds_bucket{route="/v1/validate",le="0.0001"}"#),
+        "{text}"
+    );
+    assert!(text.contains("issuer_signing_key_age_seconds ") && text.trim_end().ends_with("# EOF"), "{text}");
+    server.stop().await;
+}

@@ -25,6 +25,7 @@ mod codes;
 mod error;
 mod extract;
 mod guard;
+mod metrics;
 mod network;
 pub(crate) mod policies;
 mod public;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[crate::net::Cidr]>,
     /// Connection limits and timeouts ([`serve`] and the body guard).
     pub http: HttpSettings,
+    /// The instance's counters, served at `GET /metrics`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -65,6 +68,7 @@ impl AppState {
             max_body_bytes,
             trusted_proxies: Arc::from([]),
             http: HttpSettings::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -117,6 +121,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin-tokens", post(audit::create_token).get(audit::list_tokens))
         .route("/v1/admin-tokens/{id}", axum::routing::delete(audit::revoke_token))
         .route("/v1/events", get(audit::events))
+        .route("/metrics", get(metrics::metrics))
         .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
     Router::new()
         .route("/healthz", get(healthz))
@@ -127,7 +132,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(from_fn_with_state(state.clone(), guard::body_guard))
-        .layer(axum::middleware::from_fn(request_id::with_request_id))
+        .layer(from_fn_with_state(state.clone(), request_id::with_request_id))
         .with_state(state)
 }
 

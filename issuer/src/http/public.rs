@@ -96,11 +96,14 @@ pub(crate) async fn activate(
     Json(req): Json<ActivateRequest>,
 ) -> Result<JsonResponse<TokenResponse>, ApiError> {
     let ctx = state.licensing.context(ip.0);
-    let issued = state
-        .licensing
-        .activate(&req.key, &req.fingerprint, req.name.as_deref(), req.platform.as_deref(), &ctx)
-        .await?;
-    Ok(JsonResponse(TokenResponse::from_issued(issued)))
+    let issued =
+        state.licensing.activate(&req.key, &req.fingerprint, req.name.as_deref(), req.platform.as_deref(), &ctx).await;
+    state.metrics.activation(match &issued {
+        Ok(i) if i.new_machine => "new",
+        Ok(_) => "existing",
+        Err(_) => "refused",
+    });
+    Ok(JsonResponse(TokenResponse::from_issued(issued?)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +135,7 @@ pub(crate) async fn validate(
 ) -> Result<JsonResponse<ValidateResponse>, ApiError> {
     let ctx = state.licensing.context(ip.0);
     let v = state.licensing.validate(&req.key, &req.fingerprint, req.product.as_deref(), &ctx).await?;
+    state.metrics.validation(v.code.as_str());
     Ok(JsonResponse(ValidateResponse {
         valid: v.code == crate::service::ValidationCode::Valid,
         code: v.code.as_str(),

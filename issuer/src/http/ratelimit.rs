@@ -59,6 +59,7 @@ pub(crate) async fn limit(State(state): State<AppState>, request: Request, next:
     let ip = client_ip(request.extensions(), request.headers(), &state.trusted_proxies);
     if let (Some(limiter), Some(ip)) = (state.limiter.as_ref().map(Arc::as_ref), ip) {
         if let Err(wait) = limiter.check(ip) {
+            state.metrics.rate_limited();
             return ApiError::rate_limited(wait.max(1)).into_response();
         }
     }

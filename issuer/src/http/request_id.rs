@@ -4,11 +4,13 @@
 //! `X-Request-Id` (1-64 characters of `A-Z a-z 0-9 . _ -`) is kept, so a proxy's id follows the request; anything
 //! else is replaced by a new id.
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument as _;
+
+use super::AppState;
 
 /// The header, in and out.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -20,7 +22,7 @@ fn acceptable(id: &str) -> bool {
 
 /// Runs the request in its span and answers its id. Its end is logged at debug level (`ISSUER_LOG=issuer=debug` is
 /// an access log): one line per request at info level would cost the busiest routes more than they do.
-pub(crate) async fn with_request_id(mut request: Request, next: Next) -> Response {
+pub(crate) async fn with_request_id(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get(REQUEST_ID)
@@ -30,15 +32,16 @@ pub(crate) async fn with_request_id(mut request: Request, next: Next) -> Respons
     // The route's template, never the path itself: a path may hold a license key (`/v1/licenses/{id}` takes one).
     let route = request.extensions().get::<MatchedPath>().map_or("(no route)", |p| p.as_str()).to_string();
     // At error level, so that whatever level the log keeps, the lines of a request carry its span.
-    let span = tracing::error_span!("request", request_id = %id, method = %request.method(), route = %route);
+    let method = request.method().as_str().to_string();
+    let span = tracing::error_span!("request", request_id = %id, method = %method, route = %route);
     if let Ok(value) = HeaderValue::from_str(&id) {
         request.headers_mut().insert(REQUEST_ID, value);
     }
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
-    span.in_scope(|| {
-        tracing::debug!(status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "answered");
-    });
+    let (status, elapsed) = (response.status().as_u16(), started.elapsed());
+    state.metrics.request(&route, &method, status, elapsed.as_secs_f64());
+    span.in_scope(|| tracing::debug!(status, micros = elapsed.as_micros() as u64, "answered"));
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
