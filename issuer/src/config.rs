@@ -418,6 +418,21 @@ impl Config {
         Ok(())
     }
 
+    /// The database file of an SQLite store: the data directory's, or the `sqlite:` URL's; `None` for PostgreSQL or
+    /// a URL that names no file (`sqlite::memory:`).
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        match self.database_url.as_ref().map(Secret::expose) {
+            None => Some(self.data_dir.join(crate::DATABASE_FILE)),
+            Some(url) if crate::is_postgres_url(url) => None,
+            Some(url) => match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+                Some(path) if !path.is_empty() && !path.starts_with(':') => {
+                    Some(PathBuf::from(path.split('?').next().unwrap_or(path)))
+                }
+                _ => None,
+            },
+        }
+    }
+
     /// Refuses values the service cannot work with.
     fn check(&self) -> Result<(), ConfigError> {
         let bad = |name: &str, message: &str| Err(ConfigError::Invalid { name: name.into(), message: message.into() });

@@ -10,20 +10,15 @@ use crate::store::BackupError;
 
 pub(crate) async fn run(global: &GlobalArgs, out_file: &Path, json: bool, out: &mut dyn Write) -> CliResult {
     let config = load_config(global, None)?;
-    let database = match config.database_url.as_ref().map(|u| u.expose()) {
-        Some(url) if crate::is_postgres_url(url) => {
-            return Err(CliError::Failed(
-                "the store is PostgreSQL: back it up with pg_dump (docs/operations.md, \"Backups\")".into(),
-            ))
-        }
-        Some(url) => match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-            Some(path) if !path.is_empty() && !path.starts_with(':') => {
-                Path::new(path.split('?').next().unwrap_or(path)).to_path_buf()
-            }
-            _ => return Err(CliError::Usage(format!("cannot back up the database URL's file: {url}"))),
-        },
-        None => config.data_dir.join(crate::DATABASE_FILE),
-    };
+    let url = config.database_url.as_ref().map(|u| u.expose());
+    if url.is_some_and(crate::is_postgres_url) {
+        return Err(CliError::Failed(
+            "the store is PostgreSQL: back it up with pg_dump (docs/operations.md, \"Backups\")".into(),
+        ));
+    }
+    let database = config.sqlite_file().ok_or_else(|| {
+        CliError::Usage(format!("cannot back up the database URL's file: {}", url.unwrap_or_default()))
+    })?;
     let started = Instant::now();
     let done = crate::backup_sqlite(&database, out_file).await.map_err(|e| match e {
         BackupError::Exists(_) => CliError::Usage(e.to_string()),

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::{load_config, CliError, CliResult, GlobalArgs};
 use crate::store::{POSTGRES_SCHEMA_VERSION, SQLITE_SCHEMA_VERSION};
-use crate::{is_postgres_url, Config, DATABASE_FILE, KEYS_DIR};
+use crate::{is_postgres_url, Config, KEYS_DIR};
 
 /// Clock difference from the database server (PostgreSQL) beyond which tokens and leases go wrong.
 const MAX_SKEW_SECS: i64 = 5;
@@ -56,7 +56,7 @@ pub(crate) async fn run(global: &GlobalArgs, out: &mut dyn Write) -> CliResult {
         )?;
         return finish(report);
     }
-    permissions(&mut report, &dir, sqlite_file(&config).as_deref())?;
+    permissions(&mut report, &dir, config.sqlite_file().as_deref())?;
     let recorded = store(&mut report, &config).await?;
     key_ring(&mut report, &dir.join(KEYS_DIR), recorded.as_deref())?;
     finish(report)
@@ -107,21 +107,6 @@ fn permissions(report: &mut Report<'_>, dir: &Path, database: Option<&Path>) -> 
     Ok(())
 }
 
-/// The database file of an SQLite store: the data directory's, or the `sqlite:` URL's; `None` for PostgreSQL or a
-/// URL that names no file.
-pub(crate) fn sqlite_file(config: &Config) -> Option<std::path::PathBuf> {
-    match config.database_url.as_ref().map(|u| u.expose()) {
-        None => Some(config.data_dir.join(DATABASE_FILE)),
-        Some(url) if is_postgres_url(url) => None,
-        Some(url) => match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-            Some(path) if !path.is_empty() && !path.starts_with(':') => {
-                Some(Path::new(path.split('?').next().unwrap_or(path)).to_path_buf())
-            }
-            _ => None,
-        },
-    }
-}
-
 /// What the store says, read over a read-only connection of its own.
 struct Facts {
     version: i64,
@@ -147,7 +132,7 @@ async fn store(report: &mut Report<'_>, config: &Config) -> Result<Option<Vec<(S
             }
         }
     } else {
-        let Some(path) = sqlite_file(config) else {
+        let Some(path) = config.sqlite_file() else {
             report.problem("the database URL names no SQLite file", "give sqlite:///path/to/issuer.db")?;
             return Ok(None);
         };

@@ -254,7 +254,7 @@ impl Licensing {
                     // Its rules go first, each with its event (the database would cascade them silently); a policy
                     // in use rolls this back with everything else.
                     for rule in tx.delete_policy_ip_rules(&name).await? {
-                        let data = serde_json::json!({ "rule": crate::views::IpRuleView::from(&rule) });
+                        let data = super::network::rule_data(&rule);
                         tx.append_event(&ctx.event(None, EventKind::IpRuleDeleted, None, data)).await?;
                     }
                     match tx.delete_policy(&name).await? {

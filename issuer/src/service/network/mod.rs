@@ -234,22 +234,17 @@ impl Licensing {
     }
 
     /// Judges a request from `ctx`'s address by the global rules, before any license is known (so a refused network
-    /// learns nothing, not even whether a key exists). A refusal is recorded (`ip.blocked`) and returned as
+    /// learns nothing, not even whether a key exists), and returns what judges the operation's license by every
+    /// level inside its unit ([`Screen::admit`]). A global refusal is recorded (`ip.blocked`) and returned as
     /// [`ServiceError::IpBlocked`].
-    pub(super) async fn screen_global(&self, ctx: &Context, operation: &str) -> Result<(), ServiceError> {
-        let Some(ip) = ctx.client_ip else { return Ok(()) };
-        let rules = self.network.rules(&*self.store).await?;
-        match rules.check_global(ip) {
-            Ok(()) => Ok(()),
-            Err(blocked) => Err(self.record_blocked(blocked, None, None, operation, ctx).await),
-        }
-    }
-
-    /// The global rules judged, then what judges the operation's license by every level inside its unit
-    /// ([`Screen::admit`]).
     pub(super) async fn screen(&self, ctx: &Context, operation: &str) -> Result<Screen, ServiceError> {
-        self.screen_global(ctx, operation).await?;
-        Ok(Screen { rules: self.network.rules(&*self.store).await?, history: Arc::clone(&self.network.history) })
+        let rules = self.network.rules(&*self.store).await?;
+        if let Some(ip) = ctx.client_ip {
+            if let Err(blocked) = rules.check_global(ip) {
+                return Err(self.record_blocked(blocked, None, None, operation, ctx).await);
+            }
+        }
+        Ok(Screen { rules, history: Arc::clone(&self.network.history) })
     }
 
     /// What follows an operation that [`Screen::admit`] may have refused: a refusal (the unit rolled back) is counted
@@ -322,6 +317,6 @@ fn rule_license(rule: &IpRule) -> Option<Uuid> {
 }
 
 /// A rule as events show it: `{"rule": <the API's view>}`.
-fn rule_data(rule: &IpRule) -> serde_json::Value {
+pub(super) fn rule_data(rule: &IpRule) -> serde_json::Value {
     serde_json::json!({ "rule": crate::views::IpRuleView::from(rule) })
 }
