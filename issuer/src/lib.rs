@@ -228,7 +228,8 @@ async fn open_locked(config: &Config, clock: Arc<dyn Clock>, fresh_only: bool) -
     };
     let extra = config.admin_token.as_ref().map(Secret::expose);
     let licensing = Arc::new(
-        Licensing::new(store.clone(), ring, policy, extra)
+        // Every store call of the service is timed for `GET /metrics`.
+        Licensing::new(store::Measured::wrap(store.clone()), ring, policy, extra)
             .with_clock(clock)
             .with_webhook_settings(config.webhooks.clone())
             .with_ip_rules(config.ip_rules.clone()),

@@ -967,4 +967,14 @@ fn doctor_passes_a_healthy_data_directory_and_names_the_fix_of_each_problem() {
     assert_eq!(missing.code, 1);
     assert!(missing.stdout.contains("does not exist") && missing.stdout.contains("issuer init"), "{missing:?}");
     assert!(!sandbox.path().join("nowhere").exists(), "the doctor creates nothing");
+    // With its reader gone (`issuer doctor | head -1`, the pipe closed before the first line), the verdict still
+    // reaches the exit code: the checks go on unprinted.
+    let fresh = Sandbox::initialized();
+    for (sandbox, args, code) in [(&fresh, &["doctor"][..], 0), (&sandbox, &["--data-dir", "nowhere", "doctor"][..], 1)]
+    {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let status = sandbox.command(args).stdout(writer).stderr(Stdio::null()).status().unwrap();
+        assert_eq!(status.code(), Some(code), "{args:?} into a closed pipe");
+    }
 }

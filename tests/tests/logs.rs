@@ -140,5 +140,23 @@ async fn metrics_count_requests_validations_and_activations_behind_the_admin_tok
         "{text}"
     );
     assert!(text.contains("issuer_signing_key_age_seconds ") && text.trim_end().ends_with("# EOF"), "{text}");
+    // The store's share: every call timed by operation, SQLite's batches, both pools; and the connections.
+    let value = |series: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '));
+        line.unwrap_or_else(|| panic!("missing `{series}` in:\n{text}"))[series.len() + 1..].parse().unwrap()
+    };
+    // Three activations and an admin token are units of work; two validations read the license for the machine.
+    assert!(value(r#"issuer_store_operation_duration_seconds_count{operation="run"}"#) >= 4.0, "{text}");
+    assert!(value(r#"issuer_store_operation_duration_seconds_count{operation="license_for_machine"}"#) >= 2.0);
+    let batches = value("issuer_store_write_batch_size_count");
+    assert!(batches >= 1.0 && value("issuer_store_write_batch_size_sum") >= batches, "{text}");
+    assert!(value("issuer_store_write_batch_duration_seconds_count") == batches, "{text}");
+    for pool in ["read", "write"] {
+        let open = value(&format!(r#"issuer_store_pool_connections{{pool="{pool}",state="idle"}}"#))
+            + value(&format!(r#"issuer_store_pool_connections{{pool="{pool}",state="in_use"}}"#));
+        assert!(open >= 1.0, "the {pool} pool keeps a connection open:\n{text}");
+    }
+    assert!(value("issuer_http_open_connections") >= 1.0, "the scrape's own connection is open:\n{text}");
+    assert_eq!(value("issuer_http_connections_refused_total"), 0.0);
     server.stop().await;
 }

@@ -19,18 +19,32 @@ const MAX_SKEW_SECS: i64 = 5;
 struct Report<'a> {
     out: &'a mut dyn Write,
     problems: usize,
+    /// The reader went away (`issuer doctor | head -1`): the checks go on unprinted, because the exit code is the
+    /// verdict a script reads.
+    closed: bool,
 }
 
 impl Report<'_> {
     fn ok(&mut self, what: impl std::fmt::Display) -> CliResult {
-        writeln!(self.out, "ok       {what}")?;
-        Ok(())
+        self.print(format_args!("ok       {what}"))
     }
 
     fn problem(&mut self, what: impl std::fmt::Display, fix: impl std::fmt::Display) -> CliResult {
         self.problems += 1;
-        writeln!(self.out, "PROBLEM  {what}\n         fix: {fix}")?;
-        Ok(())
+        self.print(format_args!("PROBLEM  {what}\n         fix: {fix}"))
+    }
+
+    fn print(&mut self, line: std::fmt::Arguments<'_>) -> CliResult {
+        if self.closed {
+            return Ok(());
+        }
+        match writeln!(self.out, "{line}") {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            other => Ok(other?),
+        }
     }
 }
 
@@ -38,15 +52,18 @@ pub(crate) async fn run(global: &GlobalArgs, out: &mut dyn Write) -> CliResult {
     let config = match load_config(global, None) {
         Ok(config) => config,
         Err(e) => {
-            writeln!(out, "PROBLEM  the configuration cannot be loaded\n         fix: correct the setting it names")?;
-            // A problem found, like every other: exit code 1.
+            // A problem found, like every other: exit code 1, also when the reader went away.
+            let _ = writeln!(
+                out,
+                "PROBLEM  the configuration cannot be loaded\n         fix: correct the setting it names"
+            );
             return Err(match e {
                 CliError::Usage(message) => CliError::Failed(message),
                 other => other,
             });
         }
     };
-    let mut report = Report { out, problems: 0 };
+    let mut report = Report { out, problems: 0, closed: false };
     report.ok("configuration loads")?;
     let dir = config.data_dir.clone();
     if !dir.is_dir() {
@@ -65,8 +82,8 @@ pub(crate) async fn run(global: &GlobalArgs, out: &mut dyn Write) -> CliResult {
 fn finish(report: Report<'_>) -> CliResult {
     match report.problems {
         0 => {
-            writeln!(report.out, "healthy: every check passed")?;
-            Ok(())
+            let mut report = report;
+            report.print(format_args!("healthy: every check passed"))
         }
         n => Err(CliError::Failed(format!("{n} problem{} found; see the fixes above", if n == 1 { "" } else { "s" }))),
     }

@@ -54,10 +54,21 @@ pub struct Metrics {
     webhook_pending: Gauge,
     key_age: Gauge,
     certificate_expiry: Gauge,
+    connections: Connections,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+/// What the server loop counts of its connections.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Connections {
+    /// Connections open now.
+    pub(crate) open: Gauge,
+    /// Connections closed at once because every connection was busy at the cap.
+    pub(crate) refused: Counter,
+}
+
+impl Metrics {
+    /// The instance's metrics, with what `store` measures of itself.
+    pub fn new(store: &dyn crate::store::Store) -> Self {
         let mut registry = Registry::with_prefix("issuer");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -95,6 +106,14 @@ impl Default for Metrics {
             "Time left on the certificate covering the signing key (-1 without roots)",
             certificate_expiry.clone(),
         );
+        let connections = Connections::default();
+        registry.register("http_open_connections", "HTTP connections open now", connections.open.clone());
+        registry.register(
+            "http_connections_refused",
+            "Connections closed at once: at the connection cap, every connection was busy",
+            connections.refused.clone(),
+        );
+        store.register_metrics(&mut registry);
         Metrics {
             registry,
             requests,
@@ -105,11 +124,10 @@ impl Default for Metrics {
             webhook_pending,
             key_age,
             certificate_expiry,
+            connections,
         }
     }
-}
 
-impl Metrics {
     /// Counts an answered request.
     pub(crate) fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
         let labels = RequestLabels { route: route.to_string(), method: method.to_string(), status };
@@ -125,6 +143,11 @@ impl Metrics {
     /// Counts an online activation: `new`, `existing` or `refused`.
     pub(crate) fn activation(&self, outcome: &'static str) {
         self.activations.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// What the server loop updates of its connections.
+    pub(crate) fn connections(&self) -> Connections {
+        self.connections.clone()
     }
 
     /// Counts a request the rate limit refused.

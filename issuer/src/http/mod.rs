@@ -62,13 +62,14 @@ pub struct AppState {
 impl AppState {
     /// State with a rate limit of `per_second` (0: none) and `burst`, and a body size limit.
     pub fn new(licensing: Arc<Licensing>, per_second: u32, burst: u32, max_body_bytes: usize) -> Self {
+        let metrics = Arc::new(metrics::Metrics::new(licensing.store().as_ref()));
         AppState {
             licensing,
             limiter: IpRateLimiter::new(per_second, burst).map(Arc::new),
             max_body_bytes,
             trusted_proxies: Arc::from([]),
             http: HttpSettings::default(),
-            metrics: Arc::default(),
+            metrics,
         }
     }
 
@@ -169,5 +170,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let settings = state.http;
-    server::serve(listener, app(state), &settings, shutdown).await
+    let connections = state.metrics.connections();
+    server::serve(listener, app(state), &settings, connections, shutdown).await
 }

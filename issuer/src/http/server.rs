@@ -37,6 +37,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 
+use super::metrics::Connections;
 use crate::config::HttpSettings;
 
 /// How often a connection checks its deadline.
@@ -168,6 +169,8 @@ impl Drop for RequestGuard {
 struct Registry {
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_id: AtomicU64,
+    /// What `GET /metrics` shows of them.
+    counts: Connections,
 }
 
 impl Registry {
@@ -184,11 +187,14 @@ impl Registry {
             evict: Notify::new(),
         });
         self.lock().insert(id, conn.clone());
+        self.counts.open.inc();
         conn
     }
 
     fn remove(&self, id: u64) {
-        self.lock().remove(&id);
+        if self.lock().remove(&id).is_some() {
+            self.counts.open.dec();
+        }
     }
 
     /// Whether a new connection may be served: below the cap, or after telling the longest-idle connection to
@@ -262,10 +268,11 @@ pub(super) async fn serve(
     listener: TcpListener,
     router: Router,
     settings: &HttpSettings,
+    counts: Connections,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let limits = Limits::from(settings);
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry { counts, ..Registry::default() });
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut shutdown = pin!(shutdown);
@@ -284,6 +291,7 @@ pub(super) async fn serve(
                             tracing::warn!(max = limits.max_connections, "connection limit reached and every connection is busy; closing new connections");
                             refused_logged = Some(Instant::now());
                         }
+                        registry.counts.refused.inc();
                         drop(stream);
                         continue;
                     }

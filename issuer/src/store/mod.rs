@@ -7,8 +7,9 @@
 //! makes through its [`Tx`] commit together or not at all, so a change is never stored without its event, and what a
 //! unit read under its lock cannot change under it before it commits.
 //!
-//! Layout: `model` holds the records and outcomes, `network` the network rules, IP counters and license kinds, `unit` the unit of work, `sqlite/` and `postgres/` one backend
-//! each, split by domain (licenses, machines, events).
+//! Layout: `model` holds the records and outcomes, `network` the network rules, IP counters and license kinds, `unit`
+//! the unit of work, `metrics` what the store reports to `GET /metrics`, `sqlite/` and `postgres/` one backend each,
+//! split by domain (licenses, machines, events).
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use uuid::Uuid;
 
 mod admin_token;
 mod event;
+mod metrics;
 mod model;
 mod network;
 mod policy;
@@ -28,6 +30,7 @@ mod webhook;
 
 pub use admin_token::{AdminToken, Scope};
 pub use event::{Actor, Event, EventFilter, EventKind, NewEvent};
+pub use metrics::Measured;
 pub use model::{
     Activated, Created, Cursor, EffectiveStatus, Idempotency, License, LicenseFilter, LicensePage, LicenseStatus,
     LicenseUpdate, Lookup, Machine, RecordedKey, Redeemed,
@@ -209,6 +212,10 @@ pub trait Store: Send + Sync + 'static {
     /// of a revoked license's status) and licenses are never deleted, so the set only grows: two answers of the
     /// same length are the same set, which is what makes the count a revocation list's sequence number.
     async fn revoked_licenses(&self) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Registers what the backend measures of itself (its connection pools; SQLite's write batches) for
+    /// `GET /metrics`. [`Measured`] adds the time of every call.
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 }
 
 /// A LIKE pattern (with `ESCAPE '\\'`) matching text that starts with `prefix` literally: `%`, `_` and `\\` in it

@@ -413,6 +413,11 @@ impl Tx for PgTx<'_> {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let pools = vec![("main", self.pool.clone())];
+        registry.register_collector(Box::new(super::metrics::PoolGauges { pools }));
+    }
+
     async fn run(&self, work: Work) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let result = work(&mut PgTx { conn: &mut tx }).await;

@@ -42,6 +42,7 @@ mod policies;
 mod webhooks;
 mod writer;
 
+use super::metrics::{BatchMetrics, PoolGauges};
 pub use backup::{backup, integrity_of, Backup, BackupError};
 use writer::Writer;
 
@@ -69,6 +70,10 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// The writer task, which owns the only write connection.
     writer: Writer,
+    /// The writer's pool (its one connection), for the pool gauges.
+    writer_pool: SqlitePool,
+    /// Sizes and times of the writer's batches.
+    batches: BatchMetrics,
 }
 
 impl SqliteStore {
@@ -101,8 +106,9 @@ impl SqliteStore {
             SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(writer_options).await?;
         migrate(&writer_pool).await?;
         let pool = SqlitePoolOptions::new().max_connections(8).min_connections(1).connect_with(options).await?;
-        let writer = Writer::start(writer_pool, pool.clone());
-        Ok(SqliteStore { pool, writer })
+        let batches = BatchMetrics::default();
+        let writer = Writer::start(writer_pool.clone(), pool.clone(), batches.clone());
+        Ok(SqliteStore { pool, writer, writer_pool, batches })
     }
 }
 
@@ -378,6 +384,12 @@ impl Tx for SqliteTx<'_> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.batches.register(registry);
+        let pools = vec![("read", self.pool.clone()), ("write", self.writer_pool.clone())];
+        registry.register_collector(Box::new(PoolGauges { pools }));
+    }
+
     async fn run(&self, work: Work) -> Result<(), StoreError> {
         self.writer.write(true, move |conn| Box::pin(async move { work(&mut SqliteTx { conn }).await })).await
     }

@@ -11,6 +11,7 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::store::metrics::BatchMetrics;
 use crate::store::StoreError;
 
 /// Most writes committed in one transaction.
@@ -46,10 +47,10 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Starts the writer on `writer_pool` (one connection, no automatic checkpoints) and the checkpointer on `pool`.
-    pub(super) fn start(writer_pool: SqlitePool, pool: SqlitePool) -> Writer {
+    pub(super) fn start(writer_pool: SqlitePool, pool: SqlitePool, metrics: BatchMetrics) -> Writer {
         let (queue, jobs) = mpsc::channel(4 * MAX_BATCH);
         let backfilled = Arc::new(AtomicBool::new(false));
-        tokio::spawn(writer(writer_pool, jobs, backfilled.clone()));
+        tokio::spawn(writer(writer_pool, jobs, backfilled.clone(), metrics));
         let (stop_checkpoints, stop) = oneshot::channel();
         tokio::spawn(checkpointer(pool, stop, backfilled));
         Writer { queue, _stop_checkpoints: stop_checkpoints }
@@ -118,9 +119,19 @@ where
 }
 
 /// The writer task: takes every queued write (up to [`MAX_BATCH`]), runs them in one transaction, commits, replies.
-async fn writer(pool: SqlitePool, mut queue: mpsc::Receiver<Box<dyn WriteJob>>, backfilled: Arc<AtomicBool>) {
+async fn writer(
+    pool: SqlitePool,
+    mut queue: mpsc::Receiver<Box<dyn WriteJob>>,
+    backfilled: Arc<AtomicBool>,
+    metrics: BatchMetrics,
+) {
     let mut jobs: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+    loop {
+        let batch = queue.recv_many(&mut jobs, MAX_BATCH).await;
+        if batch == 0 {
+            break;
+        }
+        let started = std::time::Instant::now();
         let mut conn = match pool.acquire().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -184,6 +195,8 @@ async fn writer(pool: SqlitePool, mut queue: mpsc::Receiver<Box<dyn WriteJob>>, 
                 }
             }
         };
+        metrics.size.observe(batch as f64);
+        metrics.seconds.observe(started.elapsed().as_secs_f64());
         for reply in replies {
             reply(commit_error.clone());
         }
