@@ -70,6 +70,10 @@ pub struct Config {
     /// Seconds between two sweeps that cull machines whose lease ended (docs/policies.md); culling at activation does
     /// not wait for it. Default 60. Config `lease_sweep_interval = "60s"`, env `ISSUER_LEASE_SWEEP_INTERVAL`.
     pub lease_sweep_interval_secs: u64,
+    /// How long events are kept: the sweep deletes older ones in small batches (docs/operations.md, "Event
+    /// retention"); `None` keeps them forever. Default 400 days. Config `event_retention = "400d"` (or `"off"`), env
+    /// `ISSUER_EVENT_RETENTION`.
+    pub event_retention_secs: Option<u64>,
     /// Requests per second each client IP may make to the public endpoints; 0 switches the limit off. Default 10.
     /// Config `rate_limit_per_second`, env `ISSUER_RATE_LIMIT_PER_SECOND`.
     pub rate_limit_per_second: u32,
@@ -200,6 +204,7 @@ impl Default for Config {
             refresh_interval_secs: 24 * 3600,
             offline_grace_secs: 7 * 24 * 3600,
             lease_sweep_interval_secs: 60,
+            event_retention_secs: Some(DEFAULT_EVENT_RETENTION_SECS),
             rate_limit_per_second: 10,
             rate_limit_burst: 30,
             max_body_bytes: 64 * 1024,
@@ -222,6 +227,7 @@ struct FileConfig {
     refresh_interval: Option<String>,
     offline_grace: Option<String>,
     lease_sweep_interval: Option<String>,
+    event_retention: Option<String>,
     rate_limit_per_second: Option<u32>,
     rate_limit_burst: Option<u32>,
     max_body_bytes: Option<usize>,
@@ -342,6 +348,9 @@ impl Config {
         if let Some(d) = file.lease_sweep_interval {
             self.lease_sweep_interval_secs = parse_setting_duration("lease_sweep_interval", &d)?;
         }
+        if let Some(d) = file.event_retention {
+            self.event_retention_secs = parse_retention("event_retention", &d)?;
+        }
         if let Some(n) = file.rate_limit_per_second {
             self.rate_limit_per_second = n;
         }
@@ -395,6 +404,9 @@ impl Config {
         if let Some(v) = get("ISSUER_LEASE_SWEEP_INTERVAL") {
             self.lease_sweep_interval_secs = parse_setting_duration("ISSUER_LEASE_SWEEP_INTERVAL", &v)?;
         }
+        if let Some(v) = get("ISSUER_EVENT_RETENTION") {
+            self.event_retention_secs = parse_retention("ISSUER_EVENT_RETENTION", &v)?;
+        }
         if let Some(v) = get("ISSUER_RATE_LIMIT_PER_SECOND") {
             self.rate_limit_per_second = parse_number("ISSUER_RATE_LIMIT_PER_SECOND", &v)?;
         }
@@ -445,6 +457,9 @@ impl Config {
         if self.lease_sweep_interval_secs == 0 || self.lease_sweep_interval_secs > 86_400 {
             return bad("lease_sweep_interval", "must be between 1s and 1d");
         }
+        if self.event_retention_secs.is_some_and(|r| !(86_400..=MAX_EVENT_RETENTION_SECS).contains(&r)) {
+            return bad("event_retention", "must be between 1d and 36500d, or off");
+        }
         if self.database_pool_size == 0 || self.database_pool_size > 1000 {
             return bad("database_pool_size", "must be between 1 and 1000");
         }
@@ -486,6 +501,10 @@ offline_grace = "7d"
 # How often machines whose policy lease ended are culled (ISSUER_LEASE_SWEEP_INTERVAL); an activation culls its own
 # license's dead machines at once, whatever this is (docs/policies.md).
 lease_sweep_interval = "60s"
+
+# How long events (the audit log, GET /v1/licenses/{id}/events) are kept; the sweep deletes older ones in batches
+# of 500 (ISSUER_EVENT_RETENTION). "off" keeps them forever.
+event_retention = "400d"
 
 # Per-client-IP limit on the public endpoints (activate, validate, refresh, deactivate, keys, offline/activate,
 # offline/deactivate): a steady rate in requests per second and a burst above it (ISSUER_RATE_LIMIT_PER_SECOND,
@@ -561,6 +580,21 @@ fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, Conf
         .trim()
         .parse()
         .map_err(|_| ConfigError::Invalid { name: name.into(), message: format!("`{value}` is not a valid number") })
+}
+
+/// Events are kept this long unless configured otherwise: a year and a month, so a yearly license's whole term and
+/// its renewal stay in the audit log.
+pub const DEFAULT_EVENT_RETENTION_SECS: u64 = 400 * 86_400;
+
+/// The longest retention accepted (a hundred years); longer is `off`.
+const MAX_EVENT_RETENTION_SECS: u64 = 36_500 * 86_400;
+
+/// A retention: a duration, or `off` (keep forever).
+fn parse_retention(name: &str, value: &str) -> Result<Option<u64>, ConfigError> {
+    if value.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    parse_setting_duration(name, value).map(Some)
 }
 
 fn parse_setting_duration(name: &str, value: &str) -> Result<u64, ConfigError> {

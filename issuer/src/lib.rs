@@ -232,6 +232,7 @@ async fn open_locked(config: &Config, clock: Arc<dyn Clock>, fresh_only: bool) -
         Licensing::new(store::Measured::wrap(store.clone()), ring, policy, extra)
             .with_clock(clock)
             .with_webhook_settings(config.webhooks.clone())
+            .with_event_retention(config.event_retention_secs)
             .with_ip_rules(config.ip_rules.clone()),
     );
     // Decided in the store, so one database shared by several data directories also gets one first token.

@@ -193,3 +193,37 @@ async fn expiry_is_announced_once_and_a_renewal_is_an_event() {
     assert_eq!(server.licensing.announce_expiries().await.unwrap(), 1, "the new expiry is announced when it passes");
     server.stop().await;
 }
+
+/// Retention (docs/operations.md, "Event retention"): once the clock passes `event_retention` (default 400 days),
+/// the sweep's prune deletes the older events in batches and keeps the newer ones; the license itself is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_older_than_the_retention_are_pruned_and_newer_ones_kept() {
+    let server = Server::start_with_manual_clock(NO_LIMIT).await;
+    let license = server
+        .create_license(json!({ "email": "old@example.com", "product": e2e_tests::server::PRODUCT, "max_machines": 2 }))
+        .await;
+    let (id, key) = (s(&license["id"]).to_string(), s(&license["key"]).to_string());
+    server.activated(&key, "fp-old").await;
+    for _ in 0..3 {
+        server.validate(&key, "fp-old").await;
+    }
+    let path = format!("/v1/licenses/{id}/events");
+    let events = || async {
+        let (status, body) = server.admin(Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["events"].as_array().unwrap().iter().map(|e| s(&e["kind"]).to_string()).collect::<Vec<_>>()
+    };
+    let before = events().await;
+    assert!(before.len() >= 2, "{before:?}");
+    assert_eq!(server.licensing.prune_events().await.unwrap(), 0, "nothing is old yet");
+
+    server.advance(Duration::days(401));
+    server.activated(&key, "fp-new").await;
+    let pruned = server.licensing.prune_events().await.unwrap();
+    assert!(pruned >= before.len() as u64, "the license's old events went: {pruned}");
+    let after = events().await;
+    assert_eq!(after, ["activated"], "only the new activation is left: {after:?}");
+    let (status, kept) = server.admin(Method::GET, &format!("/v1/licenses/{id}"), None).await;
+    assert_eq!((status, kept["status"].clone()), (StatusCode::OK, json!("active")), "the license stays");
+    assert_eq!(server.licensing.prune_events().await.unwrap(), 0, "a second prune finds nothing");
+}

@@ -90,6 +90,20 @@ fn durations_are_read_with_units() {
 }
 
 #[test]
+fn event_retention_is_a_duration_of_at_least_a_day_or_off() {
+    assert_eq!(Config::load(None, env_of(&[]), Flags::default()).unwrap().event_retention_secs, Some(400 * 86_400));
+    let file = write_file("event_retention = \"90d\"\n");
+    let config = Config::load(Some(file.path()), env_of(&[]), Flags::default()).unwrap();
+    assert_eq!(config.event_retention_secs, Some(90 * 86_400));
+    let env = env_of(&[("ISSUER_EVENT_RETENTION", "off")]);
+    assert_eq!(Config::load(Some(file.path()), env, Flags::default()).unwrap().event_retention_secs, None);
+    for bad in ["12h", "0", "36501d", "never"] {
+        let err = Config::load(None, env_of(&[("ISSUER_EVENT_RETENTION", bad)]), Flags::default()).unwrap_err();
+        assert!(err.to_string().contains("EVENT_RETENTION") || err.to_string().contains("event_retention"), "{err}");
+    }
+}
+
+#[test]
 fn token_periods_out_of_range_are_refused() {
     let env = env_of(&[("ISSUER_REFRESH_INTERVAL", "0s")]);
     assert!(Config::load(None, env, Flags::default()).is_err());

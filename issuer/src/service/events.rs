@@ -10,6 +10,10 @@ use crate::store::{Event, EventFilter, EventKind, StoreExt as _};
 /// Most licenses announced per unit of work.
 const EXPIRY_BATCH: u32 = 200;
 
+/// Most events deleted per unit of work: small enough that a batch is a few milliseconds of the writer's time, so the
+/// writes queued behind it wait no longer than behind any other unit.
+const PRUNE_BATCH: u32 = 500;
+
 /// How long a deleted webhook endpoint's rows stay before the sweep removes them: longer than any statement that
 /// chose the endpoint before the delete can still run.
 const DELETED_WEBHOOK_GRACE: time::Duration = time::Duration::hours(1);
@@ -62,9 +66,30 @@ impl Licensing {
         Ok(purged)
     }
 
+    /// Deletes the events older than the retention (by the service clock), in units of at most 500 with the
+    /// writer free for others between them, until none is left; how many. Without a retention, nothing.
+    pub async fn prune_events(&self) -> Result<u64, ServiceError> {
+        let Some(retention) = self.event_retention else { return Ok(0) };
+        let before = self.system_context().at() - retention;
+        let mut total = 0;
+        loop {
+            let pruned = self
+                .store
+                .transact::<_, ServiceError, _>(move |tx| {
+                    Box::pin(async move { Ok(tx.prune_events(before, PRUNE_BATCH).await?) })
+                })
+                .await?;
+            total += pruned;
+            if pruned < u64::from(PRUNE_BATCH) {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Runs the sweeps every `interval` in a background task until the service is dropped (the task holds only a
     /// weak reference): [`Licensing::cull_expired_leases`], [`Licensing::announce_expiries`] and
-    /// [`Licensing::purge_deleted_webhooks`]. Culling at activation does not depend on it.
+    /// [`Licensing::purge_deleted_webhooks`], [`Licensing::prune_events`]. Culling at activation does not depend on it.
     pub fn spawn_sweeper(self: &Arc<Self>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -85,6 +110,13 @@ impl Licensing {
                 }
                 if let Err(e) = licensing.purge_deleted_webhooks().await {
                     tracing::warn!(error = %e, "purging deleted webhook endpoints failed; it runs again later");
+                }
+                match licensing.prune_events().await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "deleted events older than the retention"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pruning old events failed; it runs again at the next interval")
+                    }
                 }
             }
         })

@@ -100,6 +100,10 @@ impl Context {
     }
 }
 
+fn retention(seconds: u64) -> time::Duration {
+    time::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX))
+}
+
 /// The licensing service.
 pub struct Licensing {
     store: Arc<dyn Store>,
@@ -110,6 +114,8 @@ pub struct Licensing {
     revocations: revocations::RevocationCache,
     webhooks: webhooks::Webhooks,
     network: network::Network,
+    /// How long events are kept ([`Licensing::prune_events`]); `None`: forever.
+    event_retention: Option<time::Duration>,
 }
 
 impl std::fmt::Debug for Licensing {
@@ -140,7 +146,14 @@ impl Licensing {
             revocations: revocations::RevocationCache::default(),
             webhooks: webhooks::Webhooks::new(WebhookSettings::default()),
             network: network::Network::new(IpRuleSettings::default()),
+            event_retention: Some(retention(crate::config::DEFAULT_EVENT_RETENTION_SECS)),
         }
+    }
+
+    /// The same service keeping events for `seconds` (`None`: forever).
+    pub fn with_event_retention(mut self, seconds: Option<u64>) -> Self {
+        self.event_retention = seconds.map(retention);
+        self
     }
 
     /// The same service with these global network rules of the configuration (`ip_allow`, `ip_deny`).

@@ -174,6 +174,11 @@ pub trait Tx: Send {
     /// `before`; how many endpoints.
     async fn purge_deleted_webhooks(&mut self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
 
+    /// Deletes at most `limit` of the oldest events recorded before `before`, with their webhook deliveries; an
+    /// event with a delivery still pending to an enabled endpoint stays. Looks only at the `limit` oldest events, so
+    /// it costs the same on any size of log; how many were deleted.
+    async fn prune_events(&mut self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
+
     /// Claims at most `limit` due deliveries (pending, `next_attempt_at <= now`, endpoint enabled, not of an endpoint
     /// in `skip`) for an attempt: only the first queued pending delivery of each (endpoint, license) lane, so a lane's
     /// events arrive in the order they were queued, one at a time. A claim counts an attempt and moves

@@ -102,6 +102,7 @@ macro_rules! store_conformance_tests {
             webhooks::concurrent_claims_never_take_a_delivery_twice,
             webhooks::attempts_are_recorded_only_under_their_claim,
             webhooks::expiries_are_announced_once_and_again_after_a_change,
+            webhooks::prune_deletes_old_events_unless_an_enabled_endpoint_still_waits_for_them,
         );
         $crate::store_conformance_tests!(@store $open;
             network::ip_rules_round_trip_and_every_change_moves_the_version,

@@ -394,3 +394,49 @@ pub async fn expiries_are_announced_once_and_again_after_a_change(store: Arc<dyn
     let again: HashSet<Uuid> = again.unwrap().iter().map(|l| l.id).collect();
     assert_eq!(again, HashSet::from([renewed, future.id]));
 }
+
+/// Retention: a prune deletes the oldest events recorded before its cutoff, at most its limit, with their
+/// deliveries; an event with a delivery pending to an enabled endpoint stays (a disabled endpoint's hold nothing
+/// back), and so does every event after the cutoff.
+pub async fn prune_deletes_old_events_unless_an_enabled_endpoint_still_waits_for_them(store: Arc<dyn Store>) {
+    let l = created(&store, 1).await;
+    let old = now() - Duration::days(500);
+    let prune = |before: OffsetDateTime, limit: u32| {
+        let store = store.clone();
+        async move { store.transact(move |tx| Box::pin(async move { tx.prune_events(before, limit).await })).await }
+    };
+    let baseline = store.list_events(l.id, 0, 100).await.unwrap().len();
+    // Events of the license (delivered to the hook), then one of no license that stays pending, then a recent one.
+    let hook = endpoint(&[EventKind::Updated.stored_name()]);
+    add_endpoint(&store, &hook).await;
+    for _ in 0..3 {
+        store.append_event(&NewEvent { at: old, ..event(Some(l.id), EventKind::Updated) }).await.unwrap();
+    }
+    let claimed = claim(&store, now(), 100).await;
+    assert_eq!(claimed.len(), 1, "one lane, one delivery at a time");
+    assert!(record(&store, &claimed[0], now(), Attempt::Delivered { status: 204 }).await);
+    store.append_event(&NewEvent { at: old, ..event(None, EventKind::Updated) }).await.unwrap();
+    store.append_event(&event(Some(l.id), EventKind::Updated)).await.unwrap();
+    let cutoff = now() - Duration::days(400);
+
+    assert_eq!(prune(old, 100).await.unwrap(), 0, "nothing is older than the oldest");
+    // At most the limit: the oldest, delivered, goes.
+    assert_eq!(prune(cutoff, 1).await.unwrap(), 1);
+    // The next two of the license wait in their lane and the one of no license is pending too: they stay until
+    // delivered or given up.
+    assert_eq!(prune(cutoff, 100).await.unwrap(), 0, "pending deliveries keep their events");
+    let deliveries = store.list_deliveries(hook.id, 0, 100).await.unwrap();
+    assert_eq!(deliveries.len(), 4, "the delivered one went with its event: {deliveries:?}");
+    assert!(deliveries.iter().all(|d| d.state == DeliveryState::Pending));
+    let left = store.list_events(l.id, 0, 100).await.unwrap();
+    assert_eq!(left.len(), baseline + 2 + 1, "two pending old events and the recent one stay: {left:?}");
+    assert!(left.iter().any(|e| e.event.at > cutoff));
+
+    // A disabled endpoint's pending deliveries hold nothing back: the old events go with them.
+    let disabled = WebhookEndpoint { disabled_at: Some(now()), disabled_reason: Some("test".into()), ..hook.clone() };
+    store.transact(move |tx| Box::pin(async move { tx.update_webhook(&disabled).await })).await.unwrap();
+    assert_eq!(prune(cutoff, 100).await.unwrap(), 3);
+    let deliveries = store.list_deliveries(hook.id, 0, 100).await.unwrap();
+    assert_eq!(deliveries.len(), 1, "only the recent event's delivery is left: {deliveries:?}");
+    assert_eq!(store.list_events(l.id, 0, 100).await.unwrap().len(), baseline + 1);
+}

@@ -1,7 +1,7 @@
 //! The event log (with its webhook outbox rows) and admin tokens in PostgreSQL.
 
 use sqlx::postgres::PgRow;
-use sqlx::{Executor, Postgres, QueryBuilder, Row};
+use sqlx::{Executor, PgConnection, Postgres, QueryBuilder, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -181,4 +181,25 @@ fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
             detail: row.try_get("detail")?,
         },
     })
+}
+
+/// Deletes the oldest events recorded before `before`, at most `limit`, with their outbox rows; how many. Only the
+/// `limit` oldest rows by id are looked at, so a batch costs the same however large the log is; an event with a
+/// delivery still pending to an enabled endpoint stays until the delivery ends (the pending deliveries of a disabled
+/// endpoint would otherwise hold the oldest events, and with them every later prune, forever). Rows another instance is pruning are skipped.
+pub(super) async fn prune(conn: &mut PgConnection, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT e.id FROM (SELECT id, at FROM events ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) e \
+         WHERE e.at < $1 AND NOT EXISTS \
+         (SELECT 1 FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id \
+         WHERE d.event_id = e.id AND d.state = 'pending' AND w.disabled_at IS NULL AND w.deleted_at IS NULL)",
+    )
+    .bind(secs(before))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    for sql in ["DELETE FROM webhook_deliveries WHERE event_id = ANY($1)", "DELETE FROM events WHERE id = ANY($1)"] {
+        sqlx::query(sql).bind(&ids).execute(&mut *conn).await?;
+    }
+    Ok(ids.len() as u64)
 }

@@ -361,6 +361,10 @@ impl Tx for PgTx<'_> {
         webhooks::purge(&mut *self.conn, before, limit).await
     }
 
+    async fn prune_events(&mut self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        events::prune(&mut *self.conn, before, limit).await
+    }
+
     async fn claim_deliveries(
         &mut self,
         now: OffsetDateTime,

@@ -162,3 +162,25 @@ fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
         },
     })
 }
+
+/// Deletes the oldest events recorded before `before`, at most `limit`, with their outbox rows; how many. Only the
+/// `limit` oldest rows by id are looked at, so a batch costs the same however large the log is; an event with a
+/// delivery still pending to an enabled endpoint stays until the delivery ends (the pending deliveries of a disabled
+/// endpoint would otherwise hold the oldest events, and with them every later prune, forever).
+pub(super) async fn prune(conn: &mut SqliteConnection, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+    // The same rows both times: the writer is alone, and the chosen events' deliveries hold none of them back.
+    const CHOSEN: &str = "SELECT e.id FROM (SELECT id, at FROM events ORDER BY id LIMIT ?2) e WHERE e.at < ?1 \
+         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id \
+         WHERE d.event_id = e.id AND d.state = 'pending' AND w.disabled_at IS NULL AND w.deleted_at IS NULL)";
+    sqlx::query(&format!("DELETE FROM webhook_deliveries WHERE event_id IN ({CHOSEN})"))
+        .bind(secs(before))
+        .bind(i64::from(limit))
+        .execute(&mut *conn)
+        .await?;
+    let pruned = sqlx::query(&format!("DELETE FROM events WHERE id IN ({CHOSEN})"))
+        .bind(secs(before))
+        .bind(i64::from(limit))
+        .execute(&mut *conn)
+        .await?;
+    Ok(pruned.rows_affected())
+}

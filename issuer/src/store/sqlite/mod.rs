@@ -332,6 +332,10 @@ impl Tx for SqliteTx<'_> {
         webhooks::purge(self.conn, before, limit).await
     }
 
+    async fn prune_events(&mut self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        events::prune(self.conn, before, limit).await
+    }
+
     async fn claim_deliveries(
         &mut self,
         now: OffsetDateTime,
