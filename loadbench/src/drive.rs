@@ -23,6 +23,9 @@ const VERIFY_EVERY: u64 = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Endpoint {
+    /// `GET /v1/keys`: the HTTP floor, a public route that reads nothing from the store (the key ring is in memory),
+    /// through the same server loop, router and middleware as the others; every ratio is to it.
+    Floor,
     /// `POST /v1/validate` for seeded, activated machines: expects `VALID`.
     Validate,
     /// `POST /v1/refresh` with seeded tokens: expects a new token that verifies.
@@ -36,6 +39,7 @@ pub enum Endpoint {
 impl Endpoint {
     fn path(self) -> &'static str {
         match self {
+            Endpoint::Floor => "/v1/keys",
             Endpoint::Validate => "/v1/validate",
             Endpoint::Refresh => "/v1/refresh",
             Endpoint::Activate => "/v1/activate",
@@ -73,6 +77,8 @@ pub struct EndpointReport {
     pub p99_us: u64,
     /// Maximum.
     pub max_us: u64,
+    /// `requests_per_second` over the floor's, measured in the same run; `None` when `floor` was not driven.
+    pub ratio_to_floor: Option<f64>,
 }
 
 /// Shared state of the runs: the seed, and the machines the activate run added (for deactivate).
@@ -101,6 +107,7 @@ impl Workload {
         let pick = (i % n as u64) as usize;
         let l = &self.seeded.licenses[pick];
         let (fingerprint, body) = match endpoint {
+            Endpoint::Floor => (String::new(), String::new()),
             Endpoint::Validate => {
                 (l.fingerprint.clone(), format!(r#"{{"key":"{}","fingerprint":"{}"}}"#, l.key, l.fingerprint))
             }
@@ -171,6 +178,7 @@ pub async fn drive(
         p90_us: histogram.value_at_quantile(0.90),
         p99_us: histogram.value_at_quantile(0.99),
         max_us: histogram.max(),
+        ratio_to_floor: None,
     }
 }
 
@@ -207,10 +215,13 @@ async fn connection(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let request = Request::post(endpoint.path())
-            .header(HOST, "127.0.0.1")
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)));
+        let request = match endpoint {
+            Endpoint::Floor => Request::get(endpoint.path()).header(HOST, "127.0.0.1").body(Full::new(Bytes::new())),
+            _ => Request::post(endpoint.path())
+                .header(HOST, "127.0.0.1")
+                .header(CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body))),
+        };
         let Ok(request) = request else {
             tally.errors += 1;
             continue;
@@ -273,6 +284,8 @@ fn check(endpoint: Endpoint, status: StatusCode, body: &[u8], i: u64, fingerprin
     }
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else { return Check::Wrong("not JSON") };
     match endpoint {
+        Endpoint::Floor if json["keys"].as_array().is_some_and(|k| !k.is_empty()) => Check::Ok { verified: false },
+        Endpoint::Floor => Check::Wrong("no keys"),
         Endpoint::Validate if json["code"] == "VALID" && json["valid"] == true => Check::Ok { verified: false },
         Endpoint::Validate => Check::Wrong("code is not VALID"),
         Endpoint::Deactivate if json["deactivated"] == true => Check::Ok { verified: false },

@@ -23,8 +23,8 @@ struct Args {
     /// Seconds per endpoint.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// Endpoints to drive, in order.
-    #[arg(long, value_delimiter = ',', default_value = "validate,refresh,activate,deactivate")]
+    /// Endpoints to drive, in order; `floor` (`GET /v1/keys`) is the HTTP floor every other is compared with.
+    #[arg(long, value_delimiter = ',', default_value = "floor,validate,refresh,activate,deactivate")]
     endpoints: Vec<Endpoint>,
     /// PostgreSQL URL (default: the embedded SQLite store in a temporary data directory).
     #[arg(long)]
@@ -104,6 +104,12 @@ async fn run(args: &Args) -> Result<Report, Box<dyn std::error::Error>> {
         eprintln!("driving {endpoint:?} for {} s ...", args.duration);
         let d = Duration::from_secs_f64(args.duration);
         endpoints.push(drive(server.addr, endpoint, args.connections, d, work.clone()).await);
+    }
+    let floor = endpoints.iter().find(|e| e.endpoint == Endpoint::Floor).map(|e| e.requests_per_second);
+    if let Some(floor) = floor.filter(|f| *f > 0.0) {
+        for e in &mut endpoints {
+            e.ratio_to_floor = Some(e.requests_per_second / floor);
+        }
     }
     let figures = ServerFigures {
         backend: if url.is_some() { "postgres".into() } else { "sqlite".into() },

@@ -55,10 +55,11 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<11} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8}",
+            "{:<11} {:>9} {:>10} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8}",
             "endpoint",
             "requests",
             "req/s",
+            "x floor",
             "p50 ms",
             "p90 ms",
             "p99 ms",
@@ -72,10 +73,11 @@ impl Report {
             let ms = |us: u64| us as f64 / 1000.0;
             let _ = writeln!(
                 out,
-                "{:<11} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>7} {:>7} {:>8}",
+                "{:<11} {:>9} {:>10.0} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>7} {:>7} {:>8}",
                 format!("{:?}", e.endpoint).to_lowercase(),
                 e.requests,
                 e.requests_per_second,
+                e.ratio_to_floor.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into()),
                 ms(e.p50_us),
                 ms(e.p90_us),
                 ms(e.p99_us),
