@@ -297,7 +297,10 @@ pub(super) async fn serve(
                     }
                     let _ = stream.set_nodelay(true);
                     let conn = registry.add();
-                    let task = run_connection(stream, peer, router.clone(), limits, conn, registry.clone(), stopped.clone());
+                    // Made here, not in the task: a task dropped before its first poll still takes its connection
+                    // out (and the open-connections gauge down).
+                    let registered = Registered { registry: registry.clone(), id: conn.id };
+                    let task = run_connection(stream, peer, router.clone(), limits, conn, registered, stopped.clone());
                     tasks.spawn(task);
                 }
                 Err(e) if is_per_connection(&e) => {}
@@ -335,10 +338,9 @@ async fn run_connection(
     router: Router,
     limits: Limits,
     conn: Arc<Conn>,
-    registry: Arc<Registry>,
+    _registered: Registered,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let _registered = Registered { registry, id: conn.id };
     let io = TokioIo::new(TrackedStream { inner: stream, conn: conn.clone() });
     let service_conn = conn.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {

@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../../migrations/postgres/0004_policies.sql")),
     (5, include_str!("../../../migrations/postgres/0005_webhooks.sql")),
     (6, include_str!("../../../migrations/postgres/0006_network.sql")),
+    (7, include_str!("../../../migrations/postgres/0007_event_retention.sql")),
 ];
 
 /// The schema version this build's migrations bring a PostgreSQL store to.

@@ -55,6 +55,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../../migrations/sqlite/0005_policies.sql")),
     (6, include_str!("../../../migrations/sqlite/0006_webhooks.sql")),
     (7, include_str!("../../../migrations/sqlite/0007_network.sql")),
+    (8, include_str!("../../../migrations/sqlite/0008_event_retention.sql")),
 ];
 
 /// The schema version this build's migrations bring an SQLite store to.
