@@ -49,10 +49,10 @@ pub use keyring::SharedKeyRing;
 pub use license_key::{LicenseKey, LicenseKeyError, ALPHABET, KEY_CHARS, RANDOM_CHARS};
 pub use net::Cidr;
 pub use service::{
-    is_policy_name, new_admin_token, token_hash, Blocked, Caller, Context, Expiry, IpRuleSettings, Issued, LicenseRef,
-    Licensing, NetworkRules, NewIpRule, NewLicense, NewWebhook, OfflineDeactivated, RuleRef, ServiceError,
-    SignedRevocations, TokenPolicy, Unusable, Validated, ValidationCode, WebhookSettings, NETWORK_TASK_INTERVAL,
-    REVOCATION_LIST_TTL, SECRET_OVERLAP,
+    is_policy_name, new_admin_token, token_hash, Blocked, Caller, Context, Expiry, Flush, IpRuleSettings, Issued,
+    LicenseRef, LicenseUsage, Licensing, NetworkRules, NewIpRule, NewLicense, NewWebhook, OfflineDeactivated, RuleRef,
+    ServiceError, SignedRevocations, TokenPolicy, Unusable, Validated, ValidationCode, WebhookSettings, MAX_USAGE_DAYS,
+    NETWORK_TASK_INTERVAL, REVOCATION_LIST_TTL, SECRET_OVERLAP, USAGE_FLUSH_INTERVAL,
 };
 pub use store::{
     backup_sqlite, connect as connect_store, is_postgres_url, sqlite_integrity, Backup, BackupError, DEFAULT_POOL_SIZE,
@@ -67,6 +67,7 @@ pub use store::{
     PolicyLock, PolicyUpdate, PostgresStore, Presence, RecordKeys, RecordedKey, Redeemed, SqliteStore, Store,
     StoreError, StoreExt, Touched, Tx, Work, DEFAULT_DEACTIVATION_PERIOD_SECS,
 };
+pub use store::{DailyUsage, DayUsage, MachineUsage, UsageBatch};
 
 /// Name of the SQLite database file in the data directory.
 pub const DATABASE_FILE: &str = "issuer.db";
@@ -164,6 +165,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     opened.licensing.spawn_sweeper(std::time::Duration::from_secs(config.lease_sweep_interval_secs));
     opened.licensing.spawn_webhook_dispatcher();
     opened.licensing.spawn_network_tasks();
+    opened.licensing.spawn_usage_flush();
     let state = http::AppState::new(
         opened.licensing,
         config.rate_limit_per_second,

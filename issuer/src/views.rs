@@ -6,9 +6,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::config::format_duration_secs;
+use crate::service::LicenseUsage;
 use crate::store::{
-    Actor, AdminToken, Delivery, EffectiveStatus, Event, EventKind, IpAction, IpRule, IpScope, IpUsage, License,
-    LicenseKind, Machine, Policy, WebhookEndpoint,
+    Actor, AdminToken, DailyUsage, Delivery, EffectiveStatus, Event, EventKind, IpAction, IpRule, IpScope, IpUsage,
+    License, LicenseKind, Machine, Policy, WebhookEndpoint,
 };
 
 /// A license as the admin API shows it.
@@ -33,6 +34,10 @@ pub(crate) struct LicenseView {
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     updated_at: OffsetDateTime,
+    /// Validations of it (up to a second behind: docs/usage.md).
+    validation_count: u64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_validated_at: Option<OffsetDateTime>,
 }
 
 impl LicenseView {
@@ -52,6 +57,8 @@ impl LicenseView {
             kind: l.kind,
             created_at: l.created_at,
             updated_at: l.updated_at,
+            validation_count: l.validation_count,
+            last_validated_at: l.last_validated_at,
         }
     }
 }
@@ -68,6 +75,10 @@ pub(crate) struct MachineView {
     offline: bool,
     #[serde(with = "time::serde::rfc3339::option")]
     lease_expires_at: Option<OffsetDateTime>,
+    /// Validations that found it (up to a second behind: docs/usage.md).
+    validation_count: u64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_validated_at: Option<OffsetDateTime>,
 }
 
 impl From<Machine> for MachineView {
@@ -80,6 +91,8 @@ impl From<Machine> for MachineView {
             last_seen_at: m.last_seen_at,
             offline: m.offline,
             lease_expires_at: m.lease_expires_at,
+            validation_count: m.validation_count,
+            last_validated_at: m.last_validated_at,
         }
     }
 }
@@ -409,6 +422,52 @@ impl From<IpUsage> for IpUsageView {
             last_seen: u.last_seen,
             requests: u.requests,
             blocked: u.blocked,
+        }
+    }
+}
+
+/// A license's daily usage (`GET /v1/licenses/{id}/usage`).
+#[derive(Debug, Serialize)]
+pub(crate) struct LicenseUsageView {
+    license_id: String,
+    /// Validations of the license ever (also on days before `from`).
+    validation_count: u64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_validated_at: Option<OffsetDateTime>,
+    /// The first day, `YYYY-MM-DD` (UTC).
+    from: String,
+    /// The last day, included.
+    to: String,
+    /// Every day from `from` to `to`, oldest first.
+    days: Vec<DailyUsageView>,
+}
+
+/// One license's counts of one UTC day.
+#[derive(Debug, Serialize)]
+pub(crate) struct DailyUsageView {
+    /// `YYYY-MM-DD`.
+    day: String,
+    validations: u64,
+    activations: u64,
+    /// Distinct machines whose validation found them.
+    machines: u64,
+}
+
+impl From<LicenseUsage> for LicenseUsageView {
+    fn from(u: LicenseUsage) -> Self {
+        let day = |d: DailyUsage| DailyUsageView {
+            day: d.day.to_string(),
+            validations: d.validations,
+            activations: d.activations,
+            machines: d.machines,
+        };
+        LicenseUsageView {
+            license_id: u.license.id.to_string(),
+            validation_count: u.license.validation_count,
+            last_validated_at: u.license.last_validated_at,
+            from: u.from.to_string(),
+            to: u.to.to_string(),
+            days: u.days.into_iter().map(day).collect(),
         }
     }
 }

@@ -86,6 +86,8 @@ pub async fn seed(
             kind: issuer::LicenseKind::Machine,
             created_at: now,
             updated_at: now,
+            validation_count: 0,
+            last_validated_at: None,
         };
         let fingerprint = format!("seed-machine-{i}");
         let claims = Claims {

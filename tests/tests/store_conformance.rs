@@ -86,6 +86,8 @@ async fn postgres_instances_starting_together_migrate_once() {
         kind: issuer::LicenseKind::Machine,
         created_at: time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
         updated_at: time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+        validation_count: 0,
+        last_validated_at: None,
     };
     let stored = l.clone();
     let _: issuer::Created = issuer::StoreExt::transact(&stores[0], move |tx| {
@@ -208,5 +210,7 @@ fn license() -> issuer::License {
         kind: issuer::LicenseKind::Machine,
         created_at: now,
         updated_at: now,
+        validation_count: 0,
+        last_validated_at: None,
     }
 }

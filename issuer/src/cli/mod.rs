@@ -452,6 +452,10 @@ async fn serve(config: Config, out: &mut dyn Write) -> CliResult {
     if let Err(e) = licensing.flush_ip_history().await {
         tracing::warn!(error = %e, "cannot write the last address counters");
     }
+    // And the usage counts, with the refusals of the minute not yet over.
+    if let Err(e) = licensing.flush_usage(crate::Flush::All).await {
+        tracing::warn!(error = %e, "cannot write the last usage counts");
+    }
     served.map_err(|e| CliError::Failed(format!("the server failed: {e}")))?;
     tracing::info!("stopped");
     Ok(())

@@ -32,6 +32,7 @@ mod public;
 mod ratelimit;
 mod request_id;
 mod server;
+mod usage;
 mod webhooks;
 
 pub use error::{ApiError, ErrorCode};
@@ -109,6 +110,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/licenses/{id}/machines/{fingerprint}", axum::routing::delete(admin::remove_machine))
         .route("/v1/licenses/{id}/events", get(admin::events))
         .route("/v1/licenses/{id}/ips", get(network::license_ips))
+        .route("/v1/licenses/{id}/usage", get(usage::usage))
         .route("/v1/ip-rules", post(network::create).get(network::list))
         .route("/v1/ip-rules/{id}", axum::routing::delete(network::delete))
         .route("/v1/policies", post(policies::create).get(policies::list))

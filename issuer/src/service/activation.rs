@@ -268,6 +268,7 @@ impl Licensing {
             })
             .await;
         let activated = self.after_screening(activated, Some(fingerprint), operation, ctx).await?;
+        self.usage.activated(activated.license.id, ctx.at());
         let UnitActivated { license, fingerprint, machines_used, new_machine, lease_expires_at, terms, signed } =
             activated;
         match signed {
@@ -280,8 +281,8 @@ impl Licensing {
         }
     }
 
-    /// Checks the license and this machine's activation. Changes nothing: it reads committed state and appends its
-    /// `validated` event alone.
+    /// Checks the license and this machine's activation. Changes nothing: it reads committed state, and is counted
+    /// in memory (a refusal is recorded once per license, code and minute: docs/usage.md).
     pub async fn validate(
         &self,
         key: &str,
@@ -339,8 +340,10 @@ impl Licensing {
             }
         };
         let overage = terms.in_overage(license.max_machines, machines_used);
-        let detail = serde_json::json!({ "code": code.as_str() });
-        self.store.append_event(&ctx.event(license.id, EventKind::Validated, Some(fingerprint), detail)).await?;
+        // The machine found, counted for itself. A domain license's validation is counted for the license only:
+        // the presence read does not say which binding (the host's own, or a wildcard) covered the host.
+        let machine = (presence == Presence::Active && !domain).then_some(fingerprint);
+        self.usage.validated(license.id, machine, fingerprint, code, ctx);
         Ok(Validated { code, license: Some(license), machines_used: Some(machines_used), overage })
     }
 

@@ -70,9 +70,9 @@ impl Licensing {
         Ok(purged)
     }
 
-    /// Deletes the events older than the retention (by the service clock), in units of at most 500 with the
-    /// writer free for others between them, until a unit finds none or after 200 units; how many. Without a
-    /// retention, nothing.
+    /// Deletes the events older than the retention (by the service clock), and the daily usage of the days before
+    /// it, in units of at most 500 of each with the writer free for others between them, until a unit finds none or
+    /// after 200 units; how many rows. Without a retention, nothing.
     pub async fn prune_events(&self) -> Result<u64, ServiceError> {
         let Some(retention) = self.event_retention else { return Ok(0) };
         let Some(before) = self.system_context().at().checked_sub(retention) else { return Ok(0) };
@@ -81,7 +81,12 @@ impl Licensing {
             let pruned = self
                 .store
                 .transact::<_, ServiceError, _>(move |tx| {
-                    Box::pin(async move { Ok(tx.prune_events(before, PRUNE_BATCH).await?) })
+                    Box::pin(async move {
+                        let events = tx.prune_events(before, PRUNE_BATCH).await?;
+                        // The daily usage of days wholly before the cutoff goes too.
+                        let days = tx.prune_usage(before.to_offset(time::UtcOffset::UTC).date(), PRUNE_BATCH).await?;
+                        Ok(events + days)
+                    })
                 })
                 .await?;
             total += pruned;
@@ -121,7 +126,7 @@ impl Licensing {
                 }
                 match licensing.prune_events().await {
                     Ok(0) => {}
-                    Ok(pruned) => tracing::info!(pruned, "deleted events older than the retention"),
+                    Ok(pruned) => tracing::info!(pruned, "deleted events and daily usage older than the retention"),
                     Err(e) => {
                         tracing::warn!(error = %e, "pruning old events failed; it runs again at the next interval")
                     }

@@ -122,6 +122,8 @@ impl NewLicense {
             kind,
             created_at: at,
             updated_at: at,
+            validation_count: 0,
+            last_validated_at: None,
         };
         check_license(&license)?;
         Ok(license)

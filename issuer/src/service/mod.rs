@@ -4,11 +4,11 @@
 //! Every operation that changes state is one unit of work in the store ([`StoreExt::transact`]): it reads the license
 //! under the unit's lock, decides on what it read, and writes the change and its event together, so a change is
 //! never stored without its event and a decision is never made on a state that changed meanwhile. Validation, which
-//! changes nothing, reads outside a unit and appends its event alone.
+//! changes nothing, reads outside a unit and is counted in memory (`usage`).
 //!
 //! Layout: `licenses` (create, update, status transitions, admin machine removal), `activation`
 //! (activate, validate, refresh, deactivate, token signing), `offline` (air-gapped activation and deactivation
-//! codes), `policies` (policies, the terms a license follows, leases and their sweep, deactivation limits),
+//! codes), `usage` (validation and activation counts instead of a row per validation), `policies` (policies, the terms a license follows, leases and their sweep, deactivation limits),
 //! `events` (the audit log, license expiry announcements, the background sweeps), `network/` (client network rules
 //! and the addresses each license is used from), `admin_tokens` (scoped admin
 //! tokens and authentication), `webhooks/` (endpoints, signing, network rules, the delivery dispatcher),
@@ -36,6 +36,7 @@ mod network;
 mod offline;
 mod policies;
 mod revocations;
+mod usage;
 mod webhooks;
 
 pub use activation::{Issued, Validated, ValidationCode};
@@ -47,6 +48,7 @@ pub use network::{Blocked, IpRuleSettings, NewIpRule, RuleRef, NETWORK_TASK_INTE
 pub use offline::OfflineDeactivated;
 pub use policies::is_policy_name;
 pub use revocations::{SignedRevocations, REVOCATION_LIST_TTL};
+pub use usage::{Flush, LicenseUsage, MAX_USAGE_DAYS, USAGE_FLUSH_INTERVAL};
 pub use webhooks::{NetworkRules, NewWebhook, WebhookSettings, SECRET_OVERLAP};
 
 /// Longest machine name or platform accepted on activation.
@@ -114,6 +116,7 @@ pub struct Licensing {
     revocations: revocations::RevocationCache,
     webhooks: webhooks::Webhooks,
     network: network::Network,
+    usage: usage::UsageCounters,
     /// How long events are kept ([`Licensing::prune_events`]); `None`: forever.
     event_retention: Option<time::Duration>,
 }
@@ -146,6 +149,7 @@ impl Licensing {
             revocations: revocations::RevocationCache::default(),
             webhooks: webhooks::Webhooks::new(WebhookSettings::default()),
             network: network::Network::new(IpRuleSettings::default()),
+            usage: usage::UsageCounters::default(),
             event_retention: Some(retention(crate::config::DEFAULT_EVENT_RETENTION_SECS)),
         }
     }

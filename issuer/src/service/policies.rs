@@ -372,6 +372,8 @@ fn check_policy(p: &Policy) -> Result<(), ServiceError> {
         kind: p.kind,
         created_at: p.created_at,
         updated_at: p.updated_at,
+        validation_count: 0,
+        last_validated_at: None,
     };
     check_license(&probe)
 }

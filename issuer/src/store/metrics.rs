@@ -18,8 +18,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AdminToken, Delivery, Event, EventFilter, IpRule, IpUsage, License, LicenseFilter, LicensePage, Machine,
-    MachineCheck, NewEvent, Policy, Presence, RecordedKey, Store, StoreError, WebhookEndpoint, Work,
+    AdminToken, DailyUsage, Delivery, Event, EventFilter, IpRule, IpUsage, License, LicenseFilter, LicensePage,
+    Machine, MachineCheck, NewEvent, Policy, Presence, RecordedKey, Store, StoreError, WebhookEndpoint, Work,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -162,6 +162,15 @@ impl Store for Measured {
 
     async fn license_ips(&self, license_id: Uuid) -> Result<Vec<IpUsage>, StoreError> {
         self.timed("license_ips", self.inner.license_ips(license_id)).await
+    }
+
+    async fn license_usage(
+        &self,
+        license_id: Uuid,
+        from: time::Date,
+        to: time::Date,
+    ) -> Result<Vec<DailyUsage>, StoreError> {
+        self.timed("license_usage", self.inner.license_usage(license_id, from, to)).await
     }
 
     async fn machine_presence(

@@ -8,7 +8,7 @@
 //! unit read under its lock cannot change under it before it commits.
 //!
 //! Layout: `model` holds the records and outcomes, `network` the network rules, IP counters and license kinds, `unit`
-//! the unit of work, `metrics` what the store reports to `GET /metrics`, `sqlite/` and `postgres/` one backend each,
+//! the unit of work, `usage` the usage counters, `metrics` what the store reports to `GET /metrics`, `sqlite/` and `postgres/` one backend each,
 //! split by domain (licenses, machines, events).
 
 use std::sync::Arc;
@@ -26,6 +26,7 @@ mod policy;
 mod postgres;
 mod sqlite;
 mod unit;
+mod usage;
 mod webhook;
 
 pub use admin_token::{AdminToken, Scope};
@@ -46,6 +47,7 @@ pub use sqlite::{
     SCHEMA_VERSION as SQLITE_SCHEMA_VERSION,
 };
 pub use unit::{RecordKeys, StoreExt, Tx, Work};
+pub use usage::{DailyUsage, DayUsage, MachineUsage, UsageBatch};
 pub use webhook::{Attempt, Claimed, Delivery, DeliveryState, WebhookEndpoint, ALL_EVENTS, SUCCESS_RESOLUTION_SECS};
 
 /// Opens the store a database URL names, by its scheme: `postgres://` or `postgresql://` opens a [`PostgresStore`]
@@ -194,6 +196,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// The addresses the license was used from, the most recently seen first.
     async fn license_ips(&self, license_id: Uuid) -> Result<Vec<IpUsage>, StoreError>;
+
+    /// The license's daily usage from `from` to `to` (UTC days, both included), oldest first; a day without usage
+    /// has no entry.
+    async fn license_usage(
+        &self,
+        license_id: Uuid,
+        from: time::Date,
+        to: time::Date,
+    ) -> Result<Vec<DailyUsage>, StoreError>;
 
     /// Whether any of `fingerprints` is active on the license at `now` (holding a lease that has not ended, or none),
     /// else whether one's lease ended (still stored, or culled), else absent: how a domain-bound validation finds the

@@ -128,6 +128,11 @@ pub struct License {
     pub created_at: OffsetDateTime,
     /// When it last changed (whole seconds).
     pub updated_at: OffsetDateTime,
+    /// Validations of it, whatever their answer, as the usage counters last wrote them (docs/usage.md: up to a
+    /// second behind). Not a change: `updated_at` does not move.
+    pub validation_count: u64,
+    /// The last validation the usage counters wrote (whole seconds); `None` before the first.
+    pub last_validated_at: Option<OffsetDateTime>,
 }
 
 impl License {
@@ -271,6 +276,10 @@ pub struct Machine {
     pub offline: bool,
     /// When its lease ends unless it checks in again; `None` is no lease.
     pub lease_expires_at: Option<OffsetDateTime>,
+    /// Validations that found it since its activation, as the usage counters last wrote them (docs/usage.md).
+    pub validation_count: u64,
+    /// The last of them (whole seconds); `None` before the first.
+    pub last_validated_at: Option<OffsetDateTime>,
 }
 
 /// What [`Store::redeem_deactivation`] did.

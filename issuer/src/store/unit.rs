@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::{
     Activated, AdminToken, Attempt, Claimed, Created, Culled, Delivery, Idempotency, IpRule, IpUsage, License,
     LicenseStatus, LicenseUpdate, Lookup, NewEvent, NewMachine, Policy, PolicyDeleted, PolicyLock, RecordedKey,
-    Redeemed, Store, StoreError, Touched, WebhookEndpoint,
+    Redeemed, Store, StoreError, Touched, UsageBatch, WebhookEndpoint,
 };
 
 /// A unit of work as a backend runs it: `Ok` commits, `Err` rolls back. Made by [`StoreExt::transact`].
@@ -240,6 +240,15 @@ pub trait Tx: Send {
     /// Adds these counters to the stored ones of each (license, address): requests and blocked are added, first seen
     /// and last seen widened.
     async fn record_ip_usage(&mut self, usage: &[IpUsage]) -> Result<(), StoreError>;
+
+    /// Adds a flush's usage counters (docs/usage.md): each day's validations and activations; each machine's
+    /// validations and last validation time (a machine no longer stored is skipped), counted once among a day's
+    /// machines when the last validation stored for it is before that day or it is no longer stored; each license's
+    /// validations and last validation time.
+    async fn record_usage(&mut self, batch: &UsageBatch) -> Result<(), StoreError>;
+
+    /// Deletes at most `limit` of the daily usage rows of days before `before`, oldest first; how many.
+    async fn prune_usage(&mut self, before: time::Date, limit: u32) -> Result<u64, StoreError>;
 
     /// Stores the first admin token only if the store has none: of any number of instances starting on an empty
     /// database at once, exactly one stores (and prints) a token. `false` when one existed.

@@ -24,6 +24,7 @@ pub mod policies;
 pub mod races;
 pub mod revocations;
 pub mod units;
+pub mod usage;
 pub mod webhooks;
 pub use revocations::revoked_licenses_grow_as_one_set_under_concurrent_revocations;
 use time::OffsetDateTime;
@@ -109,6 +110,10 @@ macro_rules! store_conformance_tests {
             network::ip_counters_add_up_per_license_and_address,
             network::kinds_round_trip_and_presence_takes_the_best_of_several,
         );
+        $crate::store_conformance_tests!(@store $open;
+            usage::usage_adds_up_per_day_and_counts_each_machine_once_a_day,
+            usage::concurrent_flushes_add_every_count_once,
+        );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
         $(
@@ -168,6 +173,8 @@ pub(crate) fn license(max_machines: u32) -> License {
         kind: issuer::LicenseKind::Machine,
         created_at: now(),
         updated_at: now(),
+        validation_count: 0,
+        last_validated_at: None,
     }
 }
 

@@ -217,6 +217,8 @@ mod tests {
             kind: crate::store::LicenseKind::Machine,
             created_at: OffsetDateTime::UNIX_EPOCH,
             updated_at: OffsetDateTime::UNIX_EPOCH,
+            validation_count: 0,
+            last_validated_at: None,
         }
     }
 

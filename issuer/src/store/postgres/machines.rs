@@ -326,5 +326,8 @@ fn machine_from_row(row: &PgRow) -> Result<Machine, StoreError> {
         last_seen_at: row.try_get("last_seen_at")?,
         offline: row.try_get::<Option<Vec<u8>>, _>("offline_proof")?.is_some(),
         lease_expires_at: row.try_get("lease_expires_at")?,
+        validation_count: u64::try_from(row.try_get::<i64, _>("validation_count")?)
+            .map_err(|_| StoreError::Corrupt("machine validation_count".into()))?,
+        last_validated_at: row.try_get("last_validated_at")?,
     })
 }

@@ -36,10 +36,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Activated, AdminToken, Attempt, Claimed, Created, Culled, Delivery, Event, EventFilter, Idempotency, IpRule,
-    IpUsage, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck,
+    Activated, AdminToken, Attempt, Claimed, Created, Culled, DailyUsage, Delivery, Event, EventFilter, Idempotency,
+    IpRule, IpUsage, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck,
     NewEvent, NewMachine, Policy, PolicyDeleted, PolicyLock, Presence, RecordKeys, RecordedKey, Redeemed, Store,
-    StoreError, Touched, Tx, WebhookEndpoint, Work,
+    StoreError, Touched, Tx, UsageBatch, WebhookEndpoint, Work,
 };
 
 mod events;
@@ -48,6 +48,7 @@ mod licenses;
 mod machines;
 mod network;
 mod policies;
+mod usage;
 mod webhooks;
 
 /// Migrations in order: (version, SQL). Applied at start-up; `schema_version` records those applied.
@@ -59,6 +60,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../../migrations/postgres/0005_webhooks.sql")),
     (6, include_str!("../../../migrations/postgres/0006_network.sql")),
     (7, include_str!("../../../migrations/postgres/0007_event_retention.sql")),
+    (8, include_str!("../../../migrations/postgres/0008_usage.sql")),
 ];
 
 /// The schema version this build's migrations bring a PostgreSQL store to.
@@ -414,6 +416,14 @@ impl Tx for PgTx<'_> {
     async fn record_ip_usage(&mut self, usage: &[IpUsage]) -> Result<(), StoreError> {
         network::record_usage(&mut *self.conn, usage).await
     }
+
+    async fn record_usage(&mut self, batch: &UsageBatch) -> Result<(), StoreError> {
+        usage::record(&mut *self.conn, batch).await
+    }
+
+    async fn prune_usage(&mut self, before: time::Date, limit: u32) -> Result<u64, StoreError> {
+        usage::prune(&mut *self.conn, before, limit).await
+    }
 }
 
 #[async_trait]
@@ -534,6 +544,15 @@ impl Store for PostgresStore {
 
     async fn license_ips(&self, license_id: Uuid) -> Result<Vec<IpUsage>, StoreError> {
         network::usage(&self.pool, license_id).await
+    }
+
+    async fn license_usage(
+        &self,
+        license_id: Uuid,
+        from: time::Date,
+        to: time::Date,
+    ) -> Result<Vec<DailyUsage>, StoreError> {
+        usage::daily(&self.pool, license_id, from, to).await
     }
 
     async fn machine_presence(

@@ -262,6 +262,9 @@ pub(super) fn license_from_row(row: &SqliteRow) -> Result<License, StoreError> {
         kind: kind.parse().map_err(|_| corrupt("kind"))?,
         created_at: time_from(row.try_get("created_at")?)?,
         updated_at: time_from(row.try_get("updated_at")?)?,
+        validation_count: u64::try_from(row.try_get::<i64, _>("validation_count")?)
+            .map_err(|_| corrupt("validation_count"))?,
+        last_validated_at: row.try_get::<Option<i64>, _>("last_validated_at")?.map(time_from).transpose()?,
     })
 }
 

@@ -334,5 +334,8 @@ fn machine_from_row(row: &SqliteRow) -> Result<Machine, StoreError> {
         last_seen_at: time_from(row.try_get("last_seen_at")?)?,
         offline: row.try_get::<Option<String>, _>("offline_proof")?.is_some(),
         lease_expires_at: row.try_get::<Option<i64>, _>("lease_expires_at")?.map(time_from).transpose()?,
+        validation_count: u64::try_from(row.try_get::<i64, _>("validation_count")?)
+            .map_err(|_| StoreError::Corrupt("machine validation_count".into()))?,
+        last_validated_at: row.try_get::<Option<i64>, _>("last_validated_at")?.map(time_from).transpose()?,
     })
 }

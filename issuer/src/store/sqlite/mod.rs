@@ -26,10 +26,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Activated, AdminToken, Attempt, Claimed, Created, Culled, Delivery, Event, EventFilter, Idempotency, IpRule,
-    IpUsage, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck,
+    Activated, AdminToken, Attempt, Claimed, Created, Culled, DailyUsage, Delivery, Event, EventFilter, Idempotency,
+    IpRule, IpUsage, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck,
     NewEvent, NewMachine, Policy, PolicyDeleted, PolicyLock, Presence, RecordKeys, RecordedKey, Redeemed, Store,
-    StoreError, Touched, Tx, WebhookEndpoint, Work,
+    StoreError, Touched, Tx, UsageBatch, WebhookEndpoint, Work,
 };
 
 mod backup;
@@ -39,6 +39,7 @@ mod licenses;
 mod machines;
 mod network;
 mod policies;
+mod usage;
 mod webhooks;
 mod writer;
 
@@ -56,6 +57,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../../migrations/sqlite/0006_webhooks.sql")),
     (7, include_str!("../../../migrations/sqlite/0007_network.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_event_retention.sql")),
+    (9, include_str!("../../../migrations/sqlite/0009_usage.sql")),
 ];
 
 /// The schema version this build's migrations bring an SQLite store to.
@@ -385,6 +387,14 @@ impl Tx for SqliteTx<'_> {
     async fn record_ip_usage(&mut self, usage: &[IpUsage]) -> Result<(), StoreError> {
         network::record_usage(self.conn, usage).await
     }
+
+    async fn record_usage(&mut self, batch: &UsageBatch) -> Result<(), StoreError> {
+        usage::record(self.conn, batch).await
+    }
+
+    async fn prune_usage(&mut self, before: time::Date, limit: u32) -> Result<u64, StoreError> {
+        usage::prune(self.conn, before, limit).await
+    }
 }
 
 #[async_trait]
@@ -500,6 +510,15 @@ impl Store for SqliteStore {
         network::usage(&self.pool, license_id).await
     }
 
+    async fn license_usage(
+        &self,
+        license_id: Uuid,
+        from: time::Date,
+        to: time::Date,
+    ) -> Result<Vec<DailyUsage>, StoreError> {
+        usage::daily(&self.pool, license_id, from, to).await
+    }
+
     async fn machine_presence(
         &self,
         license_id: Uuid,
@@ -590,6 +609,8 @@ mod tests {
             kind: crate::store::LicenseKind::Machine,
             created_at: now(),
             updated_at: now(),
+            validation_count: 0,
+            last_validated_at: None,
         }
     }
 

@@ -1,0 +1,419 @@
+//! Usage (docs/usage.md): validations write no row of their own. Each one is counted in memory (per license and
+//! UTC day, per machine and day) and the counts are added to the store in one unit at most every second
+//! ([`USAGE_FLUSH_INTERVAL`]), so a validation is a read only. A refused validation is recorded as a
+//! `license.validated` event, but one per license, result code and minute (with its count and first and last time),
+//! written when its minute is over: a flood of failing checks writes a bounded number of rows.
+//!
+//! A crash loses what was not flushed: at most the last second of counts, and the refusals of the current minute;
+//! never an activation, deactivation or state change (those are units of work of their own).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use time::format_description::well_known::Rfc3339;
+use time::{Date, Duration, OffsetDateTime, UtcOffset};
+use uuid::Uuid;
+
+use super::error::invalid;
+use super::{Context, LicenseRef, Licensing, ServiceError, ValidationCode};
+use crate::store::{
+    Actor, DailyUsage, DayUsage, EventKind, License, MachineUsage, NewEvent, StoreExt as _, UsageBatch,
+};
+
+/// How often a running service writes the usage counters.
+pub const USAGE_FLUSH_INTERVAL: StdDuration = StdDuration::from_secs(1);
+
+/// Longest range of days `GET /v1/licenses/{id}/usage` answers.
+pub const MAX_USAGE_DAYS: i64 = 366;
+
+/// The range of days answered when none is given: the last 30, today included.
+const DEFAULT_USAGE_DAYS: i64 = 30;
+
+/// Most entries of each kind (days, machines, refusals) held between two flushes; beyond it new entries are not
+/// counted (and the flush logs how many were not), so a flood of distinct keys cannot grow memory without bound.
+const MAX_PENDING: usize = 100_000;
+
+/// What the next flush writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flush {
+    /// The counts, and the refusals of every minute that is over.
+    Due,
+    /// Everything, the refusals of the current minute too: when the service stops.
+    All,
+}
+
+/// One license's counts of one day, in memory.
+#[derive(Clone, Copy, Debug, Default)]
+struct DayCounts {
+    validations: u64,
+    activations: u64,
+    last_validated_at: Option<OffsetDateTime>,
+}
+
+/// Refused validations of one license, code and minute.
+#[derive(Clone, Debug)]
+struct Refusals {
+    count: u64,
+    first_seen: OffsetDateTime,
+    last_seen: OffsetDateTime,
+    /// The first refusal's fingerprint, address and actor: what the event shows.
+    fingerprint: String,
+    client_ip: Option<String>,
+    actor: Actor,
+}
+
+/// A machine's validations of one day: (license, fingerprint, day).
+type MachineDay = (Uuid, String, Date);
+
+/// A refusal's minute: (license, code, Unix minute).
+type RefusalMinute = (Uuid, &'static str, i64);
+
+#[derive(Debug, Default)]
+struct Pending {
+    days: HashMap<(Uuid, Date), DayCounts>,
+    /// Validations and the last one's time.
+    machines: HashMap<MachineDay, (u64, OffsetDateTime)>,
+    refusals: HashMap<RefusalMinute, Refusals>,
+    /// Counts not kept because a map was full, since the last flush.
+    dropped: u64,
+}
+
+/// What one flush takes (and gives back if its write fails).
+#[derive(Debug, Default)]
+struct Taken {
+    days: Vec<((Uuid, Date), DayCounts)>,
+    machines: Vec<(MachineDay, (u64, OffsetDateTime))>,
+    refusals: Vec<(RefusalMinute, Refusals)>,
+}
+
+/// The counters of one instance.
+#[derive(Debug, Default)]
+pub(super) struct UsageCounters {
+    pending: Mutex<Pending>,
+}
+
+fn utc_day(at: OffsetDateTime) -> Date {
+    at.to_offset(UtcOffset::UTC).date()
+}
+
+fn minute(at: OffsetDateTime) -> i64 {
+    at.unix_timestamp().div_euclid(60)
+}
+
+impl Pending {
+    fn day(&mut self, license_id: Uuid, day: Date) -> Option<&mut DayCounts> {
+        let full = self.days.len() >= MAX_PENDING;
+        if full && !self.days.contains_key(&(license_id, day)) {
+            self.dropped += 1;
+            return None;
+        }
+        Some(self.days.entry((license_id, day)).or_default())
+    }
+}
+
+impl UsageCounters {
+    /// Counts a validation of `license_id` answered `code` at `ctx`'s time; `machine` is the stored activation the
+    /// validation found (none when it found none). A refusal is kept for its minute's event.
+    pub(super) fn validated(
+        &self,
+        license_id: Uuid,
+        machine: Option<&str>,
+        fingerprint: &str,
+        code: ValidationCode,
+        ctx: &Context,
+    ) {
+        let at = ctx.at();
+        let day = utc_day(at);
+        let Ok(mut pending) = self.pending.lock() else { return };
+        if let Some(counts) = pending.day(license_id, day) {
+            counts.validations += 1;
+            counts.last_validated_at = counts.last_validated_at.max(Some(at));
+        }
+        if let Some(fp) = machine {
+            let key = (license_id, fp.to_string(), day);
+            let full = pending.machines.len() >= MAX_PENDING;
+            match pending.machines.get_mut(&key) {
+                Some((n, last)) => {
+                    *n += 1;
+                    *last = (*last).max(at);
+                }
+                None if full => pending.dropped += 1,
+                None => {
+                    pending.machines.insert(key, (1, at));
+                }
+            }
+        }
+        if code != ValidationCode::Valid {
+            let key = (license_id, code.as_str(), minute(at));
+            let full = pending.refusals.len() >= MAX_PENDING;
+            match pending.refusals.get_mut(&key) {
+                Some(r) => {
+                    r.count += 1;
+                    r.first_seen = r.first_seen.min(at);
+                    r.last_seen = r.last_seen.max(at);
+                }
+                None if full => pending.dropped += 1,
+                None => {
+                    let refusals = Refusals {
+                        count: 1,
+                        first_seen: at,
+                        last_seen: at,
+                        fingerprint: fingerprint.to_string(),
+                        client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+                        actor: ctx.actor.clone(),
+                    };
+                    pending.refusals.insert(key, refusals);
+                }
+            }
+        }
+    }
+
+    /// Counts an activation of `license_id` at `at`.
+    pub(super) fn activated(&self, license_id: Uuid, at: OffsetDateTime) {
+        let Ok(mut pending) = self.pending.lock() else { return };
+        if let Some(counts) = pending.day(license_id, utc_day(at)) {
+            counts.activations += 1;
+        }
+    }
+
+    /// Takes the counts and the refusals `flush` writes at `now`, and how many counts were not kept since the last
+    /// take.
+    fn take(&self, flush: Flush, now: OffsetDateTime) -> (Taken, u64) {
+        let Ok(mut pending) = self.pending.lock() else { return (Taken::default(), 0) };
+        let current = minute(now);
+        let refusals = match flush {
+            Flush::All => pending.refusals.drain().collect(),
+            Flush::Due => {
+                let over: Vec<_> = pending.refusals.keys().filter(|(_, _, m)| *m < current).copied().collect();
+                over.into_iter().filter_map(|k| pending.refusals.remove_entry(&k)).collect()
+            }
+        };
+        let taken =
+            Taken { days: pending.days.drain().collect(), machines: pending.machines.drain().collect(), refusals };
+        (taken, std::mem::take(&mut pending.dropped))
+    }
+
+    /// Puts back what a failed flush took, merged with what was counted meanwhile.
+    fn restore(&self, taken: Taken) {
+        let Ok(mut pending) = self.pending.lock() else { return };
+        for (key, c) in taken.days {
+            let counts = pending.days.entry(key).or_default();
+            counts.validations += c.validations;
+            counts.activations += c.activations;
+            counts.last_validated_at = counts.last_validated_at.max(c.last_validated_at);
+        }
+        for (key, (n, last)) in taken.machines {
+            let entry = pending.machines.entry(key).or_insert((0, last));
+            entry.0 += n;
+            entry.1 = entry.1.max(last);
+        }
+        for (key, r) in taken.refusals {
+            match pending.refusals.get_mut(&key) {
+                Some(now) => {
+                    now.count += r.count;
+                    now.first_seen = now.first_seen.min(r.first_seen);
+                    now.last_seen = now.last_seen.max(r.last_seen);
+                }
+                None => {
+                    pending.refusals.insert(key, r);
+                }
+            }
+        }
+    }
+}
+
+impl Taken {
+    fn is_empty(&self) -> bool {
+        self.days.is_empty() && self.machines.is_empty() && self.refusals.is_empty()
+    }
+
+    /// The store's batch and the refusals' events.
+    fn to_writes(&self) -> (UsageBatch, Vec<NewEvent>) {
+        let days = self
+            .days
+            .iter()
+            .map(|((license_id, day), c)| DayUsage {
+                license_id: *license_id,
+                day: *day,
+                validations: c.validations,
+                activations: c.activations,
+                last_validated_at: c.last_validated_at,
+            })
+            .collect();
+        let machines = self
+            .machines
+            .iter()
+            .map(|((license_id, fingerprint, day), (n, last))| MachineUsage {
+                license_id: *license_id,
+                fingerprint: fingerprint.clone(),
+                day: *day,
+                validations: *n,
+                last_validated_at: *last,
+            })
+            .collect();
+        let mut refusals: Vec<_> = self.refusals.iter().collect();
+        refusals.sort_by_key(|((license_id, code, _), r)| (r.first_seen, *license_id, *code));
+        let events = refusals
+            .into_iter()
+            .map(|((license_id, code, _), r)| NewEvent {
+                license_id: Some(*license_id),
+                kind: EventKind::Validated,
+                at: r.first_seen,
+                fingerprint: Some(r.fingerprint.clone()),
+                client_ip: r.client_ip.clone(),
+                actor: Some(r.actor.clone()),
+                detail: serde_json::json!({
+                    "code": code,
+                    "count": r.count,
+                    "first_seen": r.first_seen.format(&Rfc3339).unwrap_or_default(),
+                    "last_seen": r.last_seen.format(&Rfc3339).unwrap_or_default(),
+                }),
+            })
+            .collect();
+        (UsageBatch { days, machines }, events)
+    }
+}
+
+/// A license's usage over a range of days: every day of the range, oldest first, a day without usage as zeros.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LicenseUsage {
+    /// The license (its `validation_count` and `last_validated_at` as of the flush just made).
+    pub license: License,
+    /// The first day (UTC).
+    pub from: Date,
+    /// The last day (UTC), included.
+    pub to: Date,
+    /// One entry per day from `from` to `to`.
+    pub days: Vec<DailyUsage>,
+}
+
+impl Licensing {
+    /// Writes the usage counters held in memory and the refusals whose minute is over (or every refusal, with
+    /// [`Flush::All`]) in one unit; how many entries it wrote. A failed write keeps them for the next flush.
+    pub async fn flush_usage(&self, flush: Flush) -> Result<usize, ServiceError> {
+        let (taken, dropped) = self.usage.take(flush, self.now());
+        if dropped > 0 {
+            tracing::warn!(dropped, "usage counts were not kept: too many distinct entries within one second");
+        }
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let (batch, events) = taken.to_writes();
+        let n = batch.days.len() + batch.machines.len() + events.len();
+        let written = self
+            .store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    tx.record_usage(&batch).await?;
+                    for event in &events {
+                        tx.append_event(event).await?;
+                    }
+                    Ok::<_, ServiceError>(())
+                })
+            })
+            .await;
+        match written {
+            Ok(()) => Ok(n),
+            Err(e) => {
+                self.usage.restore(taken);
+                Err(e)
+            }
+        }
+    }
+
+    /// The license's daily usage from `from` to `to` (UTC days, both included; by default the last 30 days up to
+    /// today by the service clock), at most 366 days. Counts still in memory are written first.
+    pub async fn license_usage(
+        &self,
+        which: &LicenseRef,
+        from: Option<Date>,
+        to: Option<Date>,
+    ) -> Result<LicenseUsage, ServiceError> {
+        let to = to.unwrap_or_else(|| utc_day(self.now()));
+        let from = match from {
+            Some(from) => from,
+            None => to.checked_sub(Duration::days(DEFAULT_USAGE_DAYS - 1)).unwrap_or(Date::MIN),
+        };
+        if from > to {
+            return Err(invalid("from", "must not be after `to`"));
+        }
+        if (to - from).whole_days() >= MAX_USAGE_DAYS {
+            return Err(invalid("from", format!("the range is at most {MAX_USAGE_DAYS} days")));
+        }
+        self.flush_usage(Flush::Due).await?;
+        let license = self.license(which).await?;
+        let stored = self.store.license_usage(license.id, from, to).await?;
+        let mut stored = stored.into_iter().peekable();
+        let mut days = Vec::new();
+        let mut day = Some(from);
+        while let Some(d) = day.filter(|d| *d <= to) {
+            match stored.next_if(|u| u.day == d) {
+                Some(u) => days.push(u),
+                None => days.push(DailyUsage { day: d, validations: 0, activations: 0, machines: 0 }),
+            }
+            day = d.next_day();
+        }
+        Ok(LicenseUsage { license, from, to, days })
+    }
+
+    /// Starts writing the usage counters every [`USAGE_FLUSH_INTERVAL`] in a background task, until the service is
+    /// dropped. The serve command writes the rest when it stops ([`Flush::All`]).
+    pub fn spawn_usage_flush(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(USAGE_FLUSH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(licensing) = weak.upgrade() else { break };
+                if let Err(e) = licensing.flush_usage(Flush::Due).await {
+                    tracing::warn!(error = %e, "cannot write the usage counters; retrying in a second");
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn ctx(at: OffsetDateTime) -> Context {
+        Context { now: at, client_ip: Some("192.0.2.7".parse().unwrap()), actor: Actor::App }
+    }
+
+    #[test]
+    fn counts_are_kept_per_day_machine_and_refusal_minute_and_given_back_after_a_failed_write() {
+        let usage = UsageCounters::default();
+        let (a, t) = (Uuid::now_v7(), OffsetDateTime::UNIX_EPOCH + Duration::days(10) - Duration::seconds(30));
+        usage.validated(a, Some("m1"), "m1", ValidationCode::Valid, &ctx(t));
+        usage.validated(a, Some("m1"), "m1", ValidationCode::Valid, &ctx(t + Duration::seconds(40)));
+        usage.validated(a, None, "x", ValidationCode::NotActivated, &ctx(t + Duration::seconds(1)));
+        usage.validated(a, None, "y", ValidationCode::NotActivated, &ctx(t + Duration::seconds(2)));
+        usage.activated(a, t);
+        // Minute of t is not over at t + 20 s: its refusals stay for a later flush.
+        let (taken, dropped) = usage.take(Flush::Due, t + Duration::seconds(20));
+        assert_eq!(dropped, 0);
+        assert_eq!(taken.days.len(), 2, "two UTC days");
+        assert_eq!(taken.machines.len(), 2, "m1 on each day");
+        assert!(taken.refusals.is_empty());
+        let (batch, events) = taken.to_writes();
+        let first = batch.days.iter().find(|d| d.day == utc_day(t)).unwrap();
+        assert_eq!((first.validations, first.activations), (3, 1));
+        assert!(events.is_empty());
+        usage.restore(taken);
+        let (taken, _) = usage.take(Flush::Due, t + Duration::seconds(90));
+        assert_eq!(taken.refusals.len(), 1, "one per license, code and minute");
+        let (_, events) = taken.to_writes();
+        let detail = &events[0].detail;
+        assert_eq!(detail["code"], "NOT_ACTIVATED");
+        assert_eq!(detail["count"], 2);
+        assert_eq!(events[0].fingerprint.as_deref(), Some("x"), "the first refusal's");
+        assert_eq!(events[0].at, t + Duration::seconds(1));
+        let (again, _) = usage.take(Flush::All, t + Duration::seconds(90));
+        assert!(again.is_empty(), "taken once");
+    }
+}
