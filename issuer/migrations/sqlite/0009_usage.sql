@@ -21,3 +21,13 @@ CREATE TABLE license_usage (
 ) WITHOUT ROWID;
 -- Retention removes the oldest days first.
 CREATE INDEX license_usage_by_day ON license_usage (day);
+
+-- The last day each fingerprint of a license was counted among the day's machines: kept when the machine is
+-- deactivated, so a machine deactivated and activated again counts once a day. Pruned with the daily rows.
+CREATE TABLE machine_usage_days (
+    license_id   TEXT NOT NULL REFERENCES licenses (id),
+    fingerprint  TEXT NOT NULL,
+    last_day     INTEGER NOT NULL,
+    PRIMARY KEY (license_id, fingerprint)
+) WITHOUT ROWID;
+CREATE INDEX machine_usage_days_by_day ON machine_usage_days (last_day);

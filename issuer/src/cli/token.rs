@@ -186,6 +186,10 @@ pub(crate) async fn run(
                 }
                 _ => return Err(CliError::Usage(ISSUE_USAGE.into())),
             };
+            // The activation is stored; its count in the daily usage is written before the command ends.
+            if let Err(e) = licensing.flush_usage(crate::Flush::All).await {
+                writeln!(err, "warning: the activation is stored, but its usage count was not: {e}")?;
+            }
             let file = match (file, issued.claims.kind) {
                 (Some(path), _) => Some(path),
                 (None, TokenKind::Offline) => Some(default_token_file(&issued.claims.fingerprint)),

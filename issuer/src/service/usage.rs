@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use time::format_description::well_known::Rfc3339;
 use time::{Date, Duration, OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
@@ -91,6 +90,14 @@ struct Taken {
 #[derive(Debug, Default)]
 pub(super) struct UsageCounters {
     pending: Mutex<Pending>,
+    /// One flush at a time, from its take to its commit (or its restore): a flush that finds nothing to take has
+    /// waited for the one in flight, so what was counted before it started is stored when it returns.
+    flushing: tokio::sync::Mutex<()>,
+}
+
+/// 0001-01-01, the first day the API takes and every backend stores.
+fn first_day() -> Date {
+    Date::from_ordinal_date(1, 1).unwrap_or(Date::MIN)
 }
 
 fn utc_day(at: OffsetDateTime) -> Date {
@@ -101,18 +108,49 @@ fn minute(at: OffsetDateTime) -> i64 {
     at.unix_timestamp().div_euclid(60)
 }
 
-impl Pending {
-    fn day(&mut self, license_id: Uuid, day: Date) -> Option<&mut DayCounts> {
-        let full = self.days.len() >= MAX_PENDING;
-        if full && !self.days.contains_key(&(license_id, day)) {
-            self.dropped += 1;
-            return None;
+/// The entry of `key`, made with `new` while the map holds fewer than [`MAX_PENDING`]; else `None`, counted in
+/// `dropped`.
+fn slot<'m, K: std::hash::Hash + Eq, V>(
+    map: &'m mut HashMap<K, V>,
+    dropped: &mut u64,
+    key: K,
+    new: impl FnOnce() -> V,
+) -> Option<&'m mut V> {
+    if map.len() >= MAX_PENDING && !map.contains_key(&key) {
+        *dropped = dropped.saturating_add(1);
+        return None;
+    }
+    Some(map.entry(key).or_insert_with(new))
+}
+
+impl DayCounts {
+    fn add(&mut self, other: &DayCounts) {
+        self.validations = self.validations.saturating_add(other.validations);
+        self.activations = self.activations.saturating_add(other.activations);
+        self.last_validated_at = self.last_validated_at.max(other.last_validated_at);
+    }
+}
+
+impl Refusals {
+    /// Adds `other`'s refusals; the event shows the earlier first refusal's fingerprint, address and actor.
+    fn add(&mut self, other: Refusals) {
+        self.count = self.count.saturating_add(other.count);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        if other.first_seen < self.first_seen {
+            let count = self.count;
+            let last_seen = self.last_seen;
+            *self = Refusals { count, last_seen, ..other };
         }
-        Some(self.days.entry((license_id, day)).or_default())
     }
 }
 
 impl UsageCounters {
+    /// The pending counts. A panic while they were held cannot leave them half-changed (each change is one
+    /// addition), so a poisoned lock is taken over rather than stopping the counting.
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Counts a validation of `license_id` answered `code` at `ctx`'s time; `machine` is the stored activation the
     /// validation found (none when it found none). A refusal is kept for its minute's event.
     pub(super) fn validated(
@@ -125,45 +163,33 @@ impl UsageCounters {
     ) {
         let at = ctx.at();
         let day = utc_day(at);
-        let Ok(mut pending) = self.pending.lock() else { return };
-        if let Some(counts) = pending.day(license_id, day) {
-            counts.validations += 1;
-            counts.last_validated_at = counts.last_validated_at.max(Some(at));
+        let mut guard = self.pending();
+        let pending = &mut *guard;
+        let one = DayCounts { validations: 1, activations: 0, last_validated_at: Some(at) };
+        if let Some(counts) = slot(&mut pending.days, &mut pending.dropped, (license_id, day), DayCounts::default) {
+            counts.add(&one);
         }
         if let Some(fp) = machine {
             let key = (license_id, fp.to_string(), day);
-            let full = pending.machines.len() >= MAX_PENDING;
-            match pending.machines.get_mut(&key) {
-                Some((n, last)) => {
-                    *n += 1;
-                    *last = (*last).max(at);
-                }
-                None if full => pending.dropped += 1,
-                None => {
-                    pending.machines.insert(key, (1, at));
-                }
+            if let Some((n, last)) = slot(&mut pending.machines, &mut pending.dropped, key, || (0, at)) {
+                *n = n.saturating_add(1);
+                *last = (*last).max(at);
             }
         }
         if code != ValidationCode::Valid {
+            let refusal = Refusals {
+                count: 1,
+                first_seen: at,
+                last_seen: at,
+                fingerprint: fingerprint.to_string(),
+                client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+                actor: ctx.actor.clone(),
+            };
             let key = (license_id, code.as_str(), minute(at));
-            let full = pending.refusals.len() >= MAX_PENDING;
             match pending.refusals.get_mut(&key) {
-                Some(r) => {
-                    r.count += 1;
-                    r.first_seen = r.first_seen.min(at);
-                    r.last_seen = r.last_seen.max(at);
-                }
-                None if full => pending.dropped += 1,
+                Some(r) => r.add(refusal),
                 None => {
-                    let refusals = Refusals {
-                        count: 1,
-                        first_seen: at,
-                        last_seen: at,
-                        fingerprint: fingerprint.to_string(),
-                        client_ip: ctx.client_ip.map(|ip| ip.to_string()),
-                        actor: ctx.actor.clone(),
-                    };
-                    pending.refusals.insert(key, refusals);
+                    slot(&mut pending.refusals, &mut pending.dropped, key, || refusal);
                 }
             }
         }
@@ -171,16 +197,18 @@ impl UsageCounters {
 
     /// Counts an activation of `license_id` at `at`.
     pub(super) fn activated(&self, license_id: Uuid, at: OffsetDateTime) {
-        let Ok(mut pending) = self.pending.lock() else { return };
-        if let Some(counts) = pending.day(license_id, utc_day(at)) {
-            counts.activations += 1;
+        let mut guard = self.pending();
+        let pending = &mut *guard;
+        let key = (license_id, utc_day(at));
+        if let Some(counts) = slot(&mut pending.days, &mut pending.dropped, key, DayCounts::default) {
+            counts.activations = counts.activations.saturating_add(1);
         }
     }
 
     /// Takes the counts and the refusals `flush` writes at `now`, and how many counts were not kept since the last
     /// take.
     fn take(&self, flush: Flush, now: OffsetDateTime) -> (Taken, u64) {
-        let Ok(mut pending) = self.pending.lock() else { return (Taken::default(), 0) };
+        let mut pending = self.pending();
         let current = minute(now);
         let refusals = match flush {
             Flush::All => pending.refusals.drain().collect(),
@@ -194,29 +222,27 @@ impl UsageCounters {
         (taken, std::mem::take(&mut pending.dropped))
     }
 
-    /// Puts back what a failed flush took, merged with what was counted meanwhile.
+    /// Puts back what a failed flush took, merged with what was counted meanwhile, within the same bound as new
+    /// counts (what does not fit is counted as not kept).
     fn restore(&self, taken: Taken) {
-        let Ok(mut pending) = self.pending.lock() else { return };
+        let mut guard = self.pending();
+        let pending = &mut *guard;
         for (key, c) in taken.days {
-            let counts = pending.days.entry(key).or_default();
-            counts.validations += c.validations;
-            counts.activations += c.activations;
-            counts.last_validated_at = counts.last_validated_at.max(c.last_validated_at);
+            if let Some(counts) = slot(&mut pending.days, &mut pending.dropped, key, DayCounts::default) {
+                counts.add(&c);
+            }
         }
         for (key, (n, last)) in taken.machines {
-            let entry = pending.machines.entry(key).or_insert((0, last));
-            entry.0 += n;
-            entry.1 = entry.1.max(last);
+            if let Some(entry) = slot(&mut pending.machines, &mut pending.dropped, key, || (0, last)) {
+                entry.0 = entry.0.saturating_add(n);
+                entry.1 = entry.1.max(last);
+            }
         }
         for (key, r) in taken.refusals {
             match pending.refusals.get_mut(&key) {
-                Some(now) => {
-                    now.count += r.count;
-                    now.first_seen = now.first_seen.min(r.first_seen);
-                    now.last_seen = now.last_seen.max(r.last_seen);
-                }
+                Some(now) => now.add(r),
                 None => {
-                    pending.refusals.insert(key, r);
+                    slot(&mut pending.refusals, &mut pending.dropped, key, || r);
                 }
             }
         }
@@ -266,8 +292,8 @@ impl Taken {
                 detail: serde_json::json!({
                     "code": code,
                     "count": r.count,
-                    "first_seen": r.first_seen.format(&Rfc3339).unwrap_or_default(),
-                    "last_seen": r.last_seen.format(&Rfc3339).unwrap_or_default(),
+                    "first_seen": r.first_seen.unix_timestamp(),
+                    "last_seen": r.last_seen.unix_timestamp(),
                 }),
             })
             .collect();
@@ -292,9 +318,13 @@ impl Licensing {
     /// Writes the usage counters held in memory and the refusals whose minute is over (or every refusal, with
     /// [`Flush::All`]) in one unit; how many entries it wrote. A failed write keeps them for the next flush.
     pub async fn flush_usage(&self, flush: Flush) -> Result<usize, ServiceError> {
+        let _one = self.usage.flushing.lock().await;
         let (taken, dropped) = self.usage.take(flush, self.now());
         if dropped > 0 {
-            tracing::warn!(dropped, "usage counts were not kept: too many distinct entries within one second");
+            tracing::warn!(
+                dropped,
+                "usage counts were not kept: too many distinct entries pending since the last flush"
+            );
         }
         if taken.is_empty() {
             return Ok(0);
@@ -323,9 +353,10 @@ impl Licensing {
     }
 
     /// The license's daily usage from `from` to `to` (UTC days, both included; by default the last 30 days up to
-    /// today by the service clock), at most 366 days. Counts still in memory are written first.
+    /// today by the service clock, from 0001-01-01 at the earliest), at most 366 days. Counts still in memory are
+    /// written first, in a task of their own, so a caller that goes away mid-flush loses none of them.
     pub async fn license_usage(
-        &self,
+        self: &Arc<Self>,
         which: &LicenseRef,
         from: Option<Date>,
         to: Option<Date>,
@@ -333,7 +364,7 @@ impl Licensing {
         let to = to.unwrap_or_else(|| utc_day(self.now()));
         let from = match from {
             Some(from) => from,
-            None => to.checked_sub(Duration::days(DEFAULT_USAGE_DAYS - 1)).unwrap_or(Date::MIN),
+            None => to.checked_sub(Duration::days(DEFAULT_USAGE_DAYS - 1)).unwrap_or(Date::MIN).max(first_day()),
         };
         if from > to {
             return Err(invalid("from", "must not be after `to`"));
@@ -341,8 +372,16 @@ impl Licensing {
         if (to - from).whole_days() >= MAX_USAGE_DAYS {
             return Err(invalid("from", format!("the range is at most {MAX_USAGE_DAYS} days")));
         }
-        self.flush_usage(Flush::Due).await?;
-        let license = self.license(which).await?;
+        let found = self.license(which).await?;
+        let this = Arc::clone(self);
+        let flushed = tokio::spawn(async move { this.flush_usage(Flush::Due).await }).await;
+        match flushed {
+            Ok(Ok(_)) => {}
+            // The answer is what is stored: counts that could not be written stay for the next flush.
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the usage counters before reading them"),
+            Err(e) => tracing::warn!(error = %e, "the usage flush before a read failed"),
+        }
+        let license = self.license(&LicenseRef::Id(found.id)).await?;
         let stored = self.store.license_usage(license.id, from, to).await?;
         let mut stored = stored.into_iter().peekable();
         let mut days = Vec::new();
@@ -415,5 +454,37 @@ mod tests {
         assert_eq!(events[0].at, t + Duration::seconds(1));
         let (again, _) = usage.take(Flush::All, t + Duration::seconds(90));
         assert!(again.is_empty(), "taken once");
+
+        // A failed flush gives everything back, merged with what came meanwhile; a refusal keeps the earliest
+        // first refusal's fingerprint.
+        usage.restore(taken);
+        usage.validated(a, None, "z", ValidationCode::NotActivated, &ctx(t));
+        usage.validated(a, Some("m1"), "m1", ValidationCode::Valid, &ctx(t));
+        let (taken, _) = usage.take(Flush::All, t + Duration::seconds(90));
+        let (batch, events) = taken.to_writes();
+        let first = batch.days.iter().find(|d| d.day == utc_day(t)).unwrap();
+        assert_eq!((first.validations, first.activations), (5, 1));
+        let m1 = batch.machines.iter().find(|m| m.day == utc_day(t)).unwrap();
+        assert_eq!(m1.validations, 2);
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].detail["count"].clone(), events[0].fingerprint.as_deref()), (3.into(), Some("z")));
+        assert_eq!(events[0].detail["first_seen"], t.unix_timestamp());
+    }
+
+    #[test]
+    fn pending_counts_stay_bounded_also_through_failed_flushes() {
+        let usage = UsageCounters::default();
+        let t = OffsetDateTime::UNIX_EPOCH + Duration::days(3);
+        for _ in 0..MAX_PENDING + 5 {
+            usage.activated(Uuid::now_v7(), t);
+        }
+        let (taken, dropped) = usage.take(Flush::Due, t);
+        assert_eq!((taken.days.len(), dropped), (MAX_PENDING, 5));
+        for _ in 0..10 {
+            usage.activated(Uuid::now_v7(), t);
+        }
+        usage.restore(taken);
+        let (taken, dropped) = usage.take(Flush::Due, t);
+        assert_eq!((taken.days.len(), dropped), (MAX_PENDING, 10), "what came meanwhile, then what fits");
     }
 }

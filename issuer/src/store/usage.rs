@@ -66,9 +66,14 @@ pub struct DailyUsage {
     pub machines: u64,
 }
 
-/// The start of `day` (UTC).
-pub(crate) fn day_start(day: Date) -> OffsetDateTime {
-    day.midnight().assume_utc()
+/// The latest day of each (license, fingerprint) of the batch, in key order.
+pub(crate) fn last_days(batch: &UsageBatch) -> BTreeMap<(Uuid, &str), Date> {
+    let mut last = BTreeMap::new();
+    for m in &batch.machines {
+        let day = last.entry((m.license_id, m.fingerprint.as_str())).or_insert(m.day);
+        *day = (*day).max(m.day);
+    }
+    last
 }
 
 /// Saturating conversion of a counter for the database's signed 64-bit integers.

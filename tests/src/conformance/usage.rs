@@ -23,8 +23,9 @@ fn machine(license_id: Uuid, fingerprint: &str, at: OffsetDateTime, validations:
 }
 
 /// Flushes add up per license and day; a machine counts once a day among the day's machines however many flushes
-/// see it, again on the next day, and also when it was deactivated before the flush; the machine's and the
-/// license's totals and last times move (never back); a range reads only its days; pruning takes the oldest days.
+/// see it (also deactivated and activated again), again on the next day, and also when it was deactivated before
+/// the flush; the machine's and the license's totals and last times move (never back); a range reads only its days;
+/// pruning takes the oldest days.
 pub async fn usage_adds_up_per_day_and_counts_each_machine_once_a_day(store: Arc<dyn Store>) {
     let (a, b) = (created(&store, 3).await, created(&store, 1).await);
     let d1 = Date::from_calendar_date(2026, time::Month::March, 10).unwrap().midnight().assume_utc();
@@ -54,6 +55,10 @@ pub async fn usage_adds_up_per_day_and_counts_each_machine_once_a_day(store: Arc
         },
     )
     .await;
+    // m3 deactivated and activated again the same day, and seen again: the same machine of the day.
+    assert!(store.remove_machine(a.id, "m3").await.unwrap());
+    store.activate_machine(a.id, "m3", None, None, t2).await.unwrap();
+    record(&store, UsageBatch { days: vec![], machines: vec![machine(a.id, "m3", t2, 1)] }).await;
     // Across midnight in one flush: m1 late on the first day and on the next.
     let late = d1 + Duration::hours(23) + Duration::minutes(59);
     record(
@@ -80,7 +85,7 @@ pub async fn usage_adds_up_per_day_and_counts_each_machine_once_a_day(store: Arc
     let m1 = store.machine(a.id, "m1").await.unwrap().unwrap();
     assert_eq!((m1.validation_count, m1.last_validated_at), (9, Some(next)));
     let m3 = store.machine(a.id, "m3").await.unwrap().unwrap();
-    assert_eq!((m3.validation_count, m3.last_validated_at), (1, Some(t2)));
+    assert_eq!((m3.validation_count, m3.last_validated_at), (1, Some(t2)), "the new activation's own count");
     let other = store.license_by_id(b.id).await.unwrap().unwrap();
     assert_eq!((other.validation_count, other.last_validated_at), (1, Some(t1)));
 
@@ -90,15 +95,20 @@ pub async fn usage_adds_up_per_day_and_counts_each_machine_once_a_day(store: Arc
     assert_eq!((other.validation_count, other.last_validated_at), (1, Some(t1)));
 
     let pruned = store.transact(move |tx| Box::pin(async move { tx.prune_usage(next.date(), 1).await })).await.unwrap();
-    assert_eq!(pruned, 1, "at most the limit");
+    assert_eq!(pruned, 2, "at most the limit of each: a day and a fingerprint last counted before the cutoff");
     let pruned =
         store.transact(move |tx| Box::pin(async move { tx.prune_usage(next.date(), 100).await })).await.unwrap();
-    assert_eq!(pruned, 1, "the other day before the cutoff");
+    assert_eq!(
+        pruned, 3,
+        "the other day before the cutoff and the two other fingerprints (m1 was counted on the cutoff day)"
+    );
     assert_eq!(store.license_usage(a.id, d1.date(), next.date()).await.unwrap().len(), 1, "the cutoff's day stays");
     assert_eq!(store.license_usage(b.id, d1.date(), next.date()).await.unwrap().len(), 1);
 }
 
-/// Eight flushes at once over the same licenses and machines lose no count and deadlock with no unit.
+/// Eight flushes at once over the same licenses and machines, half of them on the next day (new daily rows of the
+/// same licenses: their foreign-key locks meet the flushes' license locks), beside activations of the same licenses
+/// (units), lose no count and never deadlock.
 pub async fn concurrent_flushes_add_every_count_once(store: Arc<dyn Store>) {
     let licenses = [created(&store, 4).await, created(&store, 4).await];
     let at = super::now();
@@ -118,14 +128,25 @@ pub async fn concurrent_flushes_add_every_count_once(store: Arc<dyn Store>) {
                 if w % 2 == 1 {
                     order.reverse();
                 }
+                let t = if w < 4 { at } else { at + Duration::days(1) };
                 let batch = UsageBatch {
-                    days: order.iter().map(|id| day(*id, at, 2, 1)).collect(),
+                    days: order.iter().map(|id| day(*id, t, 2, 1)).collect(),
                     machines: order
                         .iter()
-                        .flat_map(|id| [machine(*id, "m2", at, 1), machine(*id, "m1", at, 1)])
+                        .flat_map(|id| [machine(*id, "m2", t, 1), machine(*id, "m1", t, 1)])
                         .collect(),
                 };
                 record(&store, batch).await;
+            }
+        }));
+    }
+    for (i, l) in licenses.iter().enumerate() {
+        let store = store.clone();
+        let id = l.id;
+        writers.push(tokio::spawn(async move {
+            for n in 0..20 {
+                store.activate_machine(id, &format!("unit-{i}-{n}"), None, None, at).await.unwrap();
+                assert!(store.remove_machine(id, &format!("unit-{i}-{n}")).await.unwrap());
             }
         }));
     }
@@ -133,8 +154,11 @@ pub async fn concurrent_flushes_add_every_count_once(store: Arc<dyn Store>) {
         w.await.unwrap();
     }
     for l in &licenses {
-        let days = store.license_usage(l.id, at.date(), at.date()).await.unwrap();
-        assert_eq!((days[0].validations, days[0].activations, days[0].machines), (320, 160, 2));
+        let days = store.license_usage(l.id, at.date(), at.date() + Duration::days(1)).await.unwrap();
+        assert_eq!(days.len(), 2);
+        for d in &days {
+            assert_eq!((d.validations, d.activations, d.machines), (160, 80, 2), "{d:?}");
+        }
         assert_eq!(store.license_by_id(l.id).await.unwrap().unwrap().validation_count, 320);
         assert_eq!(store.machine(l.id, "m1").await.unwrap().unwrap().validation_count, 160);
     }

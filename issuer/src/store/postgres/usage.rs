@@ -1,16 +1,21 @@
 //! Usage counters in PostgreSQL (docs/usage.md): a flush's batch added in a few statements, the daily counts read
 //! back, and the oldest days pruned.
 //!
-//! Lock order: a flush locks its daily rows, then its licenses (by id), then its machines (by license and
-//! fingerprint), the order in which units lock a license and then its machines, so a flush and a unit, or two
-//! instances' flushes, never wait on each other in a cycle.
+//! Lock order: a flush locks its daily rows (by license and day), its fingerprints' last counted days (by license
+//! and fingerprint), its licenses (by id, `FOR NO KEY UPDATE`, as units lock them: the foreign-key checks of the
+//! first two steps take only `KEY SHARE`, which does not conflict with it), then its machines (by license and
+//! fingerprint). Every flush takes its locks in this one order, and units take a license before its machines and
+//! none of the flush's own rows, so flushes and units never wait on each other in a cycle.
+//!
+//! A batch must not repeat a (license, day) of `days` or a (license, fingerprint, day) of `machines` (PostgreSQL
+//! refuses to update a row twice in one statement); the service's batches come from maps, so they never do.
 
 use sqlx::{Executor, PgConnection, Postgres, Row};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use super::secs;
-use crate::store::usage::{count_i64, day_start, totals};
+use crate::store::usage::{count_i64, last_days, totals};
 use crate::store::{DailyUsage, StoreError, UsageBatch};
 
 /// Adds a flush's counters: the days' validations and activations, the machines seen for the first time on each
@@ -36,21 +41,32 @@ pub(super) async fn record(conn: &mut PgConnection, batch: &UsageBatch) -> Resul
     let mut machines: Vec<_> = batch.machines.iter().collect();
     machines.sort_by(|a, b| (a.license_id, &a.fingerprint, a.day).cmp(&(b.license_id, &b.fingerprint, b.day)));
     if !machines.is_empty() {
-        // A machine counts once a day: when its last validation stored is before the day began, or when it is gone
-        // (deactivated since: its activation was seen that day, and a new activation starts from zero anyway).
+        // A fingerprint counts once a day: when the last day it was counted is before this one (read before any
+        // last day moves, so a machine seen on two days of one batch counts on both).
         sqlx::query(
             "INSERT INTO license_usage (license_id, day, machines) \
              SELECT s.license_id, s.day, COUNT(*) \
-             FROM unnest($1::uuid[], $2::text[], $3::date[], $4::timestamptz[]) AS s (license_id, fingerprint, day, day_start) \
-             LEFT JOIN machines m ON m.license_id = s.license_id AND m.fingerprint = s.fingerprint \
-             WHERE m.license_id IS NULL OR m.last_validated_at IS NULL OR m.last_validated_at < s.day_start \
+             FROM unnest($1::uuid[], $2::text[], $3::date[]) AS s (license_id, fingerprint, day) \
+             LEFT JOIN machine_usage_days d ON d.license_id = s.license_id AND d.fingerprint = s.fingerprint \
+             WHERE d.last_day IS NULL OR d.last_day < s.day \
              GROUP BY s.license_id, s.day ORDER BY s.license_id, s.day \
              ON CONFLICT (license_id, day) DO UPDATE SET machines = license_usage.machines + excluded.machines",
         )
         .bind(machines.iter().map(|m| m.license_id).collect::<Vec<_>>())
         .bind(machines.iter().map(|m| m.fingerprint.clone()).collect::<Vec<_>>())
         .bind(machines.iter().map(|m| m.day).collect::<Vec<_>>())
-        .bind(machines.iter().map(|m| day_start(m.day)).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        let last = last_days(batch);
+        sqlx::query(
+            "INSERT INTO machine_usage_days (license_id, fingerprint, last_day) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::date[]) \
+             ON CONFLICT (license_id, fingerprint) DO UPDATE SET \
+             last_day = GREATEST(machine_usage_days.last_day, excluded.last_day)",
+        )
+        .bind(last.keys().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(last.keys().map(|(_, fp)| fp.to_string()).collect::<Vec<_>>())
+        .bind(last.values().copied().collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     }
@@ -58,7 +74,7 @@ pub(super) async fn record(conn: &mut PgConnection, batch: &UsageBatch) -> Resul
     let licenses: Vec<_> = licenses.into_iter().filter(|(_, (n, _))| *n > 0).collect();
     if !licenses.is_empty() {
         let ids: Vec<Uuid> = licenses.iter().map(|(id, _)| *id).collect();
-        sqlx::query("SELECT id FROM licenses WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        sqlx::query("SELECT id FROM licenses WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
             .bind(&ids)
             .execute(&mut *conn)
             .await?;
@@ -85,7 +101,7 @@ pub(super) async fn record(conn: &mut PgConnection, batch: &UsageBatch) -> Resul
         sqlx::query(
             "SELECT 1 FROM machines m JOIN unnest($1::uuid[], $2::text[]) AS g (license_id, fingerprint) \
              ON m.license_id = g.license_id AND m.fingerprint = g.fingerprint \
-             ORDER BY m.license_id, m.fingerprint FOR UPDATE OF m",
+             ORDER BY m.license_id, m.fingerprint FOR NO KEY UPDATE OF m",
         )
         .bind(&ids)
         .bind(&fps)
@@ -136,16 +152,19 @@ where
         .collect()
 }
 
-/// Deletes at most `limit` of the daily rows before `before`, oldest first; how many. Rows another instance is
-/// pruning (or a flush is adding to) are skipped.
+/// Deletes at most `limit` of the daily rows before `before`, oldest first, and as many fingerprints last counted
+/// before it; how many rows. Rows another instance is pruning (or a flush is adding to) are skipped.
 pub(super) async fn prune(conn: &mut PgConnection, before: Date, limit: u32) -> Result<u64, StoreError> {
-    let done = sqlx::query(
+    let mut total = 0;
+    for sql in [
         "DELETE FROM license_usage WHERE (license_id, day) IN \
          (SELECT license_id, day FROM license_usage WHERE day < $1 ORDER BY day LIMIT $2 FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(before)
-    .bind(i64::from(limit))
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
+        "DELETE FROM machine_usage_days WHERE (license_id, fingerprint) IN \
+         (SELECT license_id, fingerprint FROM machine_usage_days WHERE last_day < $1 \
+         ORDER BY last_day LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    ] {
+        let done = sqlx::query(sql).bind(before).bind(i64::from(limit)).execute(&mut *conn).await?;
+        total += done.rows_affected();
+    }
+    Ok(total)
 }

@@ -6,14 +6,14 @@ use time::Date;
 use uuid::Uuid;
 
 use super::secs;
-use crate::store::usage::{count_i64, day_start, totals};
+use crate::store::usage::{count_i64, last_days, totals};
 use crate::store::{DailyUsage, StoreError, UsageBatch};
 
 /// Rows a statement carries: at most 5 parameters each, under SQLite's 32,766.
 const CHUNK: usize = 5000;
 
-/// Adds a flush's counters: the days' validations and activations, the machines seen for the first time on each
-/// day (read before the machines' `last_validated_at` moves), then the machines' and the licenses' totals.
+/// Adds a flush's counters: the days' validations and activations, the fingerprints seen for the first time on each
+/// day (read before their last counted day moves), then the machines' and the licenses' totals.
 pub(super) async fn record(conn: &mut SqliteConnection, batch: &UsageBatch) -> Result<(), StoreError> {
     for chunk in batch.days.chunks(CHUNK) {
         let mut q: QueryBuilder<Sqlite> =
@@ -31,23 +31,34 @@ pub(super) async fn record(conn: &mut SqliteConnection, batch: &UsageBatch) -> R
         q.build().execute(&mut *conn).await?;
     }
     for chunk in batch.machines.chunks(CHUNK) {
-        // A machine counts once a day: when its last validation stored is before the day began, or when it is gone
-        // (deactivated since: its activation was seen that day, and a new activation starts from zero anyway).
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("WITH seen (license_id, fingerprint, day, day_start) AS (");
+        // A fingerprint counts once a day: when the last day it was counted is before this one. Every chunk is
+        // counted before any last day moves, so a machine seen on two days of one batch counts on both.
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("WITH seen (license_id, fingerprint, day) AS (");
         q.push_values(chunk, |mut row, m| {
             row.push_bind(m.license_id.to_string())
                 .push_bind(m.fingerprint.clone())
-                .push_bind(i64::from(m.day.to_julian_day()))
-                .push_bind(secs(day_start(m.day)));
+                .push_bind(i64::from(m.day.to_julian_day()));
         });
         q.push(
             ") INSERT INTO license_usage (license_id, day, machines) \
-             SELECT seen.license_id, seen.day, COUNT(*) FROM seen LEFT JOIN machines m \
-             ON m.license_id = seen.license_id AND m.fingerprint = seen.fingerprint \
-             WHERE m.license_id IS NULL OR m.last_validated_at IS NULL OR m.last_validated_at < seen.day_start \
+             SELECT seen.license_id, seen.day, COUNT(*) FROM seen LEFT JOIN machine_usage_days d \
+             ON d.license_id = seen.license_id AND d.fingerprint = seen.fingerprint \
+             WHERE d.last_day IS NULL OR d.last_day < seen.day \
              GROUP BY seen.license_id, seen.day \
              ON CONFLICT (license_id, day) DO UPDATE SET machines = machines + excluded.machines",
         );
+        q.build().execute(&mut *conn).await?;
+    }
+    let last_days: Vec<_> = last_days(batch).into_iter().collect();
+    for chunk in last_days.chunks(CHUNK) {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO machine_usage_days (license_id, fingerprint, last_day) ");
+        q.push_values(chunk, |mut row, ((license_id, fingerprint), day)| {
+            row.push_bind(license_id.to_string())
+                .push_bind(fingerprint.to_string())
+                .push_bind(i64::from(day.to_julian_day()));
+        });
+        q.push(" ON CONFLICT (license_id, fingerprint) DO UPDATE SET last_day = max(last_day, excluded.last_day)");
         q.build().execute(&mut *conn).await?;
     }
     let machines = totals(
@@ -67,8 +78,8 @@ pub(super) async fn record(conn: &mut SqliteConnection, batch: &UsageBatch) -> R
         });
         q.push(
             ") UPDATE machines SET validation_count = validation_count + given.n, \
-             last_validated_at = max(coalesce(machines.last_validated_at, given.last), given.last) FROM given \
-             WHERE machines.license_id = given.license_id AND machines.fingerprint = given.fingerprint",
+             last_validated_at = coalesce(max(machines.last_validated_at, given.last), given.last, \
+             machines.last_validated_at) FROM given WHERE machines.license_id = given.license_id AND machines.fingerprint = given.fingerprint",
         );
         q.build().execute(&mut *conn).await?;
     }
@@ -81,8 +92,8 @@ pub(super) async fn record(conn: &mut SqliteConnection, batch: &UsageBatch) -> R
         });
         q.push(
             ") UPDATE licenses SET validation_count = validation_count + given.n, \
-             last_validated_at = max(coalesce(licenses.last_validated_at, given.last), given.last) FROM given \
-             WHERE licenses.id = given.id",
+             last_validated_at = coalesce(max(licenses.last_validated_at, given.last), given.last, \
+             licenses.last_validated_at) FROM given WHERE licenses.id = given.id",
         );
         q.build().execute(&mut *conn).await?;
     }
@@ -122,15 +133,19 @@ where
         .collect()
 }
 
-/// Deletes at most `limit` of the daily rows before `before`, oldest first; how many.
+/// Deletes at most `limit` of the daily rows before `before`, oldest first, and as many fingerprints last counted
+/// before it; how many rows.
 pub(super) async fn prune(conn: &mut SqliteConnection, before: Date, limit: u32) -> Result<u64, StoreError> {
-    let done = sqlx::query(
+    let mut total = 0;
+    for sql in [
         "DELETE FROM license_usage WHERE (license_id, day) IN \
          (SELECT license_id, day FROM license_usage WHERE day < ?1 ORDER BY day LIMIT ?2)",
-    )
-    .bind(i64::from(before.to_julian_day()))
-    .bind(i64::from(limit))
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
+        "DELETE FROM machine_usage_days WHERE (license_id, fingerprint) IN \
+         (SELECT license_id, fingerprint FROM machine_usage_days WHERE last_day < ?1 ORDER BY last_day LIMIT ?2)",
+    ] {
+        let done =
+            sqlx::query(sql).bind(i64::from(before.to_julian_day())).bind(i64::from(limit)).execute(&mut *conn).await?;
+        total += done.rows_affected();
+    }
+    Ok(total)
 }
