@@ -79,6 +79,9 @@ pub struct EndpointReport {
     pub max_us: u64,
     /// `requests_per_second` over the floor's, measured in the same run; `None` when `floor` was not driven.
     pub ratio_to_floor: Option<f64>,
+    /// How much the SQLite database's used pages grew over the run (after the issuer's next usage flush), per
+    /// million requests; `None` on PostgreSQL.
+    pub db_bytes_per_million: Option<f64>,
 }
 
 /// Shared state of the runs: the seed, and the machines the activate run added (for deactivate).
@@ -179,6 +182,7 @@ pub async fn drive(
         p99_us: histogram.value_at_quantile(0.99),
         max_us: histogram.max(),
         ratio_to_floor: None,
+        db_bytes_per_million: None,
     }
 }
 

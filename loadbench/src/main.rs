@@ -83,6 +83,22 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The bytes of the SQLite database's pages in use (its WAL included: read through a connection of its own), or
+/// `None` if it cannot be read.
+async fn used_bytes(db: &std::path::Path) -> Option<u64> {
+    use sqlx::ConnectOptions as _;
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(true);
+    let mut conn = options.connect().await.ok()?;
+    let row: (i64, i64, i64) = sqlx::query_as(
+        "SELECT p.page_count, f.freelist_count, s.page_size FROM pragma_page_count() p, pragma_freelist_count() f, \
+         pragma_page_size() s",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .ok()?;
+    u64::try_from((row.0 - row.1) * row.2).ok()
+}
+
 async fn run(args: &Args) -> Result<Report, Box<dyn std::error::Error>> {
     if !args.issuer.exists() {
         return Err(
@@ -100,10 +116,21 @@ async fn run(args: &Args) -> Result<Report, Box<dyn std::error::Error>> {
     eprintln!("issuer ready at {} in {:.0} ms", server.addr, server.ready.as_secs_f64() * 1000.0);
     let work = Workload::new(seeded);
     let mut endpoints = Vec::new();
+    let db = data_dir.join("issuer.db");
     for &endpoint in &args.endpoints {
         eprintln!("driving {endpoint:?} for {} s ...", args.duration);
         let d = Duration::from_secs_f64(args.duration);
-        endpoints.push(drive(server.addr, endpoint, args.connections, d, work.clone()).await);
+        let before = if url.is_none() { used_bytes(&db).await } else { None };
+        let mut report = drive(server.addr, endpoint, args.connections, d, work.clone()).await;
+        if let Some(before) = before {
+            // The counts of the last second reach the database at the issuer's next usage flush.
+            tokio::time::sleep(issuer::USAGE_FLUSH_INTERVAL * 2).await;
+            if let Some(after) = used_bytes(&db).await {
+                let per_request = after.saturating_sub(before) as f64 / report.requests.max(1) as f64;
+                report.db_bytes_per_million = Some(per_request * 1e6);
+            }
+        }
+        endpoints.push(report);
     }
     let floor = endpoints.iter().find(|e| e.endpoint == Endpoint::Floor).map(|e| e.requests_per_second);
     if let Some(floor) = floor.filter(|f| *f > 0.0) {

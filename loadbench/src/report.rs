@@ -55,7 +55,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<11} {:>9} {:>10} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8}",
+            "{:<11} {:>9} {:>10} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8} {:>9}",
             "endpoint",
             "requests",
             "req/s",
@@ -67,13 +67,14 @@ impl Report {
             "errors",
             "non2xx",
             "wrong",
-            "verified"
+            "verified",
+            "MB/M req"
         );
         for e in &self.endpoints {
             let ms = |us: u64| us as f64 / 1000.0;
             let _ = writeln!(
                 out,
-                "{:<11} {:>9} {:>10.0} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>7} {:>7} {:>8}",
+                "{:<11} {:>9} {:>10.0} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>7} {:>7} {:>8} {:>9}",
                 format!("{:?}", e.endpoint).to_lowercase(),
                 e.requests,
                 e.requests_per_second,
@@ -85,7 +86,8 @@ impl Report {
                 e.errors,
                 e.non_2xx,
                 e.unexpected,
-                e.tokens_verified
+                e.tokens_verified,
+                e.db_bytes_per_million.map(|b| format!("{:.1}", b / 1e6)).unwrap_or_else(|| "-".into())
             );
         }
         out

@@ -201,7 +201,9 @@ impl Server {
     }
 
     /// Every event of the audit log (`GET /v1/events`, all pages) matching `query` (e.g. `type=license.created`).
+    /// The refusals held for their minute (docs/usage.md) are written first, as a stopping service writes them.
     pub async fn audit_log(&self, query: &str) -> Vec<Value> {
+        self.licensing.flush_usage(issuer::Flush::All).await.unwrap();
         let mut events = Vec::new();
         let mut after = 0;
         loop {

@@ -421,3 +421,50 @@ async fn rules_and_counters_reach_every_instance_on_one_postgres_database() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A flood from refused networks writes one `ip.blocked` event per license, address, operation and rule a minute,
+/// with its count, however many requests it sends; nothing of it before the minute is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_a_refused_network_is_one_event_per_address_and_minute() {
+    let server = Server::start_with_manual_clock(BEHIND_PROXY).await;
+    // At the start of a minute, so the flood stays in it.
+    let into_minute = server.now().unix_timestamp().rem_euclid(60);
+    server.advance(time::Duration::seconds(60 - into_minute));
+    let (id, key) = license(&server, 2).await;
+    server.activated(&key, "fp-1").await;
+    rule(&server, json!({ "cidr": "198.51.100.0/24", "action": "deny" })).await;
+    rule(&server, json!({ "cidr": "203.0.113.0/24", "action": "deny", "license": id })).await;
+    for _ in 0..40 {
+        assert_eq!(code_from(&server, "198.51.100.9", &key).await, "IP_BLOCKED");
+        assert_eq!(code_from(&server, "203.0.113.5", &key).await, "IP_BLOCKED");
+    }
+    for _ in 0..3 {
+        assert_eq!(activate_from(&server, "203.0.113.5", &key, "fp-2").await.0, StatusCode::FORBIDDEN);
+    }
+    server.licensing.flush_usage(issuer::Flush::Due).await.unwrap();
+    let (_, held) = server.admin(Method::GET, "/v1/events?type=ip.blocked", None).await;
+    assert_eq!(held["events"], json!([]), "the minute is not over");
+    server.advance(time::Duration::seconds(60));
+    server.licensing.flush_usage(issuer::Flush::Due).await.unwrap();
+    let (_, written) = server.admin(Method::GET, "/v1/events?type=ip.blocked", None).await;
+    let events = written["events"].as_array().unwrap();
+    let seen: Vec<(&str, &str, &Value, &Value)> = events
+        .iter()
+        .map(|e| (s(&e["detail"]["ip"]), s(&e["detail"]["operation"]), &e["license_id"], &e["detail"]["count"]))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("198.51.100.9", "validate", &Value::Null, &json!(40)),
+            ("203.0.113.5", "activate", &json!(id), &json!(3)),
+            ("203.0.113.5", "validate", &json!(id), &json!(40)),
+        ],
+        "{events:?}"
+    );
+    assert!(events.iter().all(|e| e["detail"]["first_seen"].as_i64() <= e["detail"]["last_seen"].as_i64()));
+    // The license's address counters still count every refusal.
+    let (_, ips) = server.admin(Method::GET, &format!("/v1/licenses/{id}/ips"), None).await;
+    let refused = ips["ips"].as_array().unwrap().iter().find(|u| u["ip"] == "203.0.113.5").unwrap().clone();
+    assert_eq!(refused["blocked"], 43, "{refused}");
+    server.stop().await;
+}

@@ -16,9 +16,7 @@ use uuid::Uuid;
 
 use super::error::invalid;
 use super::{Context, LicenseRef, Licensing, ServiceError, ValidationCode};
-use crate::store::{
-    Actor, DailyUsage, DayUsage, EventKind, License, MachineUsage, NewEvent, StoreExt as _, UsageBatch,
-};
+use crate::store::{DailyUsage, DayUsage, EventKind, License, MachineUsage, NewEvent, StoreExt as _, UsageBatch};
 
 /// How often a running service writes the usage counters.
 pub const USAGE_FLUSH_INTERVAL: StdDuration = StdDuration::from_secs(1);
@@ -50,23 +48,22 @@ struct DayCounts {
     last_validated_at: Option<OffsetDateTime>,
 }
 
-/// Refused validations of one license, code and minute.
+/// Refusals of one kind (a validation's code, a network rule's refusal of one address and operation) of one
+/// license (or none) and minute.
 #[derive(Clone, Debug)]
 struct Refusals {
     count: u64,
     first_seen: OffsetDateTime,
     last_seen: OffsetDateTime,
-    /// The first refusal's fingerprint, address and actor: what the event shows.
-    fingerprint: String,
-    client_ip: Option<String>,
-    actor: Actor,
+    /// The first refusal's event: its fingerprint, address, actor and detail are what the minute's event shows.
+    first: NewEvent,
 }
 
 /// A machine's validations of one day: (license, fingerprint, day).
 type MachineDay = (Uuid, String, Date);
 
-/// A refusal's minute: (license, code, Unix minute).
-type RefusalMinute = (Uuid, &'static str, i64);
+/// What refusals are coalesced by: (license, event kind, what was refused, Unix minute).
+type RefusalMinute = (Option<Uuid>, EventKind, String, i64);
 
 #[derive(Debug, Default)]
 struct Pending {
@@ -132,14 +129,13 @@ impl DayCounts {
 }
 
 impl Refusals {
-    /// Adds `other`'s refusals; the event shows the earlier first refusal's fingerprint, address and actor.
+    /// Adds `other`'s refusals; the event shows the earlier first refusal.
     fn add(&mut self, other: Refusals) {
         self.count = self.count.saturating_add(other.count);
         self.last_seen = self.last_seen.max(other.last_seen);
         if other.first_seen < self.first_seen {
-            let count = self.count;
-            let last_seen = self.last_seen;
-            *self = Refusals { count, last_seen, ..other };
+            self.first_seen = other.first_seen;
+            self.first = other.first;
         }
     }
 }
@@ -177,20 +173,26 @@ impl UsageCounters {
             }
         }
         if code != ValidationCode::Valid {
-            let refusal = Refusals {
-                count: 1,
-                first_seen: at,
-                last_seen: at,
-                fingerprint: fingerprint.to_string(),
-                client_ip: ctx.client_ip.map(|ip| ip.to_string()),
-                actor: ctx.actor.clone(),
-            };
-            let key = (license_id, code.as_str(), minute(at));
-            match pending.refusals.get_mut(&key) {
-                Some(r) => r.add(refusal),
-                None => {
-                    slot(&mut pending.refusals, &mut pending.dropped, key, || refusal);
-                }
+            let detail = serde_json::json!({ "code": code.as_str() });
+            let event = ctx.event(license_id, EventKind::Validated, Some(fingerprint), detail);
+            Self::refusal(pending, event, code.as_str().to_string());
+        }
+    }
+
+    /// Keeps a refusal recorded as `event` for its minute's event, coalesced with the other refusals of the same
+    /// license, kind and `what` in that minute.
+    pub(super) fn refused(&self, event: NewEvent, what: String) {
+        let mut guard = self.pending();
+        Self::refusal(&mut guard, event, what);
+    }
+
+    fn refusal(pending: &mut Pending, event: NewEvent, what: String) {
+        let key = (event.license_id, event.kind, what, minute(event.at));
+        let refusal = Refusals { count: 1, first_seen: event.at, last_seen: event.at, first: event };
+        match pending.refusals.get_mut(&key) {
+            Some(r) => r.add(refusal),
+            None => {
+                slot(&mut pending.refusals, &mut pending.dropped, key, || refusal);
             }
         }
     }
@@ -213,7 +215,7 @@ impl UsageCounters {
         let refusals = match flush {
             Flush::All => pending.refusals.drain().collect(),
             Flush::Due => {
-                let over: Vec<_> = pending.refusals.keys().filter(|(_, _, m)| *m < current).copied().collect();
+                let over: Vec<_> = pending.refusals.keys().filter(|(_, _, _, m)| *m < current).cloned().collect();
                 over.into_iter().filter_map(|k| pending.refusals.remove_entry(&k)).collect()
             }
         };
@@ -279,22 +281,20 @@ impl Taken {
             })
             .collect();
         let mut refusals: Vec<_> = self.refusals.iter().collect();
-        refusals.sort_by_key(|((license_id, code, _), r)| (r.first_seen, *license_id, *code));
+        refusals.sort_by(|(a, ra), (b, rb)| {
+            (ra.first_seen, a.0, a.1.as_str(), &a.2).cmp(&(rb.first_seen, b.0, b.1.as_str(), &b.2))
+        });
         let events = refusals
             .into_iter()
-            .map(|((license_id, code, _), r)| NewEvent {
-                license_id: Some(*license_id),
-                kind: EventKind::Validated,
-                at: r.first_seen,
-                fingerprint: Some(r.fingerprint.clone()),
-                client_ip: r.client_ip.clone(),
-                actor: Some(r.actor.clone()),
-                detail: serde_json::json!({
-                    "code": code,
-                    "count": r.count,
-                    "first_seen": r.first_seen.unix_timestamp(),
-                    "last_seen": r.last_seen.unix_timestamp(),
-                }),
+            .map(|(_, r)| {
+                let mut event = r.first.clone();
+                if let serde_json::Value::Object(detail) = &mut event.detail {
+                    detail.insert("count".into(), r.count.into());
+                    detail.insert("first_seen".into(), r.first_seen.unix_timestamp().into());
+                    detail.insert("last_seen".into(), r.last_seen.unix_timestamp().into());
+                }
+                event.at = r.first_seen;
+                event
             })
             .collect();
         (UsageBatch { days, machines }, events)
@@ -419,6 +419,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::store::Actor;
 
     fn ctx(at: OffsetDateTime) -> Context {
         Context { now: at, client_ip: Some("192.0.2.7".parse().unwrap()), actor: Actor::App }

@@ -3,7 +3,8 @@
 //! Rules are stored (`POST /v1/ip-rules`) or configured (`ip_allow`, `ip_deny`), and judged in memory: each instance
 //! holds every rule, reloaded when the store's rule version moves (after its own changes at once, after another
 //! instance's within a second, by [`Licensing::spawn_network_tasks`]). A refused request is answered
-//! `IP_BLOCKED` (validate) or 403 `ip_blocked`, and recorded as an `ip.blocked` event.
+//! `IP_BLOCKED` (validate) or 403 `ip_blocked`, and recorded as an `ip.blocked` event (one per license, address,
+//! operation and rule a minute, with its count: the usage counters write it, `super::usage`).
 //!
 //! Layout: `rules` (the rule set and its one decision), `history` (the per-license address counters).
 
@@ -241,7 +242,7 @@ impl Licensing {
         let rules = self.network.rules(&*self.store).await?;
         if let Some(ip) = ctx.client_ip {
             if let Err(blocked) = rules.check_global(ip) {
-                return Err(self.record_blocked(blocked, None, None, operation, ctx).await);
+                return Err(self.record_blocked(blocked, None, None, operation, ctx));
             }
         }
         Ok(Screen { rules, history: Arc::clone(&self.network.history) })
@@ -259,15 +260,16 @@ impl Licensing {
     ) -> Result<T, ServiceError> {
         match result {
             Err(ServiceError::IpBlocked { blocked, license_id }) => {
-                Err(self.record_blocked(*blocked, license_id, fingerprint, operation, ctx).await)
+                Err(self.record_blocked(*blocked, license_id, fingerprint, operation, ctx))
             }
             other => other,
         }
     }
 
-    /// Records a refusal: its event, and the license's blocked count. Returns the error to answer (the event's
-    /// failure, if it failed, is logged: the refusal stands either way).
-    async fn record_blocked(
+    /// Records a refusal: the license's blocked count, and its `ip.blocked` event, coalesced with the refusals of
+    /// the same license, address, operation and rule in the same minute (docs/usage.md, "Refused validations"), so
+    /// a flood from a refused network writes a bounded number of rows. Returns the error to answer.
+    fn record_blocked(
         &self,
         blocked: Blocked,
         license_id: Option<Uuid>,
@@ -279,9 +281,9 @@ impl Licensing {
             self.network.history.note(id, blocked.ip(), ctx.at(), true);
         }
         let event = ctx.event(license_id, EventKind::IpBlocked, fingerprint, blocked.detail(operation));
-        if let Err(e) = self.store.append_event(&event).await {
-            tracing::warn!(error = %e, "cannot record a blocked request");
-        }
+        // The detail names the address, the operation and the rule: refusals alike in all of them are one event.
+        let what = event.detail.to_string();
+        self.usage.refused(event, what);
         ServiceError::IpBlocked { blocked: Box::new(blocked), license_id }
     }
 }
