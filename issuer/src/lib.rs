@@ -61,13 +61,13 @@ pub use store::{
     Activated, Actor, AdminToken, Attempt, Claimed, Delivery, DeliveryState, EventFilter, IpAction, IpRule, IpScope,
     IpUsage, LicenseKind, Scope, WebhookEndpoint, ALL_EVENTS,
 };
+pub use store::{BestPresence, DailyUsage, DayUsage, MachineUsage, UsageBatch};
 pub use store::{
     Created, Culled, Cursor, EffectiveStatus, Event, EventKind, Idempotency, License, LicenseFilter, LicensePage,
     LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck, NewEvent, NewMachine, Overage, Policy, PolicyDeleted,
     PolicyLock, PolicyUpdate, PostgresStore, Presence, RecordKeys, RecordedKey, Redeemed, SqliteStore, Store,
     StoreError, StoreExt, Touched, Tx, Work, DEFAULT_DEACTIVATION_PERIOD_SECS,
 };
-pub use store::{DailyUsage, DayUsage, MachineUsage, UsageBatch};
 
 /// Name of the SQLite database file in the data directory.
 pub const DATABASE_FILE: &str = "issuer.db";

@@ -121,6 +121,35 @@ async fn validations_are_counted_per_day_and_machine_and_refusals_logged_once_a_
     server.stop().await;
 }
 
+/// A domain license's validation counts for the activation that covers the host: its own binding, else the most
+/// specific wildcard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_domain_validation_counts_for_the_binding_that_covers_the_host() {
+    let server = Server::start(NO_LIMIT).await;
+    let body = json!({ "email": "web@example.com", "product": "acme-cad", "max_machines": 3, "kind": "domain" });
+    let license = server.create_license(body).await;
+    let (id, key) = (s(&license["id"]).to_string(), s(&license["key"]).to_string());
+    server.activated(&key, "*.example.com").await;
+    server.activated(&key, "*.shop.example.com").await;
+    server.activated(&key, "example.com").await;
+    for host in ["a.shop.example.com", "b.shop.example.com", "www.example.com", "example.com", "example.com"] {
+        assert_eq!(server.validate(&key, host).await["code"], "VALID", "{host}");
+    }
+    let answer = usage(&server, &id, "").await;
+    let today = answer["days"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((today["validations"].clone(), today["machines"].clone()), (json!(5), json!(3)), "{today}");
+    let machines = server.machines(&id).await;
+    let count = |binding: &str| {
+        let m =
+            machines.iter().find(|m| m["fingerprint"] == binding).unwrap_or_else(|| panic!("{binding} {machines:?}"));
+        m["validation_count"].clone()
+    };
+    assert_eq!(count("domain:*.shop.example.com"), json!(2), "the most specific wildcard");
+    assert_eq!(count("domain:*.example.com"), json!(1));
+    assert_eq!(count("domain:example.com"), json!(2), "the host's own binding before any wildcard");
+    server.stop().await;
+}
+
 /// A crash loses at most the last second of counts, never an acknowledged activation or deactivation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_loses_at_most_the_last_second_of_counts_and_no_change() {

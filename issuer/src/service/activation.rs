@@ -308,10 +308,14 @@ impl Licensing {
             screened => screened?,
         }
         let domain = check.license.kind == LicenseKind::Domain;
+        // A domain license's activation that covers the host: its own binding, or a wildcard's.
+        let mut covering = None;
         if domain {
             // The activation that covers this host: its own, or a wildcard of it or of a parent.
             let bindings = covering_bindings(fingerprint)?;
-            check.presence = self.store.machine_presence(check.license.id, &bindings, ctx.at()).await?;
+            let best = self.store.machine_presence(check.license.id, &bindings, ctx.at()).await?;
+            check.presence = best.presence;
+            covering = best.active;
         } else {
             // Only a domain license takes what is not a machine fingerprint (a domain, also an international one).
             check_fingerprint(fingerprint)?;
@@ -340,9 +344,12 @@ impl Licensing {
             }
         };
         let overage = terms.in_overage(license.max_machines, machines_used);
-        // The machine found, counted for itself. A domain license's validation is counted for the license only:
-        // the presence read does not say which binding (the host's own, or a wildcard) covered the host.
-        let machine = (presence == Presence::Active && !domain).then_some(fingerprint);
+        // The activation found is counted for itself: the machine, or the binding that covers the host.
+        let machine = match presence {
+            Presence::Active if domain => covering.as_deref(),
+            Presence::Active => Some(fingerprint),
+            Presence::LeaseExpired | Presence::Absent => None,
+        };
         self.usage.validated(license.id, machine, fingerprint, code, ctx);
         Ok(Validated { code, license: Some(license), machines_used: Some(machines_used), overage })
     }

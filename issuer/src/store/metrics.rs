@@ -18,8 +18,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AdminToken, DailyUsage, Delivery, Event, EventFilter, IpRule, IpUsage, License, LicenseFilter, LicensePage,
-    Machine, MachineCheck, NewEvent, Policy, Presence, RecordedKey, Store, StoreError, WebhookEndpoint, Work,
+    AdminToken, BestPresence, DailyUsage, Delivery, Event, EventFilter, IpRule, IpUsage, License, LicenseFilter,
+    LicensePage, Machine, MachineCheck, NewEvent, Policy, RecordedKey, Store, StoreError, WebhookEndpoint, Work,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -178,7 +178,7 @@ impl Store for Measured {
         license_id: Uuid,
         fingerprints: &[String],
         now: OffsetDateTime,
-    ) -> Result<Presence, StoreError> {
+    ) -> Result<BestPresence, StoreError> {
         self.timed("machine_presence", self.inner.machine_presence(license_id, fingerprints, now)).await
     }
 

@@ -38,8 +38,8 @@ pub use model::{
 };
 pub use network::{IpAction, IpRule, IpScope, IpUsage, LicenseKind};
 pub use policy::{
-    Culled, MachineCheck, NewMachine, Overage, Policy, PolicyDeleted, PolicyLock, PolicyUpdate, Presence, Touched,
-    DEFAULT_DEACTIVATION_PERIOD_SECS,
+    BestPresence, Culled, MachineCheck, NewMachine, Overage, Policy, PolicyDeleted, PolicyLock, PolicyUpdate, Presence,
+    Touched, DEFAULT_DEACTIVATION_PERIOD_SECS,
 };
 pub use postgres::{is_postgres_url, PostgresStore, DEFAULT_POOL_SIZE, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
 pub use sqlite::{
@@ -208,13 +208,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether any of `fingerprints` is active on the license at `now` (holding a lease that has not ended, or none),
     /// else whether one's lease ended (still stored, or culled), else absent: how a domain-bound validation finds the
-    /// activation (exact or wildcard) that covers a host.
+    /// activation (exact or wildcard) that covers a host; with the first of `fingerprints` that is active.
     async fn machine_presence(
         &self,
         license_id: Uuid,
         fingerprints: &[String],
         now: OffsetDateTime,
-    ) -> Result<Presence, StoreError>;
+    ) -> Result<BestPresence, StoreError>;
 
     /// The signing keys the store records (empty before any instance recorded its ring), active first.
     async fn recorded_keys(&self) -> Result<Vec<RecordedKey>, StoreError>;

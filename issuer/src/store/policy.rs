@@ -309,6 +309,17 @@ pub enum Presence {
     Absent,
 }
 
+/// The presence of the best of several fingerprints, and which one it is when it is active
+/// ([`Store::machine_presence`](super::Store::machine_presence)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BestPresence {
+    /// Active if any is, else an ended lease if any has one, else absent.
+    pub presence: Presence,
+    /// The first of the fingerprints given (the most specific binding) that is active; `None` unless `presence` is
+    /// [`Presence::Active`].
+    pub active: Option<String>,
+}
+
 /// What a validation needs, read in one round trip ([`Store::license_for_machine`](super::Store::license_for_machine)).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MachineCheck {

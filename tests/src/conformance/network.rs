@@ -125,7 +125,7 @@ pub async fn ip_counters_add_up_per_license_and_address(store: Arc<dyn Store>) {
 /// A license's kind and a policy's kind are stored and read back; the presence read finds the best of several
 /// fingerprints (active, then an ended lease or a culled mark, then none).
 pub async fn kinds_round_trip_and_presence_takes_the_best_of_several(store: Arc<dyn Store>) {
-    let mut domain = license(2);
+    let mut domain = license(3);
     domain.kind = LicenseKind::Domain;
     store.create_license(&domain, None).await.unwrap();
     assert_eq!(store.license_by_id(domain.id).await.unwrap().unwrap().kind, LicenseKind::Domain);
@@ -137,29 +137,42 @@ pub async fn kinds_round_trip_and_presence_takes_the_best_of_several(store: Arc<
 
     let t = now();
     let fps = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    assert_eq!(store.machine_presence(domain.id, &fps(&["domain:a.example"]), t).await.unwrap(), Presence::Absent);
-    assert_eq!(store.machine_presence(domain.id, &[], t).await.unwrap(), Presence::Absent);
+    assert_eq!(
+        store.machine_presence(domain.id, &fps(&["domain:a.example"]), t).await.unwrap().presence,
+        Presence::Absent
+    );
+    assert_eq!(store.machine_presence(domain.id, &[], t).await.unwrap().presence, Presence::Absent);
     store.activate_leased(domain.id, "domain:*.example.com", t, Some(t + Duration::minutes(5)), 0).await.unwrap();
     store.activate_leased(domain.id, "domain:old.example", t, Some(t + Duration::minutes(1)), 0).await.unwrap();
     let covering = fps(&["domain:shop.example.com", "domain:*.shop.example.com", "domain:*.example.com"]);
-    assert_eq!(store.machine_presence(domain.id, &covering, t).await.unwrap(), Presence::Active);
+    let best = store.machine_presence(domain.id, &covering, t).await.unwrap();
+    assert_eq!((best.presence, best.active.as_deref()), (Presence::Active, Some("domain:*.example.com")));
+    // The host's own binding is more specific than a wildcard: it is the one found.
+    store.activate_leased(domain.id, "domain:shop.example.com", t, None, 0).await.unwrap();
+    let best = store.machine_presence(domain.id, &covering, t).await.unwrap();
+    assert_eq!(best.active.as_deref(), Some("domain:shop.example.com"), "the first given");
+    assert!(store.remove_machine(domain.id, "domain:shop.example.com").await.unwrap());
     let later = t + Duration::minutes(2);
     assert_eq!(
-        store.machine_presence(domain.id, &fps(&["domain:old.example", "domain:x"]), later).await.unwrap(),
+        store.machine_presence(domain.id, &fps(&["domain:old.example", "domain:x"]), later).await.unwrap().presence,
         Presence::LeaseExpired,
         "an ended lease, not yet culled"
     );
     store.cull_machines(domain.id, later).await.unwrap();
     assert_eq!(
-        store.machine_presence(domain.id, &fps(&["domain:old.example"]), later).await.unwrap(),
+        store.machine_presence(domain.id, &fps(&["domain:old.example"]), later).await.unwrap().presence,
         Presence::LeaseExpired,
         "a culled mark"
     );
     assert_eq!(
-        store.machine_presence(domain.id, &fps(&["domain:old.example", "domain:*.example.com"]), later).await.unwrap(),
+        store
+            .machine_presence(domain.id, &fps(&["domain:old.example", "domain:*.example.com"]), later)
+            .await
+            .unwrap()
+            .presence,
         Presence::Active,
         "active beats ended"
     );
     let other = created(&store, 1).await;
-    assert_eq!(store.machine_presence(other.id, &covering, t).await.unwrap(), Presence::Absent, "per license");
+    assert_eq!(store.machine_presence(other.id, &covering, t).await.unwrap().presence, Presence::Absent, "per license");
 }

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::secs;
-use crate::store::{IpRule, IpScope, IpUsage, Presence, StoreError};
+use crate::store::{BestPresence, IpRule, IpScope, IpUsage, Presence, StoreError};
 
 pub(super) async fn insert_rule(conn: &mut PgConnection, rule: &IpRule) -> Result<(), StoreError> {
     let (license, policy) = scope_columns(&rule.scope);
@@ -120,13 +120,15 @@ pub(super) async fn presence<'e, E>(
     license_id: Uuid,
     fingerprints: &[String],
     now: OffsetDateTime,
-) -> Result<Presence, StoreError>
+) -> Result<BestPresence, StoreError>
 where
     E: Executor<'e, Database = Postgres>,
 {
     let row = sqlx::query(
-        "SELECT (SELECT bool_or(lease_expires_at IS NULL OR lease_expires_at > $3) FROM machines \
-         WHERE license_id = $1 AND fingerprint = ANY($2)) AS live, \
+        "SELECT (SELECT fingerprint FROM machines WHERE license_id = $1 AND fingerprint = ANY($2) \
+         AND (lease_expires_at IS NULL OR lease_expires_at > $3) ORDER BY array_position($2, fingerprint) LIMIT 1) \
+         AS active, \
+         EXISTS (SELECT 1 FROM machines WHERE license_id = $1 AND fingerprint = ANY($2)) AS stored, \
          EXISTS (SELECT 1 FROM culled_machines WHERE license_id = $1 AND fingerprint = ANY($2)) AS culled",
     )
     .bind(license_id)
@@ -134,13 +136,14 @@ where
     .bind(secs(now))
     .fetch_one(db)
     .await?;
-    let live: Option<bool> = row.try_get("live")?;
-    Ok(match live {
-        Some(true) => Presence::Active,
-        Some(false) => Presence::LeaseExpired,
-        None if row.try_get::<bool, _>("culled")? => Presence::LeaseExpired,
+    let active: Option<String> = row.try_get("active")?;
+    let presence = match active {
+        Some(_) => Presence::Active,
+        // Stored but none active: their leases ended.
+        None if row.try_get::<bool, _>("stored")? || row.try_get::<bool, _>("culled")? => Presence::LeaseExpired,
         None => Presence::Absent,
-    })
+    };
+    Ok(BestPresence { presence, active })
 }
 
 fn scope_columns(scope: &IpScope) -> (Option<Uuid>, Option<&str>) {

@@ -26,9 +26,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Activated, AdminToken, Attempt, Claimed, Created, Culled, DailyUsage, Delivery, Event, EventFilter, Idempotency,
-    IpRule, IpUsage, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup, Machine, MachineCheck,
-    NewEvent, NewMachine, Policy, PolicyDeleted, PolicyLock, Presence, RecordKeys, RecordedKey, Redeemed, Store,
+    Activated, AdminToken, Attempt, BestPresence, Claimed, Created, Culled, DailyUsage, Delivery, Event, EventFilter,
+    Idempotency, IpRule, IpUsage, License, LicenseFilter, LicensePage, LicenseStatus, LicenseUpdate, Lookup, Machine,
+    MachineCheck, NewEvent, NewMachine, Policy, PolicyDeleted, PolicyLock, RecordKeys, RecordedKey, Redeemed, Store,
     StoreError, Touched, Tx, UsageBatch, WebhookEndpoint, Work,
 };
 
@@ -524,7 +524,7 @@ impl Store for SqliteStore {
         license_id: Uuid,
         fingerprints: &[String],
         now: OffsetDateTime,
-    ) -> Result<Presence, StoreError> {
+    ) -> Result<BestPresence, StoreError> {
         network::presence(&self.pool, license_id, fingerprints, now).await
     }
 

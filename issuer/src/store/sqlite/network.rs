@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{secs, time_from, uuid_from};
-use crate::store::{IpRule, IpScope, IpUsage, Presence, StoreError};
+use crate::store::{BestPresence, IpRule, IpScope, IpUsage, Presence, StoreError};
 
 pub(super) async fn insert_rule(conn: &mut SqliteConnection, rule: &IpRule) -> Result<(), StoreError> {
     let (license, policy) = scope_columns(&rule.scope);
@@ -108,35 +108,43 @@ where
 }
 
 /// The best presence of any of `fingerprints` on the license: active, else one whose lease ended (still there, or
-/// culled), else absent.
+/// culled), else absent; and the first of them that is active.
 pub(super) async fn presence<'e, E>(
     db: E,
     license_id: Uuid,
     fingerprints: &[String],
     now: OffsetDateTime,
-) -> Result<Presence, StoreError>
+) -> Result<BestPresence, StoreError>
 where
     E: Executor<'e, Database = Sqlite>,
 {
     if fingerprints.is_empty() {
-        return Ok(Presence::Absent);
+        return Ok(BestPresence { presence: Presence::Absent, active: None });
     }
     let id = license_id.to_string();
-    let mut q: QueryBuilder<Sqlite> =
-        QueryBuilder::new("SELECT (SELECT MAX(CASE WHEN lease_expires_at IS NULL OR lease_expires_at > ");
-    q.push_bind(secs(now)).push(" THEN 2 ELSE 1 END) FROM machines WHERE license_id = ").push_bind(id.clone());
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT (SELECT fingerprint FROM machines WHERE license_id = ");
+    q.push_bind(id.clone());
     push_in(&mut q, fingerprints);
-    q.push(") AS machine, EXISTS (SELECT 1 FROM culled_machines WHERE license_id = ").push_bind(id);
+    q.push(" AND (lease_expires_at IS NULL OR lease_expires_at > ")
+        .push_bind(secs(now))
+        .push(") ORDER BY CASE fingerprint");
+    for (i, f) in fingerprints.iter().enumerate() {
+        q.push(" WHEN ").push_bind(f.clone()).push(" THEN ").push(i.to_string());
+    }
+    q.push(" END LIMIT 1) AS active, EXISTS (SELECT 1 FROM machines WHERE license_id = ").push_bind(id.clone());
+    push_in(&mut q, fingerprints);
+    q.push(") AS stored, EXISTS (SELECT 1 FROM culled_machines WHERE license_id = ").push_bind(id);
     push_in(&mut q, fingerprints);
     q.push(") AS culled");
     let row = q.build().fetch_one(db).await?;
-    let machine: Option<i64> = row.try_get("machine")?;
-    Ok(match machine {
-        Some(2) => Presence::Active,
-        Some(_) => Presence::LeaseExpired,
-        None if row.try_get::<bool, _>("culled")? => Presence::LeaseExpired,
+    let active: Option<String> = row.try_get("active")?;
+    let presence = match active {
+        Some(_) => Presence::Active,
+        // Stored but none active: their leases ended.
+        None if row.try_get::<bool, _>("stored")? || row.try_get::<bool, _>("culled")? => Presence::LeaseExpired,
         None => Presence::Absent,
-    })
+    };
+    Ok(BestPresence { presence, active })
 }
 
 /// ` AND fingerprint IN (...)` with every fingerprint bound.
