@@ -136,8 +136,10 @@ async fn a_domain_validation_counts_for_the_binding_that_covers_the_host() {
         assert_eq!(server.validate(&key, host).await["code"], "VALID", "{host}");
     }
     let answer = usage(&server, &id, "").await;
-    let today = answer["days"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!((today["validations"].clone(), today["machines"].clone()), (json!(5), json!(3)), "{today}");
+    // (Summed over the days: the run may cross midnight.)
+    let sum = |f: &str| -> u64 { answer["days"].as_array().unwrap().iter().map(|d| d[f].as_u64().unwrap()).sum() };
+    assert_eq!(sum("validations"), 5, "{answer}");
+    assert!((3..=6).contains(&sum("machines")), "three bindings, each once a day: {answer}");
     let machines = server.machines(&id).await;
     let count = |binding: &str| {
         let m =

@@ -31,6 +31,9 @@ const DEFAULT_USAGE_DAYS: i64 = 30;
 /// counted (and the flush logs how many were not), so a flood of distinct keys cannot grow memory without bound.
 const MAX_PENDING: usize = 100_000;
 
+/// Most refusal keys of one address each (`ip.blocked`) held before new addresses are coalesced by rule.
+const MAX_FINE_REFUSALS: usize = 10_000;
+
 /// What the next flush writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flush {
@@ -57,6 +60,8 @@ struct Refusals {
     last_seen: OffsetDateTime,
     /// The first refusal's event: its fingerprint, address, actor and detail are what the minute's event shows.
     first: NewEvent,
+    /// Whether its key is one address's, of those [`MAX_FINE_REFUSALS`] bounds.
+    fine: bool,
 }
 
 /// A machine's validations of one day: (license, fingerprint, day).
@@ -73,6 +78,8 @@ struct Pending {
     refusals: HashMap<RefusalMinute, Refusals>,
     /// Counts not kept because a map was full, since the last flush.
     dropped: u64,
+    /// Refusal keys held that have a coarse form ([`UsageCounters::refused`]): one per address.
+    fine_refusals: usize,
 }
 
 /// What one flush takes (and gives back if its write fails).
@@ -120,6 +127,12 @@ fn slot<'m, K: std::hash::Hash + Eq, V>(
     Some(map.entry(key).or_insert_with(new))
 }
 
+impl Pending {
+    fn recount(&mut self) {
+        self.fine_refusals = self.refusals.values().filter(|r| r.fine).count();
+    }
+}
+
 impl DayCounts {
     fn add(&mut self, other: &DayCounts) {
         self.validations = self.validations.saturating_add(other.validations);
@@ -137,6 +150,7 @@ impl Refusals {
             self.first_seen = other.first_seen;
             self.first = other.first;
         }
+        self.fine |= other.fine;
     }
 }
 
@@ -175,24 +189,41 @@ impl UsageCounters {
         if code != ValidationCode::Valid {
             let detail = serde_json::json!({ "code": code.as_str() });
             let event = ctx.event(license_id, EventKind::Validated, Some(fingerprint), detail);
-            Self::refusal(pending, event, code.as_str().to_string());
+            let key = (Some(license_id), EventKind::Validated, code.as_str().to_string(), minute(at));
+            Self::refusal(pending, event, key, false);
         }
     }
 
     /// Keeps a refusal recorded as `event` for its minute's event, coalesced with the other refusals of the same
-    /// license, kind and `what` in that minute.
-    pub(super) fn refused(&self, event: NewEvent, what: String) {
+    /// license, kind and `what` in that minute. Once [`MAX_FINE_REFUSALS`] keys with a `coarse` form are held (a
+    /// flood from many addresses), new ones are coalesced by `coarse` instead, their event marked
+    /// `"more_addresses": true`, so such a flood cannot crowd out every other refusal of the minute.
+    pub(super) fn refused(&self, mut event: NewEvent, what: String, coarse: Option<String>) {
         let mut guard = self.pending();
-        Self::refusal(&mut guard, event, what);
+        let pending = &mut *guard;
+        let key = (event.license_id, event.kind, what, minute(event.at));
+        let known = pending.refusals.contains_key(&key);
+        match coarse {
+            Some(coarse) if !known && pending.fine_refusals >= MAX_FINE_REFUSALS => {
+                if let serde_json::Value::Object(detail) = &mut event.detail {
+                    detail.insert("more_addresses".into(), true.into());
+                }
+                let (license_id, kind, _, minute) = key;
+                Self::refusal(pending, event, (license_id, kind, format!("more:{coarse}"), minute), false);
+            }
+            Some(_) => Self::refusal(pending, event, key, true),
+            None => Self::refusal(pending, event, key, false),
+        }
     }
 
-    fn refusal(pending: &mut Pending, event: NewEvent, what: String) {
-        let key = (event.license_id, event.kind, what, minute(event.at));
-        let refusal = Refusals { count: 1, first_seen: event.at, last_seen: event.at, first: event };
+    fn refusal(pending: &mut Pending, event: NewEvent, key: RefusalMinute, fine: bool) {
+        let refusal = Refusals { count: 1, first_seen: event.at, last_seen: event.at, first: event, fine };
         match pending.refusals.get_mut(&key) {
             Some(r) => r.add(refusal),
             None => {
-                slot(&mut pending.refusals, &mut pending.dropped, key, || refusal);
+                if slot(&mut pending.refusals, &mut pending.dropped, key, || refusal).is_some() && fine {
+                    pending.fine_refusals += 1;
+                }
             }
         }
     }
@@ -221,6 +252,7 @@ impl UsageCounters {
         };
         let taken =
             Taken { days: pending.days.drain().collect(), machines: pending.machines.drain().collect(), refusals };
+        pending.recount();
         (taken, std::mem::take(&mut pending.dropped))
     }
 
@@ -248,6 +280,7 @@ impl UsageCounters {
                 }
             }
         }
+        pending.recount();
     }
 }
 
@@ -280,9 +313,11 @@ impl Taken {
                 last_validated_at: *last,
             })
             .collect();
+        // By license first: appending an event takes its license's lock (PostgreSQL), so every flush takes them in
+        // one order; then by time.
         let mut refusals: Vec<_> = self.refusals.iter().collect();
         refusals.sort_by(|(a, ra), (b, rb)| {
-            (ra.first_seen, a.0, a.1.as_str(), &a.2).cmp(&(rb.first_seen, b.0, b.1.as_str(), &b.2))
+            (a.0, ra.first_seen, a.1.as_str(), &a.2).cmp(&(b.0, rb.first_seen, b.1.as_str(), &b.2))
         });
         let events = refusals
             .into_iter()
@@ -470,6 +505,36 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!((events[0].detail["count"].clone(), events[0].fingerprint.as_deref()), (3.into(), Some("z")));
         assert_eq!(events[0].detail["first_seen"], t.unix_timestamp());
+    }
+
+    #[test]
+    fn refusals_from_many_addresses_are_coalesced_by_rule_past_the_bound() {
+        let usage = UsageCounters::default();
+        let t = OffsetDateTime::UNIX_EPOCH + Duration::days(3);
+        let refuse = |ip: String| {
+            let detail = serde_json::json!({ "ip": ip, "operation": "validate", "rule": null });
+            let event = ctx(t).event(None, EventKind::IpBlocked, None, detail.clone());
+            let mut coarse = detail;
+            coarse.as_object_mut().unwrap().remove("ip");
+            usage.refused(event, detail_key(&ip), Some(coarse.to_string()));
+        };
+        for i in 0..MAX_FINE_REFUSALS + 5 {
+            refuse(format!("2001:db8::{i:x}"));
+        }
+        refuse("2001:db8::0".into());
+        let (taken, dropped) = usage.take(Flush::All, t);
+        assert_eq!((taken.refusals.len(), dropped), (MAX_FINE_REFUSALS + 1, 0));
+        let (_, events) = taken.to_writes();
+        let more: Vec<_> = events.iter().filter(|e| e.detail["more_addresses"] == true).collect();
+        assert_eq!(more.len(), 1);
+        assert_eq!(more[0].detail["count"], 5, "the addresses past the bound, in one event");
+        let again = events.iter().find(|e| e.detail["ip"] == "2001:db8::0" && e.detail.get("more_addresses").is_none());
+        assert_eq!(again.unwrap().detail["count"], 2, "an address already held keeps its own event");
+        assert_eq!(usage.pending().fine_refusals, 0, "recounted after the take");
+    }
+
+    fn detail_key(ip: &str) -> String {
+        format!("validate {ip}")
     }
 
     #[test]

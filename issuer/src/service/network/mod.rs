@@ -281,9 +281,14 @@ impl Licensing {
             self.network.history.note(id, blocked.ip(), ctx.at(), true);
         }
         let event = ctx.event(license_id, EventKind::IpBlocked, fingerprint, blocked.detail(operation));
-        // The detail names the address, the operation and the rule: refusals alike in all of them are one event.
+        // The detail names the address, the operation and the rule: refusals alike in all of them are one event;
+        // past a bound of addresses, refusals alike but for the address are.
         let what = event.detail.to_string();
-        self.usage.refused(event, what);
+        let mut coarse = event.detail.clone();
+        if let serde_json::Value::Object(detail) = &mut coarse {
+            detail.remove("ip");
+        }
+        self.usage.refused(event, what, Some(coarse.to_string()));
         ServiceError::IpBlocked { blocked: Box::new(blocked), license_id }
     }
 }
