@@ -84,7 +84,7 @@ impl Licensing {
                     Box::pin(async move {
                         let events = tx.prune_events(before, PRUNE_BATCH).await?;
                         // The daily usage of days wholly before the cutoff goes too.
-                        let days = tx.prune_usage(before.to_offset(time::UtcOffset::UTC).date(), PRUNE_BATCH).await?;
+                        let days = tx.prune_usage(super::usage::utc_day(before), PRUNE_BATCH).await?;
                         Ok(events + days)
                     })
                 })

@@ -104,7 +104,8 @@ fn first_day() -> Date {
     Date::from_ordinal_date(1, 1).unwrap_or(Date::MIN)
 }
 
-fn utc_day(at: OffsetDateTime) -> Date {
+/// The UTC day of `at`: what usage is counted and pruned by.
+pub(super) fn utc_day(at: OffsetDateTime) -> Date {
     at.to_offset(UtcOffset::UTC).date()
 }
 

@@ -16,13 +16,6 @@ pub struct UsageBatch {
     pub machines: Vec<MachineUsage>,
 }
 
-impl UsageBatch {
-    /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.days.is_empty() && self.machines.is_empty()
-    }
-}
-
 /// One license's counts of one day, as a flush adds them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DayUsage {
